@@ -1,0 +1,18 @@
+"""ffnmem: feed-forward layers of causal transformers read as key-value memories.
+
+Start with :func:`load_model`; everything else reads the model through the returned
+:class:`Workbench` and its FFN views (:class:`FFNView`).
+"""
+
+from ffnmem.errors import FfnmemError
+from ffnmem.ffn import FFNView
+from ffnmem.models import DEFAULT_MODEL, PRESETS, list_models, load_checkpoint, load_model, save_checkpoint
+from ffnmem.results import Result
+from ffnmem.workbench import Workbench, hook_name
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_MODEL", "PRESETS", "FFNView", "FfnmemError", "Result", "Workbench", "hook_name",
+    "list_models", "load_checkpoint", "load_model", "save_checkpoint",
+]

@@ -1,0 +1,162 @@
+"""The ``ffnmem`` command line. Every command loads models offline; errors print one line."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ffnmem.errors import BadInput, FfnmemError
+
+app = typer.Typer(
+    help="ffnmem: read the feed-forward layers of causal transformers as key-value memories.",
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+out = Console()
+
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Model spec: smollm2-135m, tiny-2l, a GGUF file, "
+                                       "a Hugging Face folder or an ffnmem checkpoint. See `ffnmem models`.")]
+DeviceOpt = Annotated[str, typer.Option(help="cpu, cuda, or auto (CUDA when present).")]
+
+
+def parse_layers(spec: str, n_layers: int) -> list[int]:
+    """``all``, ``5``, ``0-3,10`` or ``-1`` (from the top) into sorted layer indices."""
+    if spec == "all":
+        return list(range(n_layers))
+    layers: set[int] = set()
+    try:
+        for part in spec.split(","):
+            if "-" in part.strip()[1:]:
+                lo, hi = part.strip().split("-", 1) if not part.strip().startswith("-") else (part, part)
+                layers.update(range(int(lo), int(hi) + 1))
+            else:
+                layers.add(int(part) % n_layers if int(part) < 0 else int(part))
+    except ValueError:
+        raise BadInput(f"cannot read layers {spec!r}: use 'all', '5', '0-3,10' or '-1'") from None
+    bad = [l for l in layers if not 0 <= l < n_layers]
+    if bad:
+        raise BadInput(f"layer {bad[0]} is out of range: the model has layers 0..{n_layers - 1}")
+    return sorted(layers)
+
+
+def _load(model: str, device: str):
+    from ffnmem.models import load_model
+
+    with console.status(f"loading {model} …"):
+        return load_model(model, device=device)
+
+
+@app.command()
+def models() -> None:
+    """List the models this machine can load offline."""
+    from ffnmem.models import list_models
+
+    table = Table("spec", "source", "available", "detail", title="models available offline")
+    for e in list_models():
+        table.add_row(e.spec, e.source, "yes" if e.available else "no", e.detail)
+    out.print(table)
+
+
+@app.command()
+def demo(
+    model: ModelOpt = "smollm2-135m",
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for report.md, plots and result/.")] = Path("ffnmem-out/demo"),
+    top: Annotated[int, typer.Option(help="FFN memories shown per fact.")] = 8,
+    device: DeviceOpt = "auto",
+) -> None:
+    """The main job: recall of shipped capital-city facts, the FFN memories that write each answer
+    (direct logit attribution per neuron) and their value vectors in vocabulary space."""
+    from ffnmem.demo import run_demo
+
+    wb = _load(model, device)
+    with console.status("attributing facts to FFN memories …"):
+        report = run_demo(wb, out_dir, top_neurons=top)
+    out.print(f"report written to [bold]{report}[/bold]")
+
+
+@app.command()
+def capture(
+    model: ModelOpt = "smollm2-135m",
+    text: Annotated[list[Path] | None, typer.Option(help="Corpus files (.txt, .jsonl, .parquet, saved HF dataset); "
+                                                   "default: the built-in stdlib-docstring corpus.")] = None,
+    layers: Annotated[str, typer.Option(help="Layers: all, 5, 0-3,10, -1.")] = "all",
+    kind: Annotated[list[str], typer.Option(help="Activation kinds: post (coefficients), pre, out, mlp_in, "
+                                            "resid_pre, resid_mid, resid_post.")] = ["post"],  # noqa: B006
+    window: Annotated[int, typer.Option(help="Tokens per window.")] = 128,
+    max_tokens: Annotated[int | None, typer.Option(help="Stop after about this many tokens.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Windows per forward pass.")] = 8,
+    k: Annotated[int, typer.Option(help="Top-k examples kept per unit.")] = 20,
+    shards: Annotated[bool, typer.Option(help="Also write every activation to disk in shards (float16).")] = False,
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Result folder.")] = Path("ffnmem-out/capture"),
+    device: DeviceOpt = "auto",
+) -> None:
+    """Stream FFN activations over a corpus: per-unit statistics and top-k examples, with bounded memory."""
+    from ffnmem import capture as cap
+    from ffnmem.corpus import default_corpus, read_texts, windows
+    from ffnmem.results import Result, make_provenance
+
+    if k < 1 or batch_size < 1:
+        raise BadInput("--k and --batch-size must be at least 1")
+    wb = _load(model, device)
+    docs = read_texts(text) if text else default_corpus()
+    max_windows = None if max_tokens is None else max(1, max_tokens // window)
+    tokens = windows(wb, docs, window=window, max_windows=max_windows)
+    if k > tokens.numel():
+        raise BadInput(f"--k {k} is larger than the corpus ({tokens.numel()} tokens)")
+    names = cap.hook_names(wb, kind, parse_layers(layers, wb.n_layers))
+    stats, topk = cap.reduce(wb, tokens, names, [cap.NeuronStats(), cap.TopK(k)], batch_size=batch_size)
+    tensors = {"tokens": tokens}
+    for name, d in stats.result().items():
+        tensors.update({f"{name}/{key}": v for key, v in d.items()})
+    for name, d in topk.result().items():
+        tensors.update({f"{name}/topk_{key}": v for key, v in d.items()})
+    prov = make_provenance(wb, data_hash=cap.tokens_hash(tokens), corpus=[str(t) for t in text] if text else "stdlib-docstrings")
+    Result(kind="capture", tensors=tensors, provenance=prov,
+           meta={"hooks": names, "window": window, "k": k, "n_tokens": tokens.numel()}).save(out_dir)
+    if shards:
+        cap.write_shards(wb, tokens, names, out_dir.with_name(out_dir.name + "-shards"), batch_size=batch_size)
+    out.print(f"captured {len(names)} hooks over {tokens.numel():,} tokens → [bold]{out_dir}[/bold]")
+
+
+def main() -> None:
+    """Entry point: run the app; user errors become one line on stderr and a non-zero exit."""
+    logging.basicConfig(level=os.environ.get("FFNMEM_LOG", "WARNING"), format="%(levelname)s %(name)s: %(message)s")
+    _quiet_libraries()
+    try:
+        app(standalone_mode=False)
+    except FfnmemError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        console.print("[red]interrupted[/red]: results already written are intact")
+        sys.exit(130)
+    except Exception as exc:  # click usage errors arrive here in standalone_mode=False
+        import click
+
+        if isinstance(exc, click.exceptions.Exit):
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+def _quiet_libraries() -> None:
+    import warnings
+
+    warnings.filterwarnings("ignore", module="transformer_lens")
+    warnings.filterwarnings("ignore", category=UserWarning, module="transformers")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
