@@ -1,0 +1,3 @@
+from ffnmem.cli import main
+
+main()
