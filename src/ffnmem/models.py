@@ -156,14 +156,14 @@ def list_models() -> list[ModelEntry]:
 
 def save_checkpoint(wb: Workbench, path: str | Path, *, extra: dict | None = None) -> Path:
     """Save a native model (weights, config, tokenizer) as an ffnmem checkpoint, atomically."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save_model
 
     if wb.native_config is None:
         raise ModelNotFound("only native models can be saved as ffnmem checkpoints")
     path = Path(path)
-    state = {k: v.detach().cpu().contiguous() for k, v in wb.bridge.original_model.state_dict().items()}
     with atomic_dir(path) as tmp:
-        save_file(state, str(tmp / "model.safetensors"))
+        # save_model de-duplicates the bridge's aliased parameter names (shared storage)
+        save_model(wb.bridge.original_model, str(tmp / "model.safetensors"))
         meta = {"kind": "native", "config": wb.native_config, "model_id": wb.model_id,
                 "tokenizer": "byte" if wb.byte_tokenizer else "files", "extra": extra or {}}
         if not wb.byte_tokenizer and wb.tokenizer is not None:
@@ -174,21 +174,20 @@ def save_checkpoint(wb: Workbench, path: str | Path, *, extra: dict | None = Non
 
 def load_checkpoint(path: str | Path, *, device: str = "auto", dtype: str = "float32") -> Workbench:
     """Load a checkpoint written by :func:`save_checkpoint`."""
-    from safetensors.torch import load_file
+    from safetensors.torch import load_model as load_weights
 
     path = Path(path)
     try:
         meta = json.loads((path / CHECKPOINT_META).read_text())
-        state = load_file(str(path / "model.safetensors"))
-    except Exception as exc:  # noqa: BLE001 - any read failure means an unusable checkpoint
+    except (OSError, ValueError) as exc:
         raise CorruptWeights(f"cannot read checkpoint {path}: {_short(exc)}; re-save it") from None
-    tokenizer = None if meta["tokenizer"] == "byte" else _auto_tokenizer(path / "tokenizer")
+    tokenizer = None if meta.get("tokenizer") == "byte" else _auto_tokenizer(path / "tokenizer")
     wb = _boot_native(meta["config"], tokenizer, resolve_device(device), resolve_dtype(dtype),
                       model_id=meta.get("model_id", str(path)))
     try:
-        wb.bridge.original_model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise CorruptWeights(f"checkpoint {path} does not match its config: {_short(exc)}") from None
+        load_weights(wb.bridge.original_model, str(path / "model.safetensors"), device=str(wb.device))
+    except Exception as exc:  # noqa: BLE001 - truncated file, wrong shapes, missing tensors
+        raise CorruptWeights(f"cannot read checkpoint {path}: {_short(exc)}; re-save it") from None
     wb.weight_hash = file_sha256(path / "model.safetensors")
     wb.source = f"ffnmem checkpoint {path}"
     return wb

@@ -59,9 +59,14 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
 
 
 def tensor_hash(state: dict[str, Tensor]) -> str:
-    """SHA-256 over a state dict's names and bytes (deterministic across runs)."""
+    """SHA-256 over a state dict's names and bytes (deterministic; aliases of one storage hashed once)."""
     h = hashlib.sha256()
-    for name in sorted(state):
+    seen: set[tuple[int, int]] = set()
+    for name in sorted(state, key=lambda n: (len(n), n)):
+        key = (state[name].data_ptr(), state[name].numel())
+        if key in seen:
+            continue
+        seen.add(key)
         t = state[name].detach().cpu().contiguous()
         h.update(name.encode())
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
