@@ -60,3 +60,40 @@ def value_tokens(wb: Workbench, layer: int, neurons: list[int] | Tensor, k: int 
     top, bottom = scores.topk(k, dim=-1), (-scores).topk(k, dim=-1)
     return VocabProjection(top.indices.cpu(), top.values.float().cpu(),
                            bottom.indices.cpu(), (-bottom.values).float().cpu(), scores.float().cpu())
+
+
+@torch.inference_mode()
+def value_top_ids(wb: Workbench, layer: int, k: int = 10, *, sign: float = 1.0,
+                  chunk: int = 256) -> Int[Tensor, "d_mlp k"]:
+    """Top-``k`` promoted token ids of every value of ``layer`` (``sign · v_i``), in chunks of
+    ``chunk`` values so the ``[d_mlp, d_vocab]`` score matrix is never held at once."""
+    values = wb.ffn(layer).values
+    g, center = wb.final_norm_weight(), wb.final_norm_centers()
+    out = [project_to_vocab(values[s : s + chunk] * sign, wb.W_U, g, center).topk(k, dim=-1).indices.cpu()
+           for s in range(0, values.shape[0], chunk)]
+    return torch.cat(out)
+
+
+def agreement(
+    value_ids: Int[Tensor, "d_mlp k"],
+    next_ids: Int[Tensor, "d_mlp n"],
+    perm: Int[Tensor, " d_mlp"] | None = None,
+) -> Tensor:
+    """Per key: does value ``i``'s top-k contain the next token of any of its top-``n`` triggers?
+
+    With ``perm``, value ``i`` is paired with the triggers of key ``perm[i]`` instead (the
+    shuffled-pairing baseline). Next ids of ``-1`` (window end) never match. Returns ``[d_mlp]`` bool.
+    """
+    nxt = next_ids if perm is None else next_ids[perm]
+    hit = (value_ids.unsqueeze(-1) == nxt.unsqueeze(1)) & (nxt.unsqueeze(1) >= 0)  # (d_mlp, k, n)
+    return hit.flatten(1).any(-1)
+
+
+def derangement(n: int, seed: int) -> Tensor:
+    """A random permutation of ``range(n)`` with no fixed point (seeded): one random n-cycle,
+    ``d[s[i]] = s[i + 1]`` for a random ordering ``s``."""
+    g = torch.Generator().manual_seed(seed)
+    s = torch.randperm(n, generator=g)
+    perm = torch.empty(n, dtype=torch.long)
+    perm[s] = s.roll(-1)
+    return perm

@@ -1,0 +1,109 @@
+"""Neuron cards: one self-contained HTML view of one FFN memory.
+
+A card shows the key's top trigger examples (prefix, the triggering token highlighted, the next
+token), the value's promoted and suppressed tokens in vocabulary space, activation statistics, and
+a histogram of the coefficient over the corpus (PNG embedded as base64). ``NeuronCard`` renders
+inline in Jupyter via ``_repr_html_``.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ffnmem import capture as cap
+from ffnmem.keyvalue import value_tokens
+from ffnmem.paths import atomic_write_text
+from ffnmem.triggers import Triggers, example_rows
+from ffnmem.workbench import Workbench
+
+
+@dataclass(frozen=True)
+class NeuronCard:
+    layer: int
+    neuron: int
+    model_id: str
+    examples: list[dict]
+    top_tokens: list[tuple[str, float]]
+    bottom_tokens: list[tuple[str, float]]
+    stats: dict[str, float]
+    histogram_png: bytes
+
+    def to_html(self) -> str:
+        esc = html.escape
+        ex = "".join(
+            f"<tr><td>{r['rank']}</td><td>{r['coeff']:.3f}</td><td class=ctx>{esc(r['context'])}"
+            f"<mark>{esc(r['trigger'])}</mark></td><td><code>{esc(r['next'])}</code></td></tr>"
+            for r in self.examples)
+        tok = lambda ts: ", ".join(f"<code>{esc(t)}</code> ({s:.2f})" for t, s in ts)  # noqa: E731
+        st = " · ".join(f"{k} {v:.3g}" for k, v in self.stats.items())
+        img = base64.b64encode(self.histogram_png).decode()
+        return (f"<div class=ffnmem-card><h3>{esc(self.model_id)} · layer {self.layer} · neuron {self.neuron}</h3>"
+                f"<p><b>value promotes</b>: {tok(self.top_tokens)}<br><b>value suppresses</b>: "
+                f"{tok(self.bottom_tokens)}</p><p>{esc(st)}</p>"
+                f"<table><tr><th>#</th><th>m</th><th>prefix · <mark>trigger</mark></th><th>next</th></tr>{ex}"
+                f"</table><img alt='coefficient histogram' src='data:image/png;base64,{img}'/></div>")
+
+    def _repr_html_(self) -> str:
+        return self.to_html()
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        style = ("<style>body{font-family:sans-serif} td.ctx{font-family:monospace;white-space:pre-wrap}"
+                 " mark{background:#ffd54f} td,th{padding:2px 6px;text-align:left}</style>")
+        atomic_write_text(path, f"<!doctype html><meta charset=utf-8>{style}{self.to_html()}")
+        return path
+
+
+def _histogram(acts: torch.Tensor, title: str) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 2.4))
+    ax.hist(acts.numpy(), bins=60, color="#4477aa")
+    ax.set_yscale("log")
+    ax.set_xlabel("coefficient m")
+    ax.set_ylabel("tokens")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+@torch.inference_mode()
+def neuron_card(wb: Workbench, tr: Triggers, layer: int, neuron: int, *, n_examples: int = 10,
+                n_tokens: int = 8, context: int = 12, hist_windows: int = 32) -> NeuronCard:
+    """Build the card of memory ``neuron`` in ``layer`` from mined triggers ``tr``.
+
+    The histogram re-reads the coefficient over the first ``hist_windows`` windows of the corpus
+    (BOS position excluded) so the card needs no stored activations.
+    """
+    layer = wb.check_layer(layer)
+    if layer not in tr.layers:
+        from ffnmem.errors import BadInput
+
+        raise BadInput(f"layer {layer} was not mined (mined: {tr.layers}); mine it first")
+    if not 0 <= neuron < wb.d_mlp:
+        from ffnmem.errors import BadInput
+
+        raise BadInput(f"neuron {neuron} is out of range: layer {layer} has neurons 0..{wb.d_mlp - 1}")
+    rows = example_rows(wb, tr, layer, [neuron], context=context)[:n_examples]
+    proj = value_tokens(wb, layer, [neuron], k=n_tokens, signs=torch.tensor([tr.sign]))
+    top = [(wb.decode(i), float(s)) for i, s in zip(proj.top_ids[0].tolist(), proj.top_scores[0])]
+    bottom = [(wb.decode(i), float(s)) for i, s in zip(proj.bottom_ids[0].tolist(), proj.bottom_scores[0])]
+    name = f"blocks.{layer}.mlp.hook_post"
+    acts = cap.collect(wb, tr.tokens[:hist_windows], [name], progress=False)[name][:, 1:, neuron].flatten()
+    s = tr.stats[layer]
+    stats = {"mean": float(s["mean"][neuron]), "frac>0": float(s["frac_active"][neuron]),
+             "max": float(s["max"][neuron])}
+    return NeuronCard(layer, neuron, wb.model_id, rows, top, bottom, stats,
+                      _histogram(acts.float().cpu(), f"layer {layer} neuron {neuron}: m over {acts.numel()} tokens"))
