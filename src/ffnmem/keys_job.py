@@ -8,7 +8,6 @@ Writes to the output folder: ``triggers/`` (Result: examples + stats tables, pro
 
 from __future__ import annotations
 
-import html
 import logging
 from pathlib import Path
 
@@ -87,29 +86,9 @@ def _report_md(wb, tr, ag, cards, builds, tokens) -> str:
 
 
 def _md_to_html(md: str) -> str:
-    """A plain HTML rendering of the report (headings, tables, images, links) with no extra package."""
-    body, table = [], False
-    for line in md.splitlines():
-        if line.startswith("|"):
-            cells = [c.strip() for c in line.strip("|").split("|")]
-            if set("".join(cells)) <= set("-:"):
-                continue
-            body.append(("<table>" if not table else "") + "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
-            table = True
-            continue
-        if table:
-            body.append("</table>")
-            table = False
-        if line.startswith("#"):
-            n = len(line) - len(line.lstrip("#"))
-            body.append(f"<h{n}>{html.escape(line[n:].strip())}</h{n}>")
-        elif line.startswith("![agreement]"):
-            body.append("<img src='agreement.png'/>")
-        elif line.startswith("- [") and "](" in line:
-            name, href = line[3:].split("](", 1)
-            body.append(f"<li><a href='{html.escape(href.rstrip(')'))}'>{html.escape(name)}</a></li>")
-        elif line.strip():
-            body.append(f"<p>{html.escape(line)}</p>")
-    if table:
-        body.append("</table>")
-    return "<!doctype html><meta charset=utf-8><body style='font-family:sans-serif'>" + "\n".join(body) + "</body>"
+    """The Markdown report rendered as one HTML page (python-markdown, tables extension)."""
+    import markdown
+
+    body = markdown.markdown(md, extensions=["tables"])
+    return ("<!doctype html><meta charset=utf-8><body style='font-family:sans-serif;max-width:70em'>"
+            f"{body}</body>")
