@@ -293,6 +293,9 @@ def main(argv: list[str] | None = None) -> int:
             for method in args.methods:
                 console.print(f"  {model}: {method} …", highlight=False)
                 rows.append(_spawn({**base, "model": model, "method": method}, args.timeout))
+                r = rows[-1]
+                console.print(f"    {r.get('tokens_per_s') or 0:,.0f} tokens/s, × forward {r.get('ratio') or 0:.2f}, "
+                              f"peak RSS {r.get('peak_rss_mb', 0):,.0f} MB {r.get('note', '')}", highlight=False)
         console.print(_table(rows, f"FFN coefficient capture, all layers, {args.windows}×{args.window} tokens, "
                                    f"batch {args.batch_size}, best of {args.repeats}"))
     memory = None
