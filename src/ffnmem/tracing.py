@@ -91,8 +91,12 @@ def restore_batch(wb: Workbench, tokens: Tensor, answer: int, span: tuple[int, i
 
 def trace(wb: Workbench, prompt: str, answer: int, span: tuple[int, int], *, kinds=("resid", "mlp", "attn"),
           n_samples: int = 10, window: int = 10, seed: int = 0, max_rows: int = 256,
-          noise_scale: float = 3.0) -> Trace:
-    """Trace one fact over every (layer, position) for each kind (``resid`` uses window 1)."""
+          noise_scale: float = 3.0, layers: list[int] | None = None) -> Trace:
+    """Trace one fact over every (layer, position) for each kind (``resid`` uses window 1).
+
+    ``layers`` restricts the traced cells (rows of other layers are NaN); windows still span
+    neighbouring layers.
+    """
     unknown = [k for k in kinds if k not in KINDS]
     if unknown:
         raise BadInput(f"unknown trace kind {unknown[0]!r}; choose from {', '.join(KINDS)}")
@@ -105,7 +109,8 @@ def trace(wb: Workbench, prompt: str, answer: int, span: tuple[int, int], *, kin
     noise = subject_noise(wb, span, n_samples, seed, noise_scale)
     p_corrupt = float(_probs(wb, tokens.expand(n_samples, -1), answer,
                              [("hook_embed", _noise_hook(noise, span, 1))]).mean())
-    cells = [(l, t) for l in range(L) for t in range(T)]
+    layers = list(range(L)) if layers is None else sorted({wb.check_layer(l) for l in layers})
+    cells = [(l, t) for l in layers for t in range(T)]
     per_chunk = max(1, max_rows // n_samples)
     effects = {}
     for kind in kinds:
@@ -113,7 +118,9 @@ def trace(wb: Workbench, prompt: str, answer: int, span: tuple[int, int], *, kin
         w = 1 if kind == "resid" else window
         ps = [restore_batch(wb, tokens, answer, span, noise, clean, cells[s: s + per_chunk], kind, w)
               for s in range(0, len(cells), per_chunk)]
-        effects[kind] = (torch.cat(ps) - p_corrupt).reshape(L, T)
+        eff = torch.full((L, T), float("nan"))
+        eff[layers] = (torch.cat(ps) - p_corrupt).reshape(len(layers), T)
+        effects[kind] = eff
     return Trace(tokens=wb.str_tokens(tokens[0]), subject=span, p_clean=p_clean, p_corrupt=p_corrupt,
                  effects=effects, window=window)
 
@@ -171,7 +178,7 @@ def plot_trace(t: Trace, path, title: str = "") -> None:
     fig, axes = plt.subplots(1, len(kinds), figsize=(4.2 * len(kinds), 0.32 * len(t.tokens) + 1.6), squeeze=False)
     labels = [tok + ("*" if t.subject[0] <= i < t.subject[1] else "") for i, tok in enumerate(t.tokens)]
     for ax, kind in zip(axes[0], kinds):
-        im = ax.imshow(t.effects[kind].T.numpy(), cmap={"resid": "Purples", "mlp": "Greens", "attn": "Reds"}[kind],
+        im = ax.imshow(torch.nan_to_num(t.effects[kind]).T.numpy(), cmap={"resid": "Purples", "mlp": "Greens", "attn": "Reds"}[kind],
                        aspect="auto", vmin=0)
         ax.set_yticks(range(len(labels)), labels, fontsize=7)
         ax.set_xlabel("layer")
