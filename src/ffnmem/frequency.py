@@ -13,6 +13,7 @@ vocabulary and the corpus' exact conditional distribution p over the value set
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -143,3 +144,71 @@ def capacity_bits(rows: list[dict], n_values: int, n_params: int) -> dict:
     bits = float(sum(max(0.0, math.log2(n_values) - r["loss_bits"]) for r in rows))
     return {"bits": bits, "n_params": int(n_params), "bits_per_param": bits / n_params,
             "max_bits": len(rows) * math.log2(n_values)}
+
+
+def plot_recall(bins: list[dict], curve: dict, path: str | Path, *, title: str = "recall vs exposure") -> Path:
+    """Accuracy per exposure bin (bootstrap CI bars) with the logistic fit and its band (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    x = [b["exposures"] for b in bins]
+    acc = np.array([b["accuracy"] for b in bins])
+    err = [acc - [b["accuracy_lo"] for b in bins], np.array([b["accuracy_hi"] for b in bins]) - acc]
+    ax.fill_between(curve["x"], curve["lo"], curve["hi"], alpha=0.25, label="logistic fit, 95% band")
+    ax.plot(curve["x"], curve["y"])
+    ax.errorbar(x, acc, yerr=err, fmt="o", capsize=3, color="k", label="accuracy per bin (95% CI)")
+    ax.set(xscale="log", xlabel="exposures per epoch", ylabel="top-1 recall", ylim=(-0.02, 1.02), title=title)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_loss_decomposition(evals: list[dict], path: str | Path) -> Path:
+    """Cross-entropy at attribute positions = data entropy + KL gap, over training steps (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [e["step"] for e in evals]
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    ax.stackplot(steps, [e["h_bits"] for e in evals], [e["kl_bits"] for e in evals],
+                 labels=["data entropy H(p)", "KL gap KL(p‖q)"], alpha=0.6)
+    ax.plot(steps, [e["ce_bits"] for e in evals], "k-", label="cross-entropy")
+    ax.set(xlabel="training step", ylabel="bits per attribute value", title="loss at attribute positions")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def exposure_report(wb, corpus, evals: list[dict], out_dir: str | Path, *, n_boot: int = 1000, seed: int = 0,
+                    heldout: bool = False):
+    """Score every query, bin by exposure, fit the curve, compute capacity; save Result + PNGs."""
+    from ffnmem.results import Result, make_provenance, table_from_rows
+
+    out_dir = Path(out_dir)
+    rows = score_queries(wb, corpus.queries, value_sets=corpus.values, value_noise=corpus.config.value_noise,
+                         heldout=heldout)
+    bins = by_exposure(rows, n_boot=n_boot, seed=seed)
+    curve = recall_curve(rows, n_boot=min(n_boot, 500), seed=seed)
+    cap = capacity_bits(rows, corpus.config.n_values, wb.n_params())
+    meta = {"spearman_accuracy": spearman_over_bins(bins) if len(bins) > 1 else None, "capacity": cap,
+            "summary": summarize(rows), "curve": {k: v for k, v in curve.items() if not isinstance(v, list)},
+            "value_entropy_bits": corpus.value_entropy_bits(), "heldout_templates": heldout}
+    tables = {"facts": table_from_rows(rows), "bins": table_from_rows(bins)}
+    if evals:
+        tables["evals"] = table_from_rows(evals)
+    result = Result(kind="recall-exposure", tables=tables, meta=meta,
+                    provenance=make_provenance(wb, seed=seed, facts_config=corpus.config.to_dict()))
+    result.save(out_dir / "result")
+    plot_recall(bins, curve, out_dir / "recall_vs_exposure.png")
+    if evals:
+        plot_loss_decomposition(evals, out_dir / "loss_decomposition.png")
+    return result

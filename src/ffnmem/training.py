@@ -76,7 +76,7 @@ class TrainConfig:
 # tiny: finishes in about a minute on one CPU core and already shows the frequency effect.
 PRESETS: dict[str, tuple[FactConfig, TrainConfig]] = {
     "tiny": (FactConfig(n_entities=140, bins=(1, 2, 4, 8, 16, 32, 64), n_values=24, value_noise=0.05, seed=0),
-             TrainConfig(steps=600, batch_size=32, eval_every=50, checkpoint_every=200)),
+             TrainConfig(steps=400, batch_size=32, eval_every=100, checkpoint_every=200)),
     "paper": (FactConfig(n_entities=2000, attributes=("birth_city", "birth_year", "employer", "field", "university", "hobby"),
                          n_values=100, bins=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512), seed=0),
               TrainConfig(n_layers=4, d_model=256, n_heads=8, d_mlp=1024, n_ctx=96, steps=20000, batch_size=128,
