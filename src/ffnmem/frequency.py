@@ -38,6 +38,9 @@ def score_queries(wb, queries: list[dict], *, value_sets: dict[str, list[str]] |
         raise BadInput("no query prompts to score (check the heldout filter and the fact corpus)")
     rows = [wb.encode(q["prompt"]) for q in qs]
     answers = [wb.answer_token(q["answer"]) for q in qs]
+    support = None
+    if value_sets is not None and value_noise > 0:
+        support = {a: torch.tensor([wb.answer_token(v) for v in vals]) for a, vals in value_sets.items()}
     out = []
     for start in range(0, len(qs), batch_size):
         chunk = rows[start: start + batch_size]
@@ -50,14 +53,14 @@ def score_queries(wb, queries: list[dict], *, value_sets: dict[str, list[str]] |
         logits = wb.bridge.original_model(toks.to(wb.device))[torch.arange(len(chunk)), last.to(wb.device)]
         logq = torch.log_softmax(logits.float(), -1).cpu() / LN2  # log2 q
         for i, q in enumerate(qs[start: start + batch_size]):
-            out.append(_row(wb, q, logq[i], answers[start + i], value_sets, value_noise))
+            out.append(_row(q, logq[i], answers[start + i], support, value_noise))
     return out
 
 
-def _row(wb, q: dict, log2q: torch.Tensor, answer: int, value_sets, eps: float) -> dict:
+def _row(q: dict, log2q: torch.Tensor, answer: int, support: dict | None, eps: float) -> dict:
     loss = -float(log2q[answer])
-    if value_sets is not None and eps > 0:
-        ids = torch.tensor([wb.answer_token(v) for v in value_sets[q["attribute"]]])
+    if support is not None:
+        ids = support[q["attribute"]]
         n = len(ids)
         p = torch.full((n,), eps / n)
         p[(ids == answer).nonzero()[0]] += 1 - eps
