@@ -104,7 +104,10 @@ def spearman_over_bins(bins: list[dict], key: str = "accuracy") -> float:
     """Spearman correlation between exposure and ``key`` across bins (nan if constant)."""
     if len(bins) < 2:
         raise BadInput("need at least two exposure bins for a rank correlation")
-    return float(spearmanr([b["exposures"] for b in bins], [b[key] for b in bins]).statistic)
+    ys = [b[key] for b in bins]
+    if len(set(ys)) == 1:
+        return float("nan")
+    return float(spearmanr([b["exposures"] for b in bins], ys).statistic)
 
 
 def _logistic_fit(x: np.ndarray, y: np.ndarray, iters: int = 50, ridge: float = 1e-3) -> np.ndarray:
