@@ -1,0 +1,220 @@
+"""Recall against exposure: what a trained model keeps of each fact, in bits.
+
+For a query prompt whose next token is an attribute value, with model distribution q over the
+vocabulary and the corpus' exact conditional distribution p over the value set
+(``p(v) = (1 − ε)[v = v*] + ε/|V|``, see :mod:`ffnmem.synthetic`):
+
+* loss in bits on the true value: ``−log2 q(v*)``; accuracy: ``argmax q == v*``;
+* cross-entropy ``CE = −Σ_v p(v) log2 q(v) = H(p) + KL(p ‖ q)`` — H exact, so the KL gap is exact
+  and never negative;
+* knowledge capacity (Allen-Zhu & Li 2024): ``Σ_facts max(0, log2|V| − loss bits) / n_params``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.stats import spearmanr
+
+from ffnmem.errors import BadInput
+from ffnmem.synthetic import noisy_entropy_bits
+
+LN2 = math.log(2)
+
+
+@torch.inference_mode()
+def score_queries(wb, queries: list[dict], *, value_sets: dict[str, list[str]] | None = None,
+                  value_noise: float = 0.0, heldout: bool | None = False, batch_size: int = 256) -> list[dict]:
+    """One row per query: loss_bits, correct, p_true, ce_bits, h_bits, kl_bits, exposures.
+
+    ``heldout``: False = corpus templates only, True = held-out templates only, None = all.
+    ``value_sets`` (attribute -> values) gives the support of p; without it p is a point mass.
+    """
+    qs = [q for q in queries if heldout is None or bool(q["heldout"]) == heldout]
+    if not qs:
+        raise BadInput("no query prompts to score (check the heldout filter and the fact corpus)")
+    rows = [wb.encode(q["prompt"]) for q in qs]
+    answers = [wb.answer_token(q["answer"]) for q in qs]
+    support = None
+    if value_sets is not None and value_noise > 0:
+        support = {a: torch.tensor([wb.answer_token(v) for v in vals]) for a, vals in value_sets.items()}
+    out = []
+    for start in range(0, len(qs), batch_size):
+        chunk = rows[start: start + batch_size]
+        width = max(len(r) for r in chunk)
+        wb.check_length(width, what="a query prompt")
+        toks = torch.full((len(chunk), width), wb.tokenizer.pad_token_id or 0, dtype=torch.long)
+        for i, r in enumerate(chunk):
+            toks[i, : len(r)] = torch.tensor(r)
+        last = torch.tensor([len(r) - 1 for r in chunk])
+        logits = wb.bridge.original_model(toks.to(wb.device))[torch.arange(len(chunk)), last.to(wb.device)]
+        logq = torch.log_softmax(logits.float(), -1).cpu() / LN2  # log2 q
+        for i, q in enumerate(qs[start: start + batch_size]):
+            out.append(_row(q, logq[i], answers[start + i], support, value_noise))
+    return out
+
+
+def _row(q: dict, log2q: torch.Tensor, answer: int, support: dict | None, eps: float) -> dict:
+    loss = -float(log2q[answer])
+    if support is not None:
+        ids = support[q["attribute"]]
+        n = len(ids)
+        p = torch.full((n,), eps / n)
+        p[(ids == answer).nonzero()[0]] += 1 - eps
+        ce = -float((p * log2q[ids]).sum())
+        h = noisy_entropy_bits(eps, n)
+    else:
+        ce, h = loss, 0.0
+    return {"entity": q["entity"], "attribute": q["attribute"], "exposures": int(q["exposures"]),
+            "heldout": bool(q["heldout"]), "loss_bits": loss, "p_true": 2.0 ** -loss,
+            "correct": bool(int(log2q.argmax()) == answer), "ce_bits": ce, "h_bits": h, "kl_bits": ce - h}
+
+
+def summarize(rows: list[dict]) -> dict:
+    """Mean loss/CE/H/KL bits, accuracy and the smallest KL over the scored queries."""
+    arr = {k: np.array([r[k] for r in rows], dtype=float) for k in ("loss_bits", "ce_bits", "h_bits", "kl_bits", "correct")}
+    return {"loss_bits": float(arr["loss_bits"].mean()), "ce_bits": float(arr["ce_bits"].mean()),
+            "h_bits": float(arr["h_bits"].mean()), "kl_bits": float(arr["kl_bits"].mean()),
+            "min_kl_bits": float(arr["kl_bits"].min()), "accuracy": float(arr["correct"].mean())}
+
+
+def by_exposure(rows: list[dict], *, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> list[dict]:
+    """Per exposure count: n, accuracy and loss bits with percentile bootstrap CIs (seeded)."""
+    rng = np.random.default_rng(seed)
+    exp = np.array([r["exposures"] for r in rows])
+    acc = np.array([r["correct"] for r in rows], dtype=float)
+    loss = np.array([r["loss_bits"] for r in rows])
+    lo_q, hi_q = 100 * (1 - level) / 2, 100 * (1 + level) / 2
+    out = []
+    for e in np.unique(exp):
+        m = exp == e
+        boots = rng.integers(0, m.sum(), size=(n_boot, m.sum()))
+        a_b, l_b = acc[m][boots].mean(1), loss[m][boots].mean(1)
+        out.append({"exposures": int(e), "n": int(m.sum()), "accuracy": float(acc[m].mean()),
+                    "accuracy_lo": float(np.percentile(a_b, lo_q)), "accuracy_hi": float(np.percentile(a_b, hi_q)),
+                    "loss_bits": float(loss[m].mean()), "loss_lo": float(np.percentile(l_b, lo_q)),
+                    "loss_hi": float(np.percentile(l_b, hi_q))})
+    return out
+
+
+def spearman_over_bins(bins: list[dict], key: str = "accuracy") -> float:
+    """Spearman correlation between exposure and ``key`` across bins (nan if constant)."""
+    if len(bins) < 2:
+        raise BadInput("need at least two exposure bins for a rank correlation")
+    ys = [b[key] for b in bins]
+    if len(set(ys)) == 1:
+        return float("nan")
+    return float(spearmanr([b["exposures"] for b in bins], ys).statistic)
+
+
+def _logistic_fit(x: np.ndarray, y: np.ndarray, iters: int = 50, ridge: float = 1e-3) -> np.ndarray:
+    """Intercept and slope of P(y=1) = σ(a + b x) by Newton's method (small ridge for separable data)."""
+    X = np.stack([np.ones_like(x), x], 1)
+    w = np.zeros(2)
+    for _ in range(iters):
+        p = 1 / (1 + np.exp(-X @ w))
+        grad = X.T @ (p - y) + ridge * w
+        hess = X.T @ (X * (p * (1 - p))[:, None]) + ridge * np.eye(2)
+        w -= np.linalg.solve(hess, grad)
+    return w
+
+
+def recall_curve(rows: list[dict], *, n_boot: int = 500, seed: int = 0, level: float = 0.95,
+                 grid: int = 50) -> dict:
+    """Logistic fit of correctness vs log2(exposures), with a bootstrap band over facts.
+
+    Returns ``intercept``, ``slope`` (per doubling of exposure) with CIs, and ``x``/``y``/``lo``/``hi``
+    (the fitted curve and its band on a grid of exposures).
+    """
+    x = np.log2(np.array([r["exposures"] for r in rows], dtype=float))
+    y = np.array([r["correct"] for r in rows], dtype=float)
+    w = _logistic_fit(x, y)
+    rng = np.random.default_rng(seed)
+    xs = np.linspace(x.min(), x.max(), grid)
+    boots = np.array([_logistic_fit(x[i], y[i]) for i in rng.integers(0, len(x), size=(n_boot, len(x)))])
+    curves = 1 / (1 + np.exp(-(boots[:, :1] + boots[:, 1:] * xs[None])))
+    lo_q, hi_q = 100 * (1 - level) / 2, 100 * (1 + level) / 2
+    return {"intercept": float(w[0]), "slope": float(w[1]),
+            "slope_lo": float(np.percentile(boots[:, 1], lo_q)), "slope_hi": float(np.percentile(boots[:, 1], hi_q)),
+            "x": (2 ** xs).tolist(), "y": (1 / (1 + np.exp(-(w[0] + w[1] * xs)))).tolist(),
+            "lo": np.percentile(curves, lo_q, 0).tolist(), "hi": np.percentile(curves, hi_q, 0).tolist()}
+
+
+def capacity_bits(rows: list[dict], n_values: int, n_params: int) -> dict:
+    """Knowledge stored: Σ max(0, log2|V| − loss bits) over facts, and per parameter."""
+    if n_params < 1:
+        raise BadInput("n_params must be positive")
+    bits = float(sum(max(0.0, math.log2(n_values) - r["loss_bits"]) for r in rows))
+    return {"bits": bits, "n_params": int(n_params), "bits_per_param": bits / n_params,
+            "max_bits": len(rows) * math.log2(n_values)}
+
+
+def plot_recall(bins: list[dict], curve: dict, path: str | Path, *, title: str = "recall vs exposure") -> Path:
+    """Accuracy per exposure bin (bootstrap CI bars) with the logistic fit and its band (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    x = [b["exposures"] for b in bins]
+    acc = np.array([b["accuracy"] for b in bins])
+    err = [acc - [b["accuracy_lo"] for b in bins], np.array([b["accuracy_hi"] for b in bins]) - acc]
+    ax.fill_between(curve["x"], curve["lo"], curve["hi"], alpha=0.25, label="logistic fit, 95% band")
+    ax.plot(curve["x"], curve["y"])
+    ax.errorbar(x, acc, yerr=err, fmt="o", capsize=3, color="k", label="accuracy per bin (95% CI)")
+    ax.set(xscale="log", xlabel="exposures per epoch", ylabel="top-1 recall", ylim=(-0.02, 1.02), title=title)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_loss_decomposition(evals: list[dict], path: str | Path) -> Path:
+    """Cross-entropy at attribute positions = data entropy + KL gap, over training steps (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [e["step"] for e in evals]
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    ax.stackplot(steps, [e["h_bits"] for e in evals], [e["kl_bits"] for e in evals],
+                 labels=["data entropy H(p)", "KL gap KL(p‖q)"], alpha=0.6)
+    ax.plot(steps, [e["ce_bits"] for e in evals], "k-", label="cross-entropy")
+    ax.set(xlabel="training step", ylabel="bits per attribute value", title="loss at attribute positions")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def exposure_report(wb, corpus, evals: list[dict], out_dir: str | Path, *, n_boot: int = 1000, seed: int = 0,
+                    heldout: bool = False):
+    """Score every query, bin by exposure, fit the curve, compute capacity; save Result + PNGs."""
+    from ffnmem.results import Result, make_provenance, table_from_rows
+
+    out_dir = Path(out_dir)
+    rows = score_queries(wb, corpus.queries, value_sets=corpus.values, value_noise=corpus.config.value_noise,
+                         heldout=heldout)
+    bins = by_exposure(rows, n_boot=n_boot, seed=seed)
+    curve = recall_curve(rows, n_boot=min(n_boot, 500), seed=seed)
+    cap = capacity_bits(rows, corpus.config.n_values, wb.n_params())
+    meta = {"spearman_accuracy": spearman_over_bins(bins) if len(bins) > 1 else None, "capacity": cap,
+            "summary": summarize(rows), "curve": {k: v for k, v in curve.items() if not isinstance(v, list)},
+            "value_entropy_bits": corpus.value_entropy_bits(), "heldout_templates": heldout}
+    tables = {"facts": table_from_rows(rows), "bins": table_from_rows(bins)}
+    if evals:
+        tables["evals"] = table_from_rows(evals)
+    result = Result(kind="recall-exposure", tables=tables, meta=meta,
+                    provenance=make_provenance(wb, seed=seed, facts_config=corpus.config.to_dict()))
+    result.save(out_dir / "result")
+    plot_recall(bins, curve, out_dir / "recall_vs_exposure.png")
+    if evals:
+        plot_loss_decomposition(evals, out_dir / "loss_decomposition.png")
+    return result
