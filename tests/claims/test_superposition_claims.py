@@ -1,0 +1,18 @@
+"""Toy models of superposition: sparsity buys features beyond the hidden dimensions.
+
+Measured (n=20, m=5, importance 0.7**i, 2000 Adam steps, batch 512, seed 0): at S=0 the model
+represents 5 features (‖W_i‖ > 0.5), m/‖W‖_F² ≈ 1.0; at S=0.99 it represents 11 with
+≈ 0.41 dimensions per feature (a first run with 3000 steps, batch 1024 gave 5 and 11 too).
+"""
+
+from ffnmem import superposition as sp
+
+
+def test_sparsity_gives_superposition():
+    models = sp.sparsity_sweep([0.0, 0.99], n_features=20, n_hidden=5, steps=2000, batch=512, seed=0)
+    dense, sparse = models.metrics["represented"].tolist()
+    dpf = models.metrics["dims_per_feature"].tolist()
+    assert abs(dense - 5) <= 1  # about m features at S=0
+    assert sparse >= 8  # clearly more features than the 5 dims
+    assert dpf[0] > 0.85 and dpf[1] < 0.6
+
