@@ -172,3 +172,14 @@ def monosemanticity(neuron_acts: Tensor, latent_acts: Tensor, token_ids: Int[Ten
         out[name] = {"median_entropy_bits": float(ent.nanmedian()), "median_distinct_tokens":
                      float(distinct[alive].median()) if alive.any() else float("nan"), "units": int(alive.sum())}
     return out
+
+
+def neuron_polysemanticity(tr, layer: int) -> dict[str, Tensor]:
+    """Per neuron, from mined trigger examples (:func:`ffnmem.triggers.mine`): the number of
+    distinct trigger tokens and distinct next tokens among its top-k, and the trigger-token
+    entropy (bits). A neuron whose top examples are one token in one kind of context scores low."""
+    trig = tr.trigger_ids(layer)
+    nxt = tr.next_ids(layer)
+    distinct = torch.tensor([len(trig[:, u].unique()) for u in range(trig.shape[1])])
+    distinct_next = torch.tensor([len(nxt[:, u].unique()) for u in range(nxt.shape[1])])
+    return {"distinct_triggers": distinct, "distinct_next": distinct_next, "entropy_bits": token_entropy(trig)}

@@ -22,3 +22,15 @@ def test_bad_input(tiny):
         S.capture_pairs(tiny, tiny.to_tokens("abc"), 0, target="nope")
     with pytest.raises(BadInput):
         S.train(torch.zeros(10, 4), torch.zeros(10, 4), transcode=False)
+
+
+def test_neuron_polysemanticity_from_triggers(tiny):
+    from ffnmem import triggers as T
+    from ffnmem.corpus import windows
+
+    tokens = windows(tiny, ["The quick brown fox jumps over the lazy dog. " * 8], window=32)
+    tr = T.mine(tiny, tokens, [0], k=5, progress=False)
+    poly = S.neuron_polysemanticity(tr, 0)
+    assert poly["distinct_triggers"].shape == (tiny.d_mlp,)
+    assert ((poly["distinct_triggers"] >= 1) & (poly["distinct_triggers"] <= 5)).all()
+    assert (poly["entropy_bits"] <= torch.log2(torch.tensor(5.0)) + 1e-5).all()
