@@ -295,7 +295,6 @@ def neuron(
     out.print(f"card written to [bold]{path}[/bold]")
 
 
-<<<<<<< HEAD
 facts_app = typer.Typer(help="Synthetic fact corpora with controlled exposure.", no_args_is_help=True)
 app.add_typer(facts_app, name="facts")
 PresetOpt = Annotated[str, typer.Option(help="Training preset: tiny (CPU, ~1 min) or paper (GPU).")]
@@ -401,7 +400,8 @@ def exposure(
     cap = res.meta["capacity"]
     out.print(f"Spearman over bins {res.meta['spearman_accuracy']:.3f}; capacity {cap['bits']:.0f} bits "
               f"= {cap['bits_per_param']:.4f} bits/param; → [bold]{out_dir}[/bold]")
-=======
+
+
 @app.command()
 def probe(
     model: ModelOpt = "smollm2-135m",
@@ -478,7 +478,6 @@ def sae(
                   f"top-token entropy latents {r['latents_median_entropy_bits']:.2f} vs neurons "
                   f"{r['neurons_median_entropy_bits']:.2f} bits")
     out.print(f"results written to [bold]{folder / 'result'}[/bold]")
->>>>>>> probes
 
 
 def main() -> None:
