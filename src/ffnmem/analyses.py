@@ -168,7 +168,7 @@ def _causal_trace(wb, data: UnitData, p: TraceParams, seed: int) -> Result:
             for l in range(al.shape[0]):
                 for j, pos in enumerate(POSITIONS):
                     rows.append({"subject": e.fact.subject, "kind": kind, "layer": l, "position": pos,
-                                 "effect": float(al[l, j])})
+                                 "effect": None if al[l, j].isnan() else float(al[l, j])})  # SQL NULL
     return Result(kind="causal_trace", tables={"effects": table_from_rows(rows), "facts": table_from_rows(facts)},
                   provenance=_prov(wb, data, seed, p))
 

@@ -66,7 +66,7 @@ def is_done(run_dir: str | Path, unit_id: str) -> bool:
 def unit_rows(run_dir: str | Path, manifest: dict | None = None, errors: dict[str, str] | None = None) -> list[dict]:
     """The catalogue: one row per unit of the manifest, with status read from the unit folders."""
     manifest = manifest or read_manifest(run_dir)
-    errors = errors or {}
+    errors = _recorded_errors(run_dir) if errors is None else errors
     rows = []
     for u in manifest["units"]:
         done = is_done(run_dir, u["unit_id"])
@@ -80,6 +80,15 @@ def unit_rows(run_dir: str | Path, manifest: dict | None = None, errors: dict[st
                      "seconds": seconds, "error": errors.get(u["unit_id"]),
                      "path": str(Path("units") / u["unit_id"]) if done else None})
     return rows
+
+
+def _recorded_errors(run_dir: str | Path) -> dict[str, str]:
+    """Failures recorded by the last run (a failed unit has no folder, only a catalogue row)."""
+    path = Path(run_dir) / "catalog.parquet"
+    if not path.exists():
+        return {}
+    rows = pq.read_table(path, columns=["unit_id", "status", "error"]).to_pylist()
+    return {r["unit_id"]: r["error"] for r in rows if r["status"] == "failed"}
 
 
 def write_catalog(run_dir: Path, manifest: dict, errors: dict[str, str] | None = None) -> None:

@@ -46,7 +46,8 @@ def load_claim(path: str | Path) -> Claim:
     c = batch.spec.claim
     if not c or not {"id", "statement", "sql"} <= set(c) or not ({"min", "max"} & set(c)):
         raise BadInput(f"{path}: a claim batch needs [claim] with id, statement, sql and min and/or max")
-    return Claim(c["id"], c["statement"], c["sql"], c.get("min"), c.get("max"), batch)
+    bound = {k: None if c.get(k) is None else float(c[k]) for k in ("min", "max")}
+    return Claim(c["id"], c["statement"], c["sql"], bound["min"], bound["max"], batch)
 
 
 def measure(claim: Claim, run_dir: str | Path) -> float:

@@ -102,10 +102,14 @@ def test_newer_catalogue_schema_is_refused(tmp_path):
 
 def test_live_lock_refuses_and_stale_lock_is_taken_over(tmp_path):
     run = tmp_path / "run"
-    with C.run_lock(run):
-        with pytest.raises(C.RunLocked, match="is being written by process"):
-            with C.run_lock(run):
-                pass
+    p = write(tmp_path, BASE)
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+    with C.run_lock(run):  # a second process trying to write the same run folder refuses, one line
+        res = subprocess.run([sys.executable, "-m", "ffnmem", "run", str(p), "--out", str(run)], env=env,
+                             capture_output=True, text=True, timeout=120)
+        assert res.returncode == 2 and "Traceback" not in res.stderr
+        assert f"is being written by process {os.getpid()}@" in res.stderr
+    assert not (run / "run.json").exists()  # the refused run wrote nothing
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     (run / ".lock").write_text(f"{dead.pid}@{os.uname().nodename}")
