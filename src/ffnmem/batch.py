@@ -78,7 +78,12 @@ class Batch:
 
     @property
     def hash(self) -> str:
-        return hashlib.sha256(self.text.encode()).hexdigest()[:16]
+        """Hash of what the units compute (not comments, not the [claim] table or outputs)."""
+        import json
+
+        what = {"spec": self.spec.model_dump(exclude={"claim", "outputs", "description"}),
+                "analyses": [(name, p.model_dump()) for name, p in self.analyses]}
+        return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -281,6 +286,8 @@ def run_batch(batch: Batch, out: str | Path | None = None, *, executor: str = "l
     with catalog.run_lock(run_dir):
         all_units = units(batch)
         manifest = _manifest(batch, run_dir, all_units)
+        for p in catalog.remove_leftovers(run_dir):
+            log.info("removed %s, left by an interrupted run", p)
         todo = [u for u in all_units if not catalog.is_done(run_dir, u.unit_id)]
         log.info("%s: %d units, %d to run", run_dir, len(all_units), len(todo))
         errors: dict[str, str] = {}

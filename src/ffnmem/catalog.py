@@ -129,6 +129,16 @@ def run_lock(run_dir: Path) -> Iterator[None]:
                 lock.unlink()
 
 
+def remove_leftovers(run_dir: Path) -> list[Path]:
+    """Delete temp folders/files a killed run left (call with the lock held); they were never counted."""
+    import shutil
+
+    gone = [*(run_dir / "units").glob(".*.tmp"), *(run_dir / "units").glob(".*.old-*"), *run_dir.glob(".catalog.*.tmp")]
+    for p in gone:
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+    return gone
+
+
 def _alive(holder: str) -> bool:
     pid, _, host = holder.partition("@")
     if not pid.isdigit():
