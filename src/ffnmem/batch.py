@@ -107,7 +107,8 @@ def load_batch(path: str | Path) -> Batch:
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise BadInput(f"{path}: malformed TOML: {exc}") from None  # message has (at line L, column C)
+        where = "" if "line" in str(exc) else f" (line {len(text.splitlines())})"
+        raise BadInput(f"{path}: malformed TOML: {exc}{where}") from None  # message has (at line L, column C)
     entries = raw.pop("analysis", None)
     if not isinstance(entries, list) or not entries:
         raise BadInput(f"{path}: no [[analysis]] tables; add one, e.g. name = \"recall\" "
