@@ -1,8 +1,10 @@
 """The analysis registry of batch runs: names -> adapters over the library's analysis modules.
 
 Each entry is one small :class:`Analysis`: a pydantic model of its parameters (unknown names are
-refused), the data it reads (``facts`` — sharded across units — or ``corpus`` — one unit) and a
-function ``fn(wb, data, params, seed) -> Result`` that *calls* the analysis module and returns its
+refused), the data it reads (``facts`` — sharded across units —, ``corpus`` — one unit — or
+``none``: the analysis makes its own data and model, e.g. a synthetic corpus it trains on; it gets
+``wb=None`` and runs once per seed whatever the batch's models) and a function
+``fn(wb, data, params, seed) -> Result`` that *calls* the analysis module and returns its
 tables. A new module registers with one decorated function::
 
     class MyParams(Params):
@@ -46,14 +48,14 @@ class Analysis:
     name: str
     params: type[Params]
     fn: Callable[..., Result]
-    data: Literal["facts", "corpus"] = "facts"
+    data: Literal["facts", "corpus", "none"] = "facts"
     doc: str = ""
 
 
 ANALYSES: dict[str, Analysis] = {}
 
 
-def register(name: str, params: type[Params], *, data: Literal["facts", "corpus"] = "facts"):
+def register(name: str, params: type[Params], *, data: Literal["facts", "corpus", "none"] = "facts"):
     """Decorator adding ``fn`` to :data:`ANALYSES` under ``name``."""
 
     def deco(fn):
@@ -206,3 +208,56 @@ def _key_agreement(wb, data: UnitData, p: KeyAgreementParams, seed: int) -> Resu
     return Result(kind="key_agreement",
                   tables={"layers": table_from_rows(ag.rows()), "bands": table_from_rows(bands)},
                   provenance=make_provenance(wb, data_hash=tokens_hash(tokens), seed=seed, params=p.model_dump()))
+
+
+# --- no pretrained model: the analysis builds its own data and model --------------------------
+
+class ToySuperpositionParams(Params):
+    n_features: int = Field(20, ge=1)
+    n_hidden: int = Field(5, ge=1)
+    sparsities: list[float] = [0.0, 0.9, 0.99]
+    decay: float = Field(0.7, gt=0, le=1)
+    steps: int = Field(2000, ge=1)
+
+
+@register("toy_superposition", ToySuperpositionParams, data="none")
+def _toy_superposition(wb, data: UnitData, p: ToySuperpositionParams, seed: int) -> Result:
+    """Toy models of superposition (ffnmem.superposition.sparsity_sweep): features represented per sparsity."""
+    from ffnmem import superposition
+
+    models = superposition.sparsity_sweep(p.sparsities, n_features=p.n_features, n_hidden=p.n_hidden,
+                                          decay=p.decay, steps=p.steps, seed=seed)
+    rows = [{"sparsity": s, "n_hidden": p.n_hidden, "n_features": p.n_features,
+             "represented": int(models.metrics["represented"][i]),
+             "dims_per_feature": float(models.metrics["dims_per_feature"][i]), "loss": float(models.loss[i])}
+            for i, s in enumerate(p.sparsities)]
+    return Result(kind="toy_superposition", tables={"sweep": table_from_rows(rows)},
+                  provenance=make_provenance(None, seed=seed, params=p.model_dump()))
+
+
+class ExposureParams(Params):
+    preset: Literal["tiny", "paper"] = "tiny"
+    steps: int | None = Field(None, ge=1)
+    n_boot: int = Field(200, ge=10)
+
+
+@register("exposure_recall", ExposureParams, data="none")
+def _exposure_recall(wb, data: UnitData, p: ExposureParams, seed: int) -> Result:
+    """Train on a synthetic fact corpus (ffnmem.training) and measure recall per exposure bin and capacity."""
+    import dataclasses
+
+    from ffnmem import frequency, synthetic, training
+
+    fact_cfg, train_cfg = training.preset(p.preset)
+    train_cfg = dataclasses.replace(train_cfg, seed=seed, **({"steps": p.steps} if p.steps else {}))
+    corpus = synthetic.generate(fact_cfg)
+    run = training.train(corpus, train_cfg, None, device="cpu", progress=False)
+    rows = frequency.score_queries(run.wb, corpus.queries, value_sets=corpus.values,
+                                   value_noise=corpus.config.value_noise)
+    bins = frequency.by_exposure(rows, n_boot=p.n_boot, seed=seed)
+    cap = frequency.capacity_bits(rows, corpus.config.n_values, run.wb.n_params())
+    summary = {"spearman_accuracy": frequency.spearman_over_bins(bins), **cap,
+               "kl_bits_final": run.evals[-1]["kl_bits"] if run.evals else None,
+               "kl_bits_first": run.evals[0]["kl_bits"] if run.evals else None}
+    return Result(kind="exposure_recall", tables={"bins": table_from_rows(bins), "summary": table_from_rows([summary])},
+                  provenance=make_provenance(run.wb, seed=seed, facts_config=fact_cfg.to_dict(), params=p.model_dump()))

@@ -215,17 +215,22 @@ def units(batch: Batch) -> list[Unit]:
     out = []
     for model in batch.spec.models:
         for i, (name, params) in enumerate(batch.analyses):
+            if ANALYSES[name].data == "none" and model != batch.spec.models[0]:
+                continue  # builds its own model: once per seed, not once per listed model
             n = batch.spec.data.shards if ANALYSES[name].data == "facts" else 1
+            unit_model = "none" if ANALYSES[name].data == "none" else model
             for seed in batch.spec.seeds:
                 for shard in range(n):
-                    slug = re.sub(r"[^A-Za-z0-9.=-]+", "_", model)
+                    slug = re.sub(r"[^A-Za-z0-9.=-]+", "_", unit_model)
                     uid = f"{slug}__{i:02d}-{name}__shard{shard}of{n}__seed{seed}"
-                    out.append(Unit(uid, model, name, i, params.model_dump(), shard, n, seed))
+                    out.append(Unit(uid, unit_model, name, i, params.model_dump(), shard, n, seed))
     return out
 
 
 def unit_data(batch: Batch, unit: Unit) -> UnitData:
     d = batch.spec.data
+    if ANALYSES[unit.analysis].data == "none":
+        return UnitData()
     if ANALYSES[unit.analysis].data == "corpus":
         from ffnmem.corpus import default_corpus, read_texts
 
@@ -258,8 +263,8 @@ def run_unit(batch: Batch, unit: Unit):
 
     from ffnmem.results import Result
 
-    wb = get_model(unit.model, batch.spec.device)
     a = ANALYSES[unit.analysis]
+    wb = None if a.data == "none" else get_model(unit.model, batch.spec.device)
     t0 = time.perf_counter()
     res = a.fn(wb, unit_data(batch, unit), a.params.model_validate(unit.params), unit.seed)
     tables = {}

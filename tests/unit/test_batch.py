@@ -141,3 +141,23 @@ def test_sigkill_mid_run_then_resume(tmp_path):
     assert (units.status == "done").all() and len(units) == 18
     assert C.query(run, "SELECT count(*) n FROM recall_facts")["n"][0] == 12  # nothing counted twice
     assert not list((run / "units").glob(".*"))  # no temp folders left in the catalogue
+
+
+def test_analysis_that_builds_its_own_model_runs_once_per_seed(tmp_path):
+    """data='none' analyses (toy superposition, synthetic training) load no model and ignore the models list."""
+    from ffnmem import catalog
+
+    text = '''name = "toy"
+models = ["tiny-2l", "tiny-gated"]
+seeds = [0]
+
+[[analysis]]
+name = "toy_superposition"
+sparsities = [0.0, 0.99]
+steps = 300
+'''
+    b = B.load_batch(write(tmp_path, text))
+    assert [u.model for u in B.units(b)] == ["none"]
+    B.run_batch(b, tmp_path / "run", progress=False)
+    rows = catalog.query(tmp_path / "run", "SELECT sparsity, represented FROM toy_superposition_sweep ORDER BY sparsity")
+    assert rows["represented"].tolist()[1] > rows["represented"].tolist()[0]
