@@ -8,7 +8,6 @@ top-10 trigger tokens): neurons 2.05 bits (5 distinct tokens), SAE latents 1.77 
 """
 
 import pytest
-import torch
 
 import ffnmem
 from ffnmem import sae as S

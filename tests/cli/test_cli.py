@@ -51,7 +51,7 @@ def assert_one_line_error(proc, text):
 @pytest.mark.parametrize("args, text", [
     (["demo", "-m", "no-such-model"], "unknown model 'no-such-model'"),
     (["capture", "-m", "tiny-2l", "--layers", "7"], "out of range"),
-    (["capture", "-m", "tiny-2l", "--window", "500"], "reads at most 128"),
+    (["capture", "-m", "tiny-2l", "--window", "500"], "longer than the context"),
     (["capture", "-m", "tiny-2l", "--kind", "nope", "--layers", "0"], "unknown activation kind"),
 ])
 def test_bad_input_gives_one_line(args, text, tmp_path, ffnmem):

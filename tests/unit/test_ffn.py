@@ -1,7 +1,6 @@
 """The FFN key-value view reproduces the model's own FFN exactly, on every architecture."""
 
 import pytest
-import torch
 
 
 def _parity(wb, text="The capital of France is Paris."):

@@ -1,0 +1,67 @@
+"""Batches: resumable runs, reports, the claims registry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from ffnmem.cli.app import app, out
+
+
+@app.command("run")
+def run_cmd(
+    batch: Annotated[Path, typer.Argument(help="A batch file, e.g. probes/tiny-smoke.toml.")],
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Run folder (default: [outputs] dir, else runs/NAME).")] = None,
+    executor: Annotated[str, typer.Option(help="local (this process) or ray (tasks on a Ray cluster).")] = "local",
+    address: Annotated[str | None, typer.Option(help="Ray address (default: start or join a local instance).")] = None,
+    check: Annotated[bool, typer.Option("--check", help="Validate the batch and list its units; run nothing.")] = False,
+) -> None:
+    """Run a batch: validate it, split it into units, run the unfinished ones, record them in the catalogue.
+
+    Rerunning the same command resumes: finished units are kept, the rest run.
+    """
+    from ffnmem import batch as B
+    from ffnmem import catalog as C
+
+    b = B.load_batch(batch)
+    units = B.units(b)
+    if check:
+        for u in units:
+            out.print(u.unit_id)
+        out.print(f"{batch}: valid, {len(units)} units")
+        return
+    run_dir = B.run_dir_for(b, out_dir)
+    B.run_batch(b, run_dir, executor=executor, address=address)
+    done = C.query(run_dir, "SELECT count(*) AS n FROM units WHERE status = 'done'")["n"][0]
+    out.print(f"{run_dir}: {done}/{len(units)} units done; query with ffnmem.catalog.query({str(run_dir)!r}, sql)")
+    if b.spec.outputs.report:
+        from ffnmem.report import write_report
+
+        out.print(f"report: {write_report(run_dir)}")
+
+
+@app.command()
+def report(run: Annotated[Path, typer.Argument(help="A run folder written by `ffnmem run`.")]) -> None:
+    """Write RUN/report.html: a self-contained HTML report (plots, tables, provenance)."""
+    from ffnmem.report import write_report
+
+    out.print(str(write_report(run)))
+
+
+@app.command()
+def claims(
+    runs: Annotated[Path, typer.Option(help="Folder holding run folders.")] = Path("runs"),
+    probes: Annotated[Path, typer.Option(help="Folder of claim batches.")] = Path("probes/claims"),
+) -> None:
+    """List every claim with its last measured value, the run it came from, and pass/fail."""
+    from ffnmem.claims import claims_table
+
+    table = Table(title="claims")
+    for col in ("claim", "measured", "expected", "status", "run"):
+        table.add_column(col)
+    for row in claims_table(probes, runs):
+        table.add_row(row["claim"], row["measured"], row["expected"], row["status"], row["run"])
+    out.print(table)

@@ -1,0 +1,81 @@
+"""Commands of the foundation: models, the main job (demo), streaming capture."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from ffnmem.cli.app import DeviceOpt, ModelOpt, _corpus_tokens, _load, app, console, out, parse_layers
+from ffnmem.errors import BadInput
+
+
+@app.command()
+def models() -> None:
+    """List the models this machine can load offline."""
+    from ffnmem.models import list_models
+
+    table = Table("spec", "source", "available", "detail", title="models available offline")
+    for e in list_models():
+        table.add_row(e.spec, e.source, "yes" if e.available else "no", e.detail)
+    out.print(table)
+
+
+@app.command()
+def demo(
+    model: ModelOpt = "smollm2-135m",
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for report.md, plots and result/.")] = Path("ffnmem-out/demo"),
+    top: Annotated[int, typer.Option(help="FFN memories shown per fact.")] = 8,
+    device: DeviceOpt = "auto",
+) -> None:
+    """The main job: recall of shipped capital-city facts, the FFN memories that write each answer
+    (direct logit attribution per neuron) and their value vectors in vocabulary space."""
+    from ffnmem.demo import run_demo
+
+    wb = _load(model, device)
+    with console.status("attributing facts to FFN memories …"):
+        report = run_demo(wb, out_dir, top_neurons=top)
+    out.print(f"report written to [bold]{report}[/bold]")
+
+
+@app.command()
+def capture(
+    model: ModelOpt = "smollm2-135m",
+    text: Annotated[list[Path] | None, typer.Option(help="Corpus files (.txt, .jsonl, .parquet, saved HF dataset); "
+                                                   "default: the built-in stdlib-docstring corpus.")] = None,
+    layers: Annotated[str, typer.Option(help="Layers: all, 5, 0-3,10, -1.")] = "all",
+    kind: Annotated[list[str], typer.Option(help="Activation kinds: post (coefficients), pre, out, mlp_in, "
+                                            "resid_pre, resid_mid, resid_post.")] = ["post"],  # noqa: B006
+    window: Annotated[int, typer.Option(help="Tokens per window.")] = 128,
+    max_tokens: Annotated[int | None, typer.Option(help="Stop after about this many tokens.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Windows per forward pass.")] = 8,
+    k: Annotated[int, typer.Option(help="Top-k examples kept per unit.")] = 20,
+    shards: Annotated[bool, typer.Option(help="Also write every activation to disk in shards (float16).")] = False,
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Result folder.")] = Path("ffnmem-out/capture"),
+    device: DeviceOpt = "auto",
+) -> None:
+    """Stream FFN activations over a corpus: per-unit statistics and top-k examples, with bounded memory."""
+    from ffnmem import capture as cap
+    from ffnmem.results import Result, make_provenance
+
+    if k < 1 or batch_size < 1:
+        raise BadInput("--k and --batch-size must be at least 1")
+    wb = _load(model, device)
+    tokens = _corpus_tokens(wb, text, window, max_tokens)
+    if k > tokens.numel():
+        raise BadInput(f"--k {k} is larger than the corpus ({tokens.numel()} tokens)")
+    names = cap.hook_names(wb, kind, parse_layers(layers, wb.n_layers))
+    stats, topk = cap.reduce(wb, tokens, names, [cap.NeuronStats(), cap.TopK(k)], batch_size=batch_size)
+    tensors = {"tokens": tokens}
+    for name, d in stats.result().items():
+        tensors.update({f"{name}/{key}": v for key, v in d.items()})
+    for name, d in topk.result().items():
+        tensors.update({f"{name}/topk_{key}": v for key, v in d.items()})
+    prov = make_provenance(wb, data_hash=cap.tokens_hash(tokens), corpus=[str(t) for t in text] if text else "stdlib-docstrings")
+    Result(kind="capture", tensors=tensors, provenance=prov,
+           meta={"hooks": names, "window": window, "k": k, "n_tokens": tokens.numel()}).save(out_dir)
+    if shards:
+        cap.write_shards(wb, tokens, names, out_dir.with_name(out_dir.name + "-shards"), batch_size=batch_size)
+    out.print(f"captured {len(names)} hooks over {tokens.numel():,} tokens → [bold]{out_dir}[/bold]")

@@ -1,0 +1,103 @@
+"""Where facts live: recall, attribution (DLA, IG, attribution patching), causal tracing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from ffnmem.cli.app import DeviceOpt, ModelOpt, _load, app, out
+
+
+FactsOpt = Annotated[list[str], typer.Option("--facts", "-f", help="Fact file(s) (.jsonl), a folder, or 'all' "
+                                              "(every set in data/facts).")]
+
+
+def _facts(facts: list[str], relation: list[str] | None, limit: int | None):
+    from ffnmem.facts import load_facts
+
+    return load_facts(list(facts), relations=relation or None, limit_per_relation=limit)
+
+
+@app.command()
+def recall(
+    facts: FactsOpt = ["all"],  # noqa: B006
+    model: ModelOpt = "smollm2-135m",
+    relation: Annotated[list[str] | None, typer.Option(help="Only these relations.")] = None,
+    limit: Annotated[int | None, typer.Option(help="At most this many facts per relation.")] = None,
+    scoring: Annotated[str, typer.Option(help="first_token or sequence (full answer log-probability).")] = "first_token",
+    k: Annotated[int, typer.Option(help="Top-k accuracy cut-off.")] = 5,
+    batch_size: Annotated[int, typer.Option(help="Prompts per forward pass.")] = 16,
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Result folder.")] = Path("ffnmem-out/recall"),
+    device: DeviceOpt = "auto",
+) -> None:
+    """Recall of a fact set: top-1/top-k accuracy, p(answer), rank and loss in bits, per relation."""
+    from ffnmem.recall import plot_recall, recall as run_recall
+
+    fs = _facts(facts, relation, limit)
+    wb = _load(model, device)
+    res = run_recall(wb, fs, scoring=scoring, k=k, batch_size=batch_size, progress=True)
+    res.save(out_dir / "result")
+    plot_recall(res, out_dir / "recall.png")
+    table = Table("relation", "n", "top-1", f"top-{k}", "p(answer)", "loss bits", title=f"recall ({scoring})")
+    for r in res.table("relations").itertuples():
+        table.add_row(r.relation, str(r.n), f"{r.top1:.2f}", f"{getattr(r, f'top{k}'):.2f}", f"{r.p_answer:.3f}",
+                      f"{r.loss_bits:.2f}")
+    out.print(table)
+    out.print(f"results written to [bold]{out_dir}[/bold] (result/, recall.png)")
+
+
+@app.command()
+def attribute(
+    prompt: Annotated[str, typer.Argument(help="The prompt, e.g. 'The capital of France is'.")],
+    answer: Annotated[str, typer.Option(help="One-token answer with its leading space, e.g. ' Paris'.")],
+    model: ModelOpt = "smollm2-135m",
+    distractor: Annotated[str | None, typer.Option(help="Attribute the logit difference answer − distractor.")] = None,
+    top: Annotated[int, typer.Option(help="Neurons listed.")] = 20,
+    ig_steps: Annotated[int, typer.Option(help="Integrated-gradient steps (0: skip knowledge neurons).")] = 0,
+    corrupt: Annotated[str | None, typer.Option(help="Corrupted prompt of the same token length: adds "
+                                                     "attribution patching.")] = None,
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Result folder.")] = Path("ffnmem-out/attribute"),
+    device: DeviceOpt = "auto",
+) -> None:
+    """Which FFN neurons write ANSWER after PROMPT: direct logit attribution per neuron and per layer,
+    optionally integrated gradients (knowledge neurons) and attribution patching."""
+    from ffnmem.attribute_cmd import run_attribute
+
+    wb = _load(model, device)
+    rows, where = run_attribute(wb, prompt, answer, out_dir, distractor=distractor, top=top, ig_steps=ig_steps,
+                                corrupt=corrupt)
+    table = Table("layer", "neuron", "direct effect", "coefficient", title=f"top FFN neurons for {answer!r}")
+    for r in rows[:top]:
+        table.add_row(str(r["layer"]), str(r["neuron"]), f"{r['direct_effect']:.3f}", f"{r['coefficient']:.3f}")
+    out.print(table)
+    out.print(f"results written to [bold]{where}[/bold]")
+
+
+@app.command()
+def trace(
+    facts: FactsOpt = ["capital_of.jsonl"],  # noqa: B006
+    model: ModelOpt = "smollm2-135m",
+    relation: Annotated[list[str] | None, typer.Option(help="Only these relations.")] = None,
+    limit: Annotated[int | None, typer.Option(help="At most this many facts per relation.")] = 5,
+    samples: Annotated[int, typer.Option(help="Noise samples per fact.")] = 10,
+    window: Annotated[int, typer.Option(help="Layers restored together for MLP / attention.")] = 10,
+    seed: Annotated[int, typer.Option(help="Noise seed.")] = 0,
+    max_rows: Annotated[int, typer.Option(help="Rows per batched forward pass.")] = 256,
+    kind: Annotated[list[str], typer.Option(help="States restored: resid, mlp, attn.")] = ["resid", "mlp", "attn"],  # noqa: B006
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Result folder.")] = Path("ffnmem-out/trace"),
+    device: DeviceOpt = "auto",
+) -> None:
+    """Causal tracing (Meng et al. 2022) over a fact set: per-fact heatmaps, written as each fact
+    finishes, and the average aligned on subject / last tokens."""
+    from ffnmem.trace_cmd import run_trace
+
+    fs = _facts(facts, relation, limit)
+    wb = _load(model, device)
+    peaks = run_trace(wb, fs, out_dir, n_samples=samples, window=window, seed=seed, max_rows=max_rows,
+                      kinds=tuple(kind))
+    for kind, (layer, pos, value) in peaks.items():
+        out.print(f"{kind}: peak mean indirect effect {value:.3f} at layer {layer}, {pos} token")
+    out.print(f"results written to [bold]{out_dir}[/bold] (average.png, facts/*.png, result/)")
