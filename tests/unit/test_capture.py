@@ -28,7 +28,8 @@ def test_forward_stops_after_last_layer_needed(tiny, tokens):
     cap.run_hooks(tiny, tokens, ["blocks.0.mlp.hook_post"], lambda n, t, s: fired.append(s), progress=False)
     assert fired == [0, 8]  # 10 windows in batches of 8: one call per batch, with its first window
     assert cap._stop_layer(["blocks.0.mlp.hook_post"], tiny.n_layers) == 0
-    assert cap._stop_layer(["blocks.1.mlp.hook_post"], tiny.n_layers) is None
+    assert cap._stop_layer(["blocks.1.mlp.hook_post"], tiny.n_layers) == 1  # skips the unembedding
+    assert cap._stop_layer(["blocks.0.mlp.hook_post", "ln_final.hook_scale"], tiny.n_layers) is None
     # a hook in a later layer never fires: the pass stopped after block 0
     seen = []
     with tiny.bridge.hooks(fwd_hooks=[("blocks.1.mlp.hook_post", lambda t, hook: seen.append(1))]):
