@@ -108,6 +108,13 @@ def evaluate_variant(run, obj: Objective, cfg: CompareConfig) -> dict:
     cap = capacity_bits(rows, corpus.config.n_values, n_train)
     toks = probe_tokens(wb, corpus, cfg.probe_docs, cfg.train.n_ctx)
     probe = probe_by_layer(wb, toks)
+    closed = {}
+    if obj.kind == "mlm":  # the same query with the sentence closed, as masked values appear in training
+        rows_c = score_queries(wb, corpus.queries, value_sets=corpus.values, value_noise=corpus.config.value_noise,
+                               objective=dataclasses.replace(obj, mask_suffix="."))
+        closed = {"accuracy_closed": summarize(rows_c)["accuracy"],
+                  "bits_per_param_closed": capacity_bits(rows_c, corpus.config.n_values, n_train)["bits_per_param"],
+                  "bins_closed": by_exposure(rows_c, n_boot=200, seed=cfg.train.seed)}
     return {"variant": obj.name, "kind": obj.kind, "positions": obj.positions,
             "params": wb.n_params(), "core_params": core_params(model), "trainable_params": n_train,
             "summary": summarize(rows), "bins": by_exposure(rows, n_boot=200, seed=cfg.train.seed),
@@ -115,7 +122,7 @@ def evaluate_variant(run, obj: Objective, cfg: CompareConfig) -> dict:
             "tokens_seen": run.tokens_seen, "train_flops": 6.0 * n_train * run.tokens_seen,
             "seconds": run.seconds, "final_loss_nats": run.losses[-1]["loss"],
             "probe": probe, "ffn_share": ffn_share(wb, corpus, obj, cfg.dla_facts),
-            "attention_erank": attention_ranks(wb, toks).tolist(), "rows": rows}
+            "attention_erank": attention_ranks(wb, toks).tolist(), "rows": rows, **closed}
 
 
 def compare(cfg: CompareConfig, *, device: str = "cpu", progress: bool = True) -> list[dict]:
@@ -145,6 +152,8 @@ def table_rows(results: list[dict]) -> list[dict]:
                "probe_baseline": r["probe"][0]["baseline_mae"], "ffn_share": float(sum(r["ffn_share"])),
                "erank_mean": float(np.mean(r["attention_erank"]))}
         row.update({f"recall@{b['exposures']}": b["accuracy"] for b in r["bins"]})
+        row["accuracy_closed"] = r.get("accuracy_closed", float("nan"))
+        row["bits_per_param_closed"] = r.get("bits_per_param_closed", float("nan"))
         rows.append(row)
     return rows
 
@@ -226,6 +235,11 @@ def _markdown(rows: list[dict], results: list[dict], cfg: CompareConfig) -> str:
                  f"{r['probe_mae_embed']:.1f}→{r['probe_mae_last']:.1f} ({r['probe_baseline']:.1f})",
                  f"{r['ffn_share']:.2f}", f"{r['erank_mean']:.2f}", f"{r['train_pflops']:.4f}"]
         lines.append("| " + " | ".join(cells) + " |")
+    closed = [r for r in rows if not math.isnan(r["accuracy_closed"])]
+    if closed:
+        lines += ["", "Masked LM queried with the sentence closed (`prompt <mask> .`, as masked values appear in "
+                  "training): " + ", ".join(f"{r['variant']} recall {r['accuracy_closed']:.2f}, "
+                                           f"{r['bits_per_param_closed']:.4f} bits/param" for r in closed)]
     lines += ["", "Trainable parameters: " + ", ".join(f"{r['variant']} {r['trainable_params']}" for r in rows), ""]
     lines += [f"![{p}]({p})" for p in ("recall_vs_exposure.png", "capacity_entropy_signal.png", "position_probe.png",
                                        "ffn_share.png", "attention_erank.png")]

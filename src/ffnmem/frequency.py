@@ -46,10 +46,12 @@ def score_queries(wb, queries: list[dict], *, value_sets: dict[str, list[str]] |
     support = None
     if value_sets is not None and value_noise > 0:
         support = {a: torch.tensor([wb.answer_token(v) for v in vals]) for a, vals in value_sets.items()}
+    suffix = wb.encode(objective.mask_suffix, prepend_bos=False) if getattr(objective, "mask_suffix", "") else []
     out = []
     for start in range(0, len(qs), batch_size):
         chunk = rows[start: start + batch_size]
-        toks, last, mask = query_batch(objective, chunk, wb.tokenizer.pad_token_id or 0, wb.tokenizer.mask_token_id)
+        toks, last, mask = query_batch(objective, chunk, wb.tokenizer.pad_token_id or 0, wb.tokenizer.mask_token_id,
+                                       suffix)
         wb.check_length(toks.shape[1], what="a query prompt")
         kw = {} if mask is None else {"attention_mask": mask.to(wb.device)}
         logits = wb.bridge.original_model(toks.to(wb.device), **kw)[torch.arange(len(chunk)), last.to(wb.device)]

@@ -40,6 +40,7 @@ class Objective:
     positions: str = "learned"
     mask_rate: float = 0.15
     prefix_len: int | None = None  # None: random per row
+    mask_suffix: str = ""  # masked-LM queries: text after <mask> (e.g. "." closes the sentence)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -157,20 +158,24 @@ def objective_loss(model, obj: Objective, batch: Tensor, pad_id: int, mask_id: i
     return loss, int((tgt != -100).sum())
 
 
-def query_batch(obj: Objective | None, rows: list[list[int]], pad_id: int, mask_id: int | None):
+def query_batch(obj: Objective | None, rows: list[list[int]], pad_id: int, mask_id: int | None,
+                suffix: list[int] = ()):
     """Right-padded query tokens, the read-out index per row and the attention mask.
 
     For ``mlm`` a ``<mask>`` is appended and read; otherwise the last prompt token predicts the
-    next. A prefix-LM query is its own prefix (fully bidirectional over the prompt).
+    next. A prefix-LM query is its own prefix (fully bidirectional over the prompt). ``suffix``
+    ids follow the ``<mask>`` (masked LM only).
     """
     if obj is not None and obj.kind == "mlm":
         if mask_id is None:
             raise BadInput(f"the masked-LM objective needs a {MASK_TOKEN} token in the vocabulary")
-        rows = [r + [mask_id] for r in rows]
+        last = torch.tensor([len(r) for r in rows])
+        rows = [r + [mask_id, *suffix] for r in rows]
+    else:
+        last = torch.tensor([len(r) - 1 for r in rows])
     width = max(len(r) for r in rows)
     toks = torch.full((len(rows), width), pad_id, dtype=torch.long)
     for i, r in enumerate(rows):
         toks[i, : len(r)] = torch.tensor(r)
-    last = torch.tensor([len(r) - 1 for r in rows])
     mask = None if obj is None else attention_mask(obj, toks, pad_id)
     return toks, last, mask

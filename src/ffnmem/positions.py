@@ -79,7 +79,7 @@ def order_task(n_seq: int, k: int, n_symbols: int, seed: int) -> tuple[Tensor, T
 
 
 def train_order_model(kind: str, positions: bool, *, k: int = 4, n_symbols: int = 12, steps: int = 300,
-                      d_model: int = 32, n_layers: int = 2, seed: int = 0) -> dict:
+                      d_model: int = 32, n_layers: int = 2, batch_size: int = 64, seed: int = 0) -> dict:
     """Train a tiny model on :func:`order_task` (loss at the query only); accuracy on fresh data.
 
     ``kind`` is ``causal`` or ``bidirectional``; ``positions=False`` zeroes and freezes the
@@ -98,7 +98,7 @@ def train_order_model(kind: str, positions: bool, *, k: int = 4, n_symbols: int 
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3, weight_decay=0.0)
     model.train()
     for step in range(steps):
-        toks, ans = order_task(64, k, n_symbols, seed * 100_003 + step)
+        toks, ans = order_task(batch_size, k, n_symbols, seed * 100_003 + step)
         loss = torch.nn.functional.cross_entropy(model(toks)[:, -1], ans)
         opt.zero_grad(set_to_none=True)
         loss.backward()
