@@ -32,7 +32,8 @@ from ffnmem.objectives import Objective, core_params, parse, trainable_params
 from ffnmem.synthetic import FactConfig, FactCorpus, generate
 from ffnmem.training import TrainConfig, encode_documents, train
 
-DEFAULT_VARIANTS = ("causal", "causal-nopos", "prefix", "prefix-nopos", "mlm", "mlm-nopos")
+DEFAULT_VARIANTS = ("causal", "causal-rope", "causal-nopos", "prefix", "prefix-rope", "prefix-nopos",
+                    "mlm", "mlm-rope", "mlm-nopos")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -53,7 +54,7 @@ class CompareConfig:
 
 
 PRESETS: dict[str, CompareConfig] = {
-    # tiny: ~1 min per variant on one core.
+    # tiny: ~20 s per variant on one core (nine variants: ~3 min).
     "tiny": CompareConfig(
         facts=FactConfig(n_entities=60, bins=(1, 4, 16, 64), n_values=16, value_noise=0.05, seed=0),
         train=TrainConfig(n_layers=2, d_model=64, n_heads=4, d_mlp=256, n_ctx=64, steps=300, batch_size=32,

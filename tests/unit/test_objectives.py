@@ -62,3 +62,23 @@ def test_effective_rank_extremes_and_probe():
     assert res["mae"] < 0.05 < res["baseline_mae"]
     toks, ans = order_task(5, 3, 8, 0)
     assert toks.shape == (5, 5) and (toks[:, 1] == ans).all() and (toks[:, 0] == 0).all() and (toks[:, -1] == 1).all()
+
+
+def test_objective_training_resumes_exactly_and_freezes_positions(tmp_path):
+    from ffnmem.synthetic import FactConfig, generate
+    from ffnmem.training import TrainConfig, train
+
+    corpus = generate(FactConfig(n_entities=6, bins=(1, 2), n_values=4, seed=1))
+    cfg = TrainConfig(n_layers=1, d_model=32, n_heads=2, d_mlp=64, n_ctx=64, steps=4, batch_size=4, warmup=1,
+                      checkpoint_every=2, eval_every=4, seed=0)
+    obj = parse("mlm-nopos", mask_rate=0.3)
+    whole = train(corpus, cfg, device="cpu", progress=False, objective=obj)
+    train(corpus, cfg, tmp_path / "r", device="cpu", progress=False, objective=obj, stop_at=2)
+    resumed = train(corpus, cfg, tmp_path / "r", device="cpu", progress=False, objective=obj)
+    a, b = whole.wb.bridge.original_model.state_dict(), resumed.wb.bridge.original_model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    pos = resumed.wb.bridge.original_model.pos.weight
+    assert float(pos.abs().max()) == 0.0 and not pos.requires_grad
+    assert whole.wb.tokenizer.mask_token_id == len(whole.wb.tokenizer) - 1
+    with pytest.raises(BadInput, match="another config"):
+        train(corpus, cfg, tmp_path / "r", device="cpu", progress=False, objective=parse("causal"))
