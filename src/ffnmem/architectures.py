@@ -151,6 +151,7 @@ def table_rows(results: list[dict]) -> list[dict]:
                "train_pflops": r["train_flops"] / 1e15, "seconds": r["seconds"],
                "probe_mae_embed": r["probe"][0]["mae"], "probe_mae_last": r["probe"][-1]["mae"],
                "probe_baseline": r["probe"][0]["baseline_mae"], "ffn_share": float(sum(r["ffn_share"])),
+               "ffn_share_by_layer": "/".join(f"{x:.2f}" for x in r["ffn_share"]),
                "erank_mean": float(np.mean(r["attention_erank"]))}
         row.update({f"recall@{b['exposures']}": b["accuracy"] for b in r["bins"]})
         row["accuracy_closed"] = r.get("accuracy_closed", float("nan"))
@@ -197,7 +198,8 @@ def _plots(results: list[dict], out: Path) -> list[Path]:
     for r in results:
         ax.plot([p["layer"] for p in r["probe"]], [p["mae"] for p in r["probe"]], "o-", label=r["variant"])
     ax.axhline(results[0]["probe"][0]["baseline_mae"], color="k", ls=":", label="predict the mean")
-    ax.set(xlabel="layer (0 = embeddings)", ylabel="probe MAE (positions)", title="linear position probe")
+    ax.set(xlabel="layer (0 = embeddings)", ylabel="probe MAE (positions)", title="linear position probe",
+           xticks=[p["layer"] for p in results[0]["probe"]])
     ax.legend(fontsize=7)
     save(fig, "position_probe.png")
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -207,13 +209,25 @@ def _plots(results: list[dict], out: Path) -> list[Path]:
     ax.set(xlabel="layer", ylabel="share of |DLA|", title="FFN share of the answer's direct attribution")
     ax.legend(fontsize=7)
     save(fig, "ffn_share.png")
-    fig, axes = plt.subplots(1, len(results), figsize=(2.2 * len(results), 2.6), squeeze=False)
+    ncols = min(3, len(results))
+    nrows = math.ceil(len(results) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 1.2 + 1.6 * nrows), squeeze=False,
+                             layout="constrained")
     vmax = max(float(np.max(r["attention_erank"])) for r in results)
-    for a, r in zip(axes[0], results):
-        im = a.imshow(np.array(r["attention_erank"]), vmin=1, vmax=vmax, cmap="viridis")
-        a.set(title=r["variant"], xlabel="head", ylabel="layer")
-        a.title.set_fontsize(8)
-    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8)
+    for i, a in enumerate(axes.flat):
+        if i >= len(results):
+            a.axis("off")
+            continue
+        er = np.array(results[i]["attention_erank"])
+        im = a.imshow(er, vmin=1, vmax=vmax, cmap="viridis", aspect="auto")
+        for (l, h), v in np.ndenumerate(er):
+            a.text(h, l, f"{v:.1f}", ha="center", va="center", fontsize=7, color="w")
+        a.set_title(results[i]["variant"], fontsize=9)
+        a.set(xticks=range(er.shape[1]), yticks=range(er.shape[0]))
+        a.set_xlabel("head" if i // ncols == nrows - 1 else "", fontsize=8)
+        a.set_ylabel("layer" if i % ncols == 0 else "", fontsize=8)
+    fig.colorbar(im, ax=axes, shrink=0.8, label="effective rank")
+    fig.suptitle("attention pattern effective rank (same documents)", fontsize=10)
     fig.savefig(out / "attention_erank.png", dpi=110)
     plt.close(fig)
     paths.append(out / "attention_erank.png")
@@ -223,7 +237,7 @@ def _plots(results: list[dict], out: Path) -> list[Path]:
 def _markdown(rows: list[dict], results: list[dict], cfg: CompareConfig) -> str:
     bins = [k for k in rows[0] if k.startswith("recall@")]
     head = ["variant", *bins, "bits/param", "CE bits (H + KL)", "signal", "probe MAE emb→last (base)",
-            "FFN share", "erank", "PFLOPs"]
+            "FFN share (by layer)", "erank", "PFLOPs"]
     lines = ["# Architectures and objectives on controlled facts", "",
              f"Facts: {cfg.facts.n_entities} entities × {len(cfg.facts.attributes)} attributes, |V| = "
              f"{cfg.facts.n_values}, value noise {cfg.facts.value_noise}; model {cfg.train.n_layers}L d{cfg.train.d_model} "
@@ -234,7 +248,7 @@ def _markdown(rows: list[dict], results: list[dict], cfg: CompareConfig) -> str:
         cells = [r["variant"], *[f"{r[b]:.2f}" for b in bins], f"{r['bits_per_param']:.4f}",
                  f"{r['ce_bits']:.2f} ({r['h_bits']:.2f} + {r['kl_bits']:.2f})", f"{r['signal_fraction']:.2f}",
                  f"{r['probe_mae_embed']:.1f}→{r['probe_mae_last']:.1f} ({r['probe_baseline']:.1f})",
-                 f"{r['ffn_share']:.2f}", f"{r['erank_mean']:.2f}", f"{r['train_pflops']:.4f}"]
+                 f"{r['ffn_share']:.2f} ({r['ffn_share_by_layer']})", f"{r['erank_mean']:.2f}", f"{r['train_pflops']:.4f}"]
         lines.append("| " + " | ".join(cells) + " |")
     closed = [r for r in rows if not math.isnan(r["accuracy_closed"])]
     if closed:
