@@ -239,10 +239,10 @@ def _markdown(rows: list[dict], results: list[dict], cfg: CompareConfig) -> str:
     head = ["variant", *bins, "bits/param", "CE bits (H + KL)", "signal", "probe MAE emb→last (base)",
             "FFN share (by layer)", "erank", "PFLOPs"]
     lines = ["# Architectures and objectives on controlled facts", "",
-             f"Facts: {cfg.facts.n_entities} entities × {len(cfg.facts.attributes)} attributes, |V| = "
+             (f"Facts: {cfg.facts.n_entities} entities × {len(cfg.facts.attributes)} attributes, |V| = "
              f"{cfg.facts.n_values}, value noise {cfg.facts.value_noise}; model {cfg.train.n_layers}L d{cfg.train.d_model} "
              f"d_mlp {cfg.train.d_mlp}, {cfg.train.steps} steps × {cfg.train.batch_size}, seed {cfg.train.seed}. "
-             "Masked-LM recall reads `<mask>` appended to the prompt.", "",
+             "Masked-LM recall reads `<mask>` appended to the prompt."), "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["variant"], *[f"{r[b]:.2f}" for b in bins], f"{r['bits_per_param']:.4f}",

@@ -44,7 +44,7 @@ def probe_by_layer(wb, tokens: Tensor, *, folds: int = 5) -> list[dict]:
             for i, n in enumerate(names)]
 
 
-def effective_rank(pattern: Float[Tensor, "... q k"]) -> Float[Tensor, "..."]:
+def effective_rank(pattern: Float[Tensor, "*batch q k"]) -> Float[Tensor, "*batch"]:
     """exp(entropy of normalised singular values) of each matrix in ``pattern``."""
     s = torch.linalg.svdvals(pattern.double())
     p = s / s.sum(-1, keepdim=True).clamp_min(1e-30)

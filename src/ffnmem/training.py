@@ -158,9 +158,9 @@ def train(corpus: FactCorpus, cfg: TrainConfig, run_dir: str | Path | None = Non
     ``objective`` (:class:`ffnmem.objectives.Objective`) swaps the mask and loss (prefix / masked
     LM, positions off); the vocabulary then carries a ``<mask>`` token for every variant alike.
     """
-    from ffnmem.objectives import objective_loss, prepare
     from ffnmem.frequency import score_queries, summarize
     from ffnmem.models import _boot_native, load_checkpoint
+    from ffnmem.objectives import objective_loss, prepare
 
     dev = resolve_device(device)
     run_dir = Path(run_dir) if run_dir is not None else None

@@ -6,8 +6,6 @@ assertion; tolerances leave room for BLAS differences, not for a different concl
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import torch
 
@@ -76,7 +74,7 @@ def test_matched_parameters_causal_stores_more_bits_and_recalls_rare_facts_bette
     # measured (bits/param): causal 0.0039, prefix 0.0032, mlm 0.0001 (mask at the prompt end)
     assert c["bits_per_param"] > p["bits_per_param"] > m["bits_per_param"]
     # recall of facts seen 1 and 4 times: causal 0.15 / 0.67, prefix 0.08 / 0.40, mlm 0.00 / 0.00
-    rare = lambda r: (r["recall@1"] + r["recall@4"]) / 2  # noqa: E731
+    rare = lambda r: (r["recall@1"] + r["recall@4"]) / 2
     assert rare(c) > rare(p) > rare(m)
     assert rare(c) > rare(m) + 0.2
     # signal fraction: every target for causal, the continuation for prefix, the masking rate for mlm

@@ -40,7 +40,7 @@ def test_short_run_writes_report_and_plots(monkeypatch, capsys, tmp_path):
     before = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny model: one thread is faster on a shared machine
     try:
-        code, out, err = _run(monkeypatch, capsys, "--variants", "causal,mlm-nopos", "--steps", "15", "--out", tmp_path / "o")
+        code, _out, err = _run(monkeypatch, capsys, "--variants", "causal,mlm-nopos", "--steps", "15", "--out", tmp_path / "o")
     finally:
         torch.set_num_threads(before)
     assert code == 0, err

@@ -7,7 +7,14 @@ import torch
 
 from ffnmem.architectures import check_matched
 from ffnmem.errors import BadInput
-from ffnmem.objectives import Objective, attention_mask, objective_loss, parse, prefix_mask, query_batch
+from ffnmem.objectives import (
+    Objective,
+    attention_mask,
+    objective_loss,
+    parse,
+    prefix_mask,
+    query_batch,
+)
 from ffnmem.positions import effective_rank, order_task, position_probe_error
 
 
@@ -37,7 +44,7 @@ def test_bad_input_one_line_each():
 
 def test_losses_count_the_expected_positions():
     batch = torch.tensor([[2, 5, 6, 7, 8, 3, 0, 0]])
-    logits = lambda x, **kw: torch.zeros(x.shape[0], x.shape[1], 12)  # noqa: E731
+    logits = lambda x, **kw: torch.zeros(x.shape[0], x.shape[1], 12)
     g = torch.Generator().manual_seed(0)
     assert objective_loss(logits, Objective(), batch, 0, None, g)[1] == 5
     assert objective_loss(logits, Objective(kind="prefix", prefix_len=3), batch, 0, None, g)[1] == 3
