@@ -27,12 +27,17 @@ LN2 = math.log(2)
 
 @torch.inference_mode()
 def score_queries(wb, queries: list[dict], *, value_sets: dict[str, list[str]] | None = None,
-                  value_noise: float = 0.0, heldout: bool | None = False, batch_size: int = 256) -> list[dict]:
+                  value_noise: float = 0.0, heldout: bool | None = False, batch_size: int = 256,
+                  objective=None) -> list[dict]:
     """One row per query: loss_bits, correct, p_true, ce_bits, h_bits, kl_bits, exposures.
 
     ``heldout``: False = corpus templates only, True = held-out templates only, None = all.
     ``value_sets`` (attribute -> values) gives the support of p; without it p is a point mass.
+    ``objective`` (:class:`ffnmem.objectives.Objective`) sets the attention mask and, for a masked
+    LM, reads a ``<mask>`` appended to the prompt so every variant answers the same query.
     """
+    from ffnmem.objectives import query_batch
+
     qs = [q for q in queries if heldout is None or bool(q["heldout"]) == heldout]
     if not qs:
         raise BadInput("no query prompts to score (check the heldout filter and the fact corpus)")
@@ -41,16 +46,15 @@ def score_queries(wb, queries: list[dict], *, value_sets: dict[str, list[str]] |
     support = None
     if value_sets is not None and value_noise > 0:
         support = {a: torch.tensor([wb.answer_token(v) for v in vals]) for a, vals in value_sets.items()}
+    suffix = wb.encode(objective.mask_suffix, prepend_bos=False) if getattr(objective, "mask_suffix", "") else []
     out = []
     for start in range(0, len(qs), batch_size):
         chunk = rows[start: start + batch_size]
-        width = max(len(r) for r in chunk)
-        wb.check_length(width, what="a query prompt")
-        toks = torch.full((len(chunk), width), wb.tokenizer.pad_token_id or 0, dtype=torch.long)
-        for i, r in enumerate(chunk):
-            toks[i, : len(r)] = torch.tensor(r)
-        last = torch.tensor([len(r) - 1 for r in chunk])
-        logits = wb.bridge.original_model(toks.to(wb.device))[torch.arange(len(chunk)), last.to(wb.device)]
+        toks, last, mask = query_batch(objective, chunk, wb.tokenizer.pad_token_id or 0, wb.tokenizer.mask_token_id,
+                                       suffix)
+        wb.check_length(toks.shape[1], what="a query prompt")
+        kw = {} if mask is None else {"attention_mask": mask.to(wb.device)}
+        logits = wb.bridge.original_model(toks.to(wb.device), **kw)[torch.arange(len(chunk)), last.to(wb.device)]
         logq = torch.log_softmax(logits.float(), -1).cpu() / LN2  # log2 q
         for i, q in enumerate(qs[start: start + batch_size]):
             out.append(_row(q, logq[i], answers[start + i], support, value_noise))

@@ -146,28 +146,35 @@ class TrainRun:
     evals: list[dict]  # step + frequency.summarize fields
     seconds: float
     tokens_seen: int
+    signal_tokens: int = 0  # positions that gave a loss term (all targets for causal LM)
 
 
 def train(corpus: FactCorpus, cfg: TrainConfig, run_dir: str | Path | None = None, *, device: str = "auto",
-          resume: bool = True, stop_at: int | None = None, progress: bool = True) -> TrainRun:
+          resume: bool = True, stop_at: int | None = None, progress: bool = True, objective=None) -> TrainRun:
     """Train a fresh model on ``corpus`` (or resume the latest checkpoint in ``run_dir``).
 
     ``stop_at`` stops after that many steps (simulating an interruption; a checkpoint is written
     there). Evaluations every ``eval_every`` steps score the corpus queries (attribute positions).
+    ``objective`` (:class:`ffnmem.objectives.Objective`) swaps the mask and loss (prefix / masked
+    LM, positions off); the vocabulary then carries a ``<mask>`` token for every variant alike.
     """
     from ffnmem.frequency import score_queries, summarize
     from ffnmem.models import _boot_native, load_checkpoint
+    from ffnmem.objectives import objective_loss, prepare
 
     dev = resolve_device(device)
     run_dir = Path(run_dir) if run_dir is not None else None
-    state = _latest_state(run_dir, corpus, cfg) if (run_dir and resume) else None
+    state = _latest_state(run_dir, corpus, cfg, objective) if (run_dir and resume) else None
     if state is not None:
         wb = load_checkpoint(state["model_dir"], device=str(dev))
     else:
-        wb = _boot_native(cfg.tl_config(len(build_tokenizer(corpus))), build_tokenizer(corpus), dev,
-                          torch.float32, model_id=f"synthetic-facts@seed={cfg.seed}")
+        tok = build_tokenizer(corpus, mask_token=objective is not None)
+        tl = {**cfg.tl_config(len(tok)), **(objective.tl_overrides() if objective is not None else {})}
+        wb = _boot_native(tl, tok, dev, torch.float32, model_id=f"synthetic-facts@seed={cfg.seed}")
     wb.source = "ffnmem.training"
     model = wb.bridge.original_model
+    if objective is not None:
+        prepare(model, objective)
     opt, sched = _optimizer(wb, cfg)
     step, losses, evals = 0, [], []
     if state is not None:
@@ -180,12 +187,17 @@ def train(corpus: FactCorpus, cfg: TrainConfig, run_dir: str | Path | None = Non
     data = encode_documents(wb.tokenizer, corpus.documents, cfg.n_ctx)
     pad = wb.tokenizer.pad_token_id
     end = min(cfg.steps, stop_at) if stop_at is not None else cfg.steps
-    t0, tokens_seen = time.perf_counter(), 0
+    t0, tokens_seen, signal = time.perf_counter(), 0, 0
     model.train()
     bar = tqdm(total=end, initial=step, desc="train", disable=not progress, leave=False)
     while step < end:
         batch = data[batch_indices(step, len(data), cfg.batch_size, cfg.seed)].to(dev)
-        loss = lm_loss(model(batch), batch, pad)
+        if objective is None:
+            loss, n_signal = lm_loss(model(batch), batch, pad), int((batch[:, 1:] != pad).sum())
+        else:
+            gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)  # masks/prefixes: f(seed, step)
+            loss, n_signal = objective_loss(model, objective, batch, pad, wb.tokenizer.mask_token_id, gen)
+        signal += n_signal
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -199,28 +211,30 @@ def train(corpus: FactCorpus, cfg: TrainConfig, run_dir: str | Path | None = Non
         if step % cfg.eval_every == 0 or step == cfg.steps:
             model.eval()
             evals.append({"step": step, **summarize(score_queries(
-                wb, corpus.queries, value_sets=corpus.values, value_noise=corpus.config.value_noise))})
+                wb, corpus.queries, value_sets=corpus.values, value_noise=corpus.config.value_noise,
+                objective=objective))})
             model.train()
         if run_dir is not None and (step % cfg.checkpoint_every == 0 or step == end):
-            _save_state(run_dir, wb, opt, sched, step, losses, evals, corpus, cfg)
+            _save_state(run_dir, wb, opt, sched, step, losses, evals, corpus, cfg, objective)
     bar.close()
     model.eval()
     return TrainRun(wb=wb, corpus=corpus, config=cfg, step=step, losses=losses, evals=evals,
-                    seconds=time.perf_counter() - t0, tokens_seen=tokens_seen)
+                    seconds=time.perf_counter() - t0, tokens_seen=tokens_seen, signal_tokens=signal)
 
 
-def _fingerprint(corpus: FactCorpus, cfg: TrainConfig) -> dict:
-    return {"train": dataclasses.asdict(cfg), "facts": corpus.config.to_dict()}
+def _fingerprint(corpus: FactCorpus, cfg: TrainConfig, objective=None) -> dict:
+    extra = {} if objective is None else {"objective": objective.to_dict()}
+    return {"train": dataclasses.asdict(cfg), "facts": corpus.config.to_dict(), **extra}
 
 
-def _save_state(run_dir: Path, wb, opt, sched, step, losses, evals, corpus, cfg) -> Path:
+def _save_state(run_dir: Path, wb, opt, sched, step, losses, evals, corpus, cfg, objective=None) -> Path:
     from ffnmem.models import save_checkpoint
 
     target = run_dir / "checkpoints" / f"step-{step:06d}"
     with atomic_dir(target) as tmp:
         save_checkpoint(wb, tmp / "model", extra={"step": step})
         torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step,
-                    "losses": losses, "evals": evals, "fingerprint": _fingerprint(corpus, cfg)}, tmp / "state.pt")
+                    "losses": losses, "evals": evals, "fingerprint": _fingerprint(corpus, cfg, objective)}, tmp / "state.pt")
     atomic_write_json(run_dir / "curves.json", {"losses": losses, "evals": evals})
     return target
 
@@ -231,7 +245,7 @@ def checkpoints(run_dir: str | Path) -> list[Path]:
     return sorted(p for p in root.glob("step-*") if (p / "state.pt").exists()) if root.is_dir() else []
 
 
-def _latest_state(run_dir: Path, corpus: FactCorpus, cfg: TrainConfig) -> dict | None:
+def _latest_state(run_dir: Path, corpus: FactCorpus, cfg: TrainConfig, objective=None) -> dict | None:
     found = checkpoints(run_dir)
     if not found:
         return None
@@ -239,7 +253,7 @@ def _latest_state(run_dir: Path, corpus: FactCorpus, cfg: TrainConfig) -> dict |
         state = torch.load(found[-1] / "state.pt", weights_only=False)
     except Exception as exc:  # noqa: BLE001
         raise CorruptWeights(f"cannot read {found[-1]}/state.pt ({type(exc).__name__}); delete that checkpoint") from None
-    if state.get("fingerprint") != _fingerprint(corpus, cfg):
+    if state.get("fingerprint") != _fingerprint(corpus, cfg, objective):
         raise BadInput(f"{run_dir} holds checkpoints of another config; use a new --out folder or the same settings")
     state["model_dir"] = found[-1] / "model"
     return state

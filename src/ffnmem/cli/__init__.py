@@ -9,6 +9,7 @@ from ffnmem.cli import keys  # noqa: F401  (key-value memories)
 from ffnmem.cli import facts  # noqa: F401  (where facts live)
 from ffnmem.cli import synthetic  # noqa: F401  (frequency and recall)
 from ffnmem.cli import probes  # noqa: F401  (probes and superposition)
+from ffnmem.cli import architectures  # noqa: F401  (architectures and objectives)
 from ffnmem.cli import batch  # noqa: F401  (batches and claims)
 from ffnmem.cli.app import app, main, parse_layers
 
