@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sys
+from typing import NamedTuple
 
 import pytest
 import torch
@@ -28,3 +30,30 @@ def tiny_gated():
 def smol():
     """The embedded SmolLM2-135M (converted once into FFNMEM_CACHE, then ~1 s per load)."""
     return ffnmem.load_model("smollm2-135m", device="cpu")
+
+
+class CliRun(NamedTuple):
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    """Run the ``ffnmem`` CLI in-process through ``main()`` (the console script's entry point)."""
+    from ffnmem.cli import main
+
+    def run(*args, cwd=None) -> CliRun:
+        if cwd is not None:
+            monkeypatch.chdir(cwd)
+        monkeypatch.setattr(sys, "argv", ["ffnmem", *map(str, args)])
+        capsys.readouterr()
+        code = 0
+        try:
+            main()
+        except SystemExit as exc:
+            code = exc.code or 0
+        out = capsys.readouterr()
+        return CliRun(code, out.out, out.err)
+
+    return run

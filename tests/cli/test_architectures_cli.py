@@ -2,24 +2,9 @@
 
 from __future__ import annotations
 
-import sys
 
 import pytest
 import torch
-
-
-def _run(monkeypatch, capsys, *args) -> tuple[int, str, str]:
-    from ffnmem.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["ffnmem", "compare-architectures", *map(str, args)])
-    capsys.readouterr()
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = exc.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.mark.parametrize("args, message", [
@@ -30,17 +15,17 @@ def _run(monkeypatch, capsys, *args) -> tuple[int, str, str]:
     (["--variants", "causal,causal"], "listed twice"),
     (["--preset", "huge"], "unknown architecture preset"),
 ])
-def test_bad_input_is_one_line(monkeypatch, capsys, tmp_path, args, message):
-    code, out, err = _run(monkeypatch, capsys, *args, "--out", tmp_path / "o")
+def test_bad_input_is_one_line(cli, tmp_path, args, message):
+    code, out, err = cli("compare-architectures", *args, "--out", tmp_path / "o")
     text = " ".join((out + err).split())
     assert code != 0 and message in text and "Traceback" not in text
 
 
-def test_short_run_writes_report_and_plots(monkeypatch, capsys, tmp_path):
+def test_short_run_writes_report_and_plots(cli, tmp_path):
     before = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny model: one thread is faster on a shared machine
     try:
-        code, _out, err = _run(monkeypatch, capsys, "--variants", "causal,mlm-nopos", "--steps", "15", "--out", tmp_path / "o")
+        code, _out, err = cli("compare-architectures", "--variants", "causal,mlm-nopos", "--steps", "15", "--out", tmp_path / "o")
     finally:
         torch.set_num_threads(before)
     assert code == 0, err

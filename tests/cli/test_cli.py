@@ -8,32 +8,6 @@ import pytest
 from ffnmem import Result
 
 
-class Run:
-    def __init__(self, returncode, stdout, stderr):
-        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
-
-
-@pytest.fixture
-def ffnmem(capsys, monkeypatch):
-    """Run the CLI in-process (fast); ``main()`` is the same entry point as the console script."""
-    from ffnmem.cli import main
-
-    def run(*args, cwd=None):
-        if cwd is not None:
-            monkeypatch.chdir(cwd)
-        monkeypatch.setattr(sys, "argv", ["ffnmem", *map(str, args)])
-        capsys.readouterr()
-        code = 0
-        try:
-            main()
-        except SystemExit as exc:
-            code = exc.code or 0
-        out = capsys.readouterr()
-        return Run(code, out.out, out.err)
-
-    return run
-
-
 def test_console_script_prints_no_traceback(tmp_path):
     """End to end in a subprocess: the installed entry point turns errors into one line."""
     proc = subprocess.run([sys.executable, "-m", "ffnmem", "demo", "-m", "no-such-model"],
@@ -54,22 +28,22 @@ def assert_one_line_error(proc, text):
     (["capture", "-m", "tiny-2l", "--window", "500"], "longer than the context"),
     (["capture", "-m", "tiny-2l", "--kind", "nope", "--layers", "0"], "unknown activation kind"),
 ])
-def test_bad_input_gives_one_line(args, text, tmp_path, ffnmem):
-    assert_one_line_error(ffnmem(*args, "--out", str(tmp_path / "o"), cwd=tmp_path), text)
+def test_bad_input_gives_one_line(args, text, tmp_path, cli):
+    assert_one_line_error(cli(*args, "--out", str(tmp_path / "o"), cwd=tmp_path), text)
 
 
-def test_empty_corpus_file(tmp_path, ffnmem):
+def test_empty_corpus_file(tmp_path, cli):
     empty = tmp_path / "empty.txt"
     empty.write_text("   \n")
-    assert_one_line_error(ffnmem("capture", "-m", "tiny-2l", "--text", str(empty), "--out", str(tmp_path / "o")),
+    assert_one_line_error(cli("capture", "-m", "tiny-2l", "--text", str(empty), "--out", str(tmp_path / "o")),
                           "corpus is empty")
 
 
-def test_capture_writes_a_result_with_provenance(tmp_path, ffnmem):
+def test_capture_writes_a_result_with_provenance(tmp_path, cli):
     text = tmp_path / "t.txt"
     text.write_text("Feed-forward layers act as key-value memories. " * 40)
     out = tmp_path / "cap"
-    proc = ffnmem("capture", "-m", "tiny-2l", "--text", str(text), "--layers", "0-1", "--window", "32",
+    proc = cli("capture", "-m", "tiny-2l", "--text", str(text), "--layers", "0-1", "--window", "32",
                   "--k", "4", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     res = Result.load(out)
@@ -78,11 +52,11 @@ def test_capture_writes_a_result_with_provenance(tmp_path, ffnmem):
     assert res.provenance["data_hash"]
 
 
-def test_models_lists_presets_and_default(ffnmem):
-    proc = ffnmem("models")
+def test_models_lists_presets_and_default(cli):
+    proc = cli("models")
     assert proc.returncode == 0 and "tiny-2l" in proc.stdout and "smollm2-135m" in proc.stdout
 
 
-def test_help_explains_commands(ffnmem):
-    proc = ffnmem("--help")
+def test_help_explains_commands(cli):
+    proc = cli("--help")
     assert proc.returncode == 0 and "demo" in proc.stdout and "capture" in proc.stdout

@@ -1,6 +1,5 @@
 """CLI: probe, toy-superposition, sae on tiny inputs; bad input is one line."""
 
-import sys
 
 import pytest
 
@@ -8,21 +7,8 @@ from ffnmem import Result
 
 
 @pytest.fixture
-def run(capsys, monkeypatch):
-    from ffnmem.cli import main
-
-    def go(*args):
-        monkeypatch.setattr(sys, "argv", ["ffnmem", *map(str, args)])
-        capsys.readouterr()
-        try:
-            main()
-            code = 0
-        except SystemExit as exc:
-            code = exc.code or 0
-        cap = capsys.readouterr()
-        return code, cap.out, cap.err
-
-    return go
+def run(cli):
+    return cli
 
 
 def test_probe_cli(run, tmp_path):

@@ -2,33 +2,29 @@
 
 from __future__ import annotations
 
-import sys
 
 import pytest
 
-from ffnmem.cli import main
 
 
-def run(monkeypatch, capsys, *args) -> tuple[int, str]:
-    monkeypatch.setattr(sys, "argv", ["ffnmem", *map(str, args)])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = exc.code or 0
-    cap = capsys.readouterr()
-    return code, cap.out + cap.err
+@pytest.fixture
+def run(cli):
+    def go(*args) -> tuple[int, str]:
+        r = cli(*args)
+        return r.returncode, r.stdout + r.stderr
+
+    return go
 
 
-def test_keys_and_neuron_on_tiny(monkeypatch, capsys, tmp_path):
-    code, text = run(monkeypatch, capsys, "keys", "-m", "tiny-2l", "--device", "cpu", "--window", "32",
+def test_keys_and_neuron_on_tiny(run, tmp_path):
+    code, text = run("keys", "-m", "tiny-2l", "--device", "cpu", "--window", "32",
                      "--max-tokens", "640", "--k", "5", "--cards", "1", "-o", tmp_path / "k")
     assert code == 0, text
     for f in ("report.md", "report.html", "agreement.png", "triggers/header.json", "agreement/header.json",
               "prediction/header.json"):
         assert (tmp_path / "k" / f).exists(), f
     assert len(list((tmp_path / "k" / "cards").glob("*.html"))) == 2
-    code, text = run(monkeypatch, capsys, "neuron", "1", "7", "-m", "tiny-2l", "--device", "cpu",
+    code, text = run("neuron", "1", "7", "-m", "tiny-2l", "--device", "cpu",
                      "--triggers", tmp_path / "k" / "triggers", "--k", "3", "-o", tmp_path / "n.html")
     assert code == 0, text
     page = (tmp_path / "n.html").read_text()
@@ -43,12 +39,12 @@ def test_keys_and_neuron_on_tiny(monkeypatch, capsys, tmp_path):
     (["--text", "BINARY"], "is not UTF-8 text"),
     (["--text", "MISSING"], "does not exist"),
 ])
-def test_keys_bad_input_one_line(monkeypatch, capsys, tmp_path, extra, msg):
+def test_keys_bad_input_one_line(run, tmp_path, extra, msg):
     (tmp_path / "empty.txt").write_text("  \n")
     (tmp_path / "bin.txt").write_bytes(b"\xff\xfe\x00\x81" * 10)
     files = {"EMPTY": tmp_path / "empty.txt", "BINARY": tmp_path / "bin.txt", "MISSING": tmp_path / "nope.txt"}
     extra = [files.get(x, x) for x in extra]
-    code, text = run(monkeypatch, capsys, "keys", "-m", "tiny-2l", "--device", "cpu", "--window", "32",
+    code, text = run("keys", "-m", "tiny-2l", "--device", "cpu", "--window", "32",
                      "--max-tokens", "320", "-o", tmp_path / "k", *extra)
     assert code != 0
     err = [l for l in text.splitlines() if l.startswith("error:")]
@@ -56,7 +52,7 @@ def test_keys_bad_input_one_line(monkeypatch, capsys, tmp_path, extra, msg):
     assert "Traceback" not in text
 
 
-def test_neuron_out_of_range(monkeypatch, capsys, tmp_path):
-    code, text = run(monkeypatch, capsys, "neuron", "0", "9999", "-m", "tiny-2l", "--device", "cpu",
+def test_neuron_out_of_range(run, tmp_path):
+    code, text = run("neuron", "0", "9999", "-m", "tiny-2l", "--device", "cpu",
                      "--window", "32", "--max-tokens", "320", "-o", tmp_path / "n.html")
     assert code != 0 and "neuron 9999 is out of range" in text
