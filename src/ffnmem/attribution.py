@@ -43,6 +43,18 @@ def vector_logit_attribution(
     return out if final_scale is None else out / final_scale.squeeze(-1)
 
 
+def head_logit_attribution(
+    z: Float[Tensor, "batch n_heads d_head"],
+    W_O: Float[Tensor, "n_heads d_head d_model"],
+    direction: Float[Tensor, "batch d_model"],
+    final_scale: Float[Tensor, "batch 1"] | None = None,
+) -> Float[Tensor, "batch n_heads"]:
+    """Direct effect of each attention head: ``<z_h W_O[h], d> / s`` (W_O projected onto d first)."""
+    proj = einsum(W_O, direction, "n_heads d_head d_model, batch d_model -> batch n_heads d_head")
+    out = (z * proj).sum(-1)
+    return out if final_scale is None else out / final_scale
+
+
 def answer_directions(
     wb: Workbench, answers: Int[Tensor, " batch"], distractors: Int[Tensor, " batch"] | None = None
 ) -> Float[Tensor, "batch d_model"]:
@@ -62,7 +74,9 @@ class DirectEffects:
 
     ``neurons[b, l, i]`` is memory ``i`` of layer ``l``; ``mlp[b, l]`` / ``attn[b, l]`` whole layers;
     ``mlp_bias[b, l]`` the ``b_out`` part; ``logit[b]`` the answer logit (minus the distractor's);
-    ``coeffs[b, l, i]`` the coefficient m_i itself (its sign says which way the value is written).
+    ``coeffs[b, l, i]`` the coefficient m_i itself (its sign says which way the value is written);
+    ``heads[b, l, h]`` attention head ``h`` of layer ``l``, and ``attn_bias[b, l]`` the ``b_O`` part,
+    so that ``heads.sum(-1) + attn_bias == attn``.
     """
 
     neurons: Float[Tensor, "batch n_layers d_mlp"]
@@ -70,6 +84,8 @@ class DirectEffects:
     mlp: Float[Tensor, "batch n_layers"]
     attn: Float[Tensor, "batch n_layers"]
     mlp_bias: Float[Tensor, "batch n_layers"]
+    heads: Float[Tensor, "batch n_layers n_heads"]
+    attn_bias: Float[Tensor, "batch n_layers"]
     logit: Float[Tensor, " batch"]
     probs: Float[Tensor, " batch"]
     top_pred: Int[Tensor, " batch"]
@@ -87,9 +103,10 @@ def direct_effects(wb: Workbench, prompts: list[str], answers: list[int],
                    distractors: list[int] | None = None) -> DirectEffects:
     """Per-neuron, per-layer direct effects toward ``answers`` at each prompt's last token."""
     L = wb.n_layers
-    names = {f"blocks.{l}.{h}" for l in range(L) for h in ("mlp.hook_post", "hook_mlp_out", "hook_attn_out")}
+    names = {f"blocks.{l}.{h}" for l in range(L)
+             for h in ("mlp.hook_post", "hook_mlp_out", "hook_attn_out", "attn.hook_z")}
     names.add("ln_final.hook_scale")
-    rows = {k: [] for k in ("neurons", "coeffs", "mlp", "attn", "bias", "logit", "prob", "pred")}
+    rows = {k: [] for k in ("neurons", "coeffs", "mlp", "attn", "bias", "heads", "attn_bias", "logit", "prob", "pred")}
     for b, prompt in enumerate(prompts):
         tokens = wb.to_tokens(prompt)
         logits, cache = wb.bridge.run_with_cache(tokens, names_filter=lambda n: n in names)
@@ -107,6 +124,11 @@ def direct_effects(wb: Workbench, prompts: list[str], answers: list[int],
                                          for l in range(L)]))
         rows["bias"].append(torch.stack([
             vector_logit_attribution(_bias_vec(wb, l).expand(1, -1), d, scale)[0] for l in range(L)]))
+        rows["heads"].append(torch.stack([
+            head_logit_attribution(cache[f"blocks.{l}.attn.hook_z"][:, -1], wb.bridge.blocks[l].attn.W_O, d, scale)[0]
+            for l in range(L)]))
+        rows["attn_bias"].append(torch.stack([
+            vector_logit_attribution(_attn_bias_vec(wb, l).expand(1, -1), d, scale)[0] for l in range(L)]))
         last = logits[0, -1]
         rows["logit"].append(last[answers[b]] - (0 if dis is None else last[distractors[b]]))
         rows["prob"].append(last.softmax(-1)[answers[b]])
@@ -114,6 +136,7 @@ def direct_effects(wb: Workbench, prompts: list[str], answers: list[int],
     return DirectEffects(
         neurons=torch.stack(rows["neurons"]).float().cpu(), coeffs=torch.stack(rows["coeffs"]).float().cpu(), mlp=torch.stack(rows["mlp"]).float().cpu(),
         attn=torch.stack(rows["attn"]).float().cpu(), mlp_bias=torch.stack(rows["bias"]).float().cpu(),
+        heads=torch.stack(rows["heads"]).float().cpu(), attn_bias=torch.stack(rows["attn_bias"]).float().cpu(),
         logit=torch.stack(rows["logit"]).float().cpu(), probs=torch.stack(rows["prob"]).float().cpu(),
         top_pred=torch.stack(rows["pred"]).cpu(),
     )
@@ -121,4 +144,9 @@ def direct_effects(wb: Workbench, prompts: list[str], answers: list[int],
 
 def _bias_vec(wb: Workbench, layer: int) -> Tensor:
     b = wb.ffn(layer).b_out
+    return torch.zeros(wb.d_model, device=wb.device, dtype=wb.dtype) if b is None else b
+
+
+def _attn_bias_vec(wb: Workbench, layer: int) -> Tensor:
+    b = getattr(wb.bridge.blocks[layer].attn, "b_O", None)
     return torch.zeros(wb.d_model, device=wb.device, dtype=wb.dtype) if b is None else b

@@ -13,6 +13,22 @@ def test_neurons_plus_bias_sum_to_layer_effect(fixture, request):
     torch.testing.assert_close(fx.neurons.sum(-1) + fx.mlp_bias, fx.mlp, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("fixture", ["tiny", "tiny_gated"])
+def test_heads_plus_bias_sum_to_attention_layer_effect(fixture, request):
+    wb = request.getfixturevalue(fixture)
+    fx = direct_effects(wb, ["hello world"], [wb.encode("x", prepend_bos=False)[0]])
+    assert fx.heads.shape == (1, wb.n_layers, wb.cfg.n_heads)
+    torch.testing.assert_close(fx.heads.sum(-1) + fx.attn_bias, fx.attn, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_heads_sum_to_attention_on_smollm2(smol):
+    """Grouped-query attention (9 query heads, 3 key/value heads): one effect per query head."""
+    fx = direct_effects(smol, ["The capital of France is"], [smol.answer_token(" Paris")])
+    assert fx.heads.shape == (1, 30, 9)
+    torch.testing.assert_close(fx.heads.sum(-1) + fx.attn_bias, fx.attn, atol=1e-3, rtol=1e-3)
+
+
 def test_direct_effects_reconstruct_the_logit(tiny_gated):
     """RMSNorm, no biases, no positional embedding: the logit is exactly the sum of direct effects."""
     wb = tiny_gated
