@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
 from ffnmem import capture as cap
 from ffnmem.keyvalue import value_tokens
@@ -80,12 +81,29 @@ def _histogram(acts: torch.Tensor, title: str) -> bytes:
 
 
 @torch.inference_mode()
+def histogram_coefficients(wb: Workbench, tr: Triggers, neurons: dict[int, list[int]],
+                           hist_windows: int = 32) -> dict[int, Tensor]:
+    """Coefficients of chosen neurons ``{layer: [neuron, ...]}`` over the first ``hist_windows``
+    windows, BOS excluded, in ONE forward pass: ``{layer: [tokens, len(neurons)]}``."""
+    parts: dict[int, list[Tensor]] = {}
+
+    def keep(name: str, t: Tensor, start: int) -> None:
+        layer = int(name.split(".")[1])
+        parts.setdefault(layer, []).append(t[:, 1:, neurons[layer]].float().cpu().reshape(-1, len(neurons[layer])))
+
+    cap.run_hooks(wb, tr.tokens[:hist_windows], [f"blocks.{l}.mlp.hook_post" for l in neurons], keep, progress=False)
+    return {l: torch.cat(p) for l, p in parts.items()}
+
+
 def neuron_card(wb: Workbench, tr: Triggers, layer: int, neuron: int, *, n_examples: int = 10,
-                n_tokens: int = 8, context: int = 12, hist_windows: int = 32) -> NeuronCard:
+                n_tokens: int = 8, context: int = 12, hist_windows: int = 32,
+                acts: Tensor | None = None) -> NeuronCard:
     """Build the card of memory ``neuron`` in ``layer`` from mined triggers ``tr``.
 
-    The histogram re-reads the coefficient over the first ``hist_windows`` windows of the corpus
-    (BOS position excluded) so the card needs no stored activations.
+    The histogram shows ``acts`` (the neuron's coefficients) when given; otherwise it re-reads the
+    coefficient over the first ``hist_windows`` windows of the corpus (BOS position excluded) so
+    the card needs no stored activations. Many cards: pass ``acts`` from one shared pass
+    (:func:`histogram_coefficients`).
     """
     layer = wb.check_layer(layer)
     if layer not in tr.layers:
@@ -100,8 +118,8 @@ def neuron_card(wb: Workbench, tr: Triggers, layer: int, neuron: int, *, n_examp
     proj = value_tokens(wb, layer, [neuron], k=n_tokens, signs=torch.tensor([tr.sign]))
     top = [(wb.decode(i), float(s)) for i, s in zip(proj.top_ids[0].tolist(), proj.top_scores[0])]
     bottom = [(wb.decode(i), float(s)) for i, s in zip(proj.bottom_ids[0].tolist(), proj.bottom_scores[0])]
-    name = f"blocks.{layer}.mlp.hook_post"
-    acts = cap.collect(wb, tr.tokens[:hist_windows], [name], progress=False)[name][:, 1:, neuron].flatten()
+    if acts is None:
+        acts = histogram_coefficients(wb, tr, {layer: [neuron]}, hist_windows)[layer][:, 0]
     s = tr.stats[layer]
     stats = {"mean": float(s["mean"][neuron]), "frac>0": float(s["frac_active"][neuron]),
              "max": float(s["max"][neuron])}

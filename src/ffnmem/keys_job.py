@@ -15,7 +15,7 @@ import torch
 
 from ffnmem import triggers as T
 from ffnmem import updates as U
-from ffnmem.cards import neuron_card
+from ffnmem.cards import histogram_coefficients, neuron_card
 from ffnmem.paths import atomic_write_text
 from ffnmem.results import Result, make_provenance, table_from_rows
 from ffnmem.workbench import Workbench
@@ -53,10 +53,13 @@ def run_keys(wb: Workbench, tokens: torch.Tensor, layers: list[int], out_dir: st
 def _write_cards(wb: Workbench, tr: T.Triggers, folder: Path, per_layer: int, context: int) -> list[Path]:
     """Cards for the memories with the largest top coefficient in each mined layer."""
     folder.mkdir(parents=True, exist_ok=True)
+    chosen = {l: tr.values[l][0].topk(min(per_layer, tr.values[l].shape[1])).indices.tolist() for l in tr.layers}
+    hist = histogram_coefficients(wb, tr, chosen)  # one forward pass for every card's histogram
     paths = []
-    for l in tr.layers:
-        for n in tr.values[l][0].topk(min(per_layer, tr.values[l].shape[1])).indices.tolist():
-            paths.append(neuron_card(wb, tr, l, n, context=context).save(folder / f"L{l}_N{n}.html"))
+    for l, neurons in chosen.items():
+        for j, n in enumerate(neurons):
+            card = neuron_card(wb, tr, l, n, context=context, acts=hist[l][:, j])
+            paths.append(card.save(folder / f"L{l}_N{n}.html"))
     return paths
 
 

@@ -104,3 +104,19 @@ def test_bad_context_and_empty(tiny, tokens):
         T.mine(tiny, tokens[:0], [0], k=1, progress=False)
     with pytest.raises(BadInput, match="n_triggers"):
         T.agreement_by_layer(tiny, tr, n_triggers=3)
+
+
+def test_card_histograms_from_one_shared_pass_match_a_card_alone(tiny):
+    """keys_job computes every card's histogram in one pass; a card alone re-reads its own."""
+    import torch
+
+    from ffnmem.cards import histogram_coefficients, neuron_card
+    from ffnmem.triggers import mine
+
+    tokens = torch.randint(3, 300, (6, 16), generator=torch.Generator().manual_seed(1))
+    tr = mine(tiny, tokens, [0, 1], k=3, progress=False)
+    shared = histogram_coefficients(tiny, tr, {0: [5, 9], 1: [2]})
+    assert shared[0].shape == (6 * 15, 2) and shared[1].shape == (6 * 15, 1)
+    alone = histogram_coefficients(tiny, tr, {1: [2]})[1][:, 0]
+    torch.testing.assert_close(shared[1][:, 0], alone)
+    assert neuron_card(tiny, tr, 0, 9, acts=shared[0][:, 1]).layer == 0
