@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -23,6 +24,8 @@ out = Console()
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Model spec: smollm2-135m, tiny-2l, a GGUF file, "
                                        "a Hugging Face folder or an ffnmem checkpoint. See `ffnmem models`.")]
 DeviceOpt = Annotated[str, typer.Option(help="cpu, cuda, or auto (CUDA when present).")]
+TextOpt = Annotated[list[Path] | None, typer.Option(help="Corpus files (.txt, .jsonl, .parquet, saved HF dataset); "
+                                                    "default: the built-in stdlib-docstring corpus.")]
 
 
 def parse_layers(spec: str, n_layers: int) -> list[int]:

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ffnmem.cli.app import DeviceOpt, ModelOpt, _corpus_tokens, _load, app, console, out, parse_layers
+from ffnmem.cli.app import TextOpt, DeviceOpt, ModelOpt, _corpus_tokens, _load, app, console, out, parse_layers
 from ffnmem.errors import BadInput
 
 
@@ -43,8 +43,7 @@ def demo(
 @app.command()
 def capture(
     model: ModelOpt = "smollm2-135m",
-    text: Annotated[list[Path] | None, typer.Option(help="Corpus files (.txt, .jsonl, .parquet, saved HF dataset); "
-                                                   "default: the built-in stdlib-docstring corpus.")] = None,
+    text: TextOpt = None,
     layers: Annotated[str, typer.Option(help="Layers: all, 5, 0-3,10, -1.")] = "all",
     kind: Annotated[list[str], typer.Option(help="Activation kinds: post (coefficients), pre, out, mlp_in, "
                                             "resid_pre, resid_mid, resid_post.")] = ["post"],  # noqa: B006

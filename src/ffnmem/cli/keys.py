@@ -7,15 +7,14 @@ from typing import Annotated
 
 import typer
 
-from ffnmem.cli.app import DeviceOpt, ModelOpt, _corpus_tokens, _load, app, out, parse_layers
+from ffnmem.cli.app import TextOpt, DeviceOpt, ModelOpt, _corpus_tokens, _load, app, out, parse_layers
 from ffnmem.errors import BadInput
 
 
 @app.command()
 def keys(
     model: ModelOpt = "smollm2-135m",
-    text: Annotated[list[Path] | None, typer.Option(help="Corpus files (.txt, .jsonl, .parquet, saved HF dataset); "
-                                                   "default: the built-in stdlib-docstring corpus.")] = None,
+    text: TextOpt = None,
     layers: Annotated[str, typer.Option(help="Layers to mine: all, 5, 0-3,10, -1.")] = "all",
     window: Annotated[int, typer.Option(help="Tokens per window.")] = 128,
     max_tokens: Annotated[int | None, typer.Option(help="Stop after about this many tokens.")] = 16384,
@@ -54,7 +53,7 @@ def neuron(
     model: ModelOpt = "smollm2-135m",
     triggers: Annotated[Path | None, typer.Option(help="A triggers/ result written by `ffnmem keys` "
                                                   "(else the layer is mined over --max-tokens of the corpus).")] = None,
-    text: Annotated[list[Path] | None, typer.Option(help="Corpus files; default: the built-in corpus.")] = None,
+    text: TextOpt = None,
     window: Annotated[int, typer.Option(help="Tokens per window.")] = 128,
     max_tokens: Annotated[int, typer.Option(help="Tokens mined when no --triggers is given.")] = 8192,
     k: Annotated[int, typer.Option(help="Trigger examples shown.")] = 10,

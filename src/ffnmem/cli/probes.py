@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ffnmem.cli.app import DeviceOpt, ModelOpt, _corpus_tokens, _load, app, out, parse_layers
+from ffnmem.cli.app import TextOpt, DeviceOpt, ModelOpt, _corpus_tokens, _load, app, out, parse_layers
 from ffnmem.errors import BadInput
 
 
@@ -62,7 +62,7 @@ def toy_superposition(
 def sae(
     model: ModelOpt = "smollm2-135m",
     layer: Annotated[int, typer.Option(help="FFN layer.")] = 15,
-    text: Annotated[list[Path] | None, typer.Option(help="Corpus files; default: built-in corpus.")] = None,
+    text: TextOpt = None,
     max_tokens: Annotated[int | None, typer.Option(help="About this many tokens.")] = 8192,
     window: Annotated[int, typer.Option(help="Tokens per window.")] = 64,
     expansion: Annotated[int, typer.Option(help="Latents per input dimension.")] = 4,
