@@ -18,6 +18,7 @@ from einops import einsum
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from ffnmem.errors import BadInput
 from ffnmem.workbench import Workbench
 
 
@@ -56,12 +57,16 @@ def head_logit_attribution(
 
 
 def answer_directions(
-    wb: Workbench, answers: Int[Tensor, " batch"], distractors: Int[Tensor, " batch"] | None = None
+    wb: Workbench, answers: Int[Tensor, " batch"], distractors: Int[Tensor, "batch *k"] | None = None
 ) -> Float[Tensor, "batch d_model"]:
-    """Effective residual directions ``d`` for answer logits (or answer − distractor logit diffs)."""
+    """Effective residual directions ``d`` for answer logits (or answer − distractor logit diffs).
+
+    ``distractors[b]`` may be one token or ``k`` tokens; with ``k`` the contrast is the answer's logit
+    minus the *mean* logit of those tokens (e.g. the other values an attribute can take).
+    """
     u = wb.W_U[:, answers].T
     if distractors is not None:
-        u = u - wb.W_U[:, distractors].T
+        u = u - (wb.W_U[:, distractors].T if distractors.dim() == 1 else wb.W_U[:, distractors].mean(-1).T)
     d = u * wb.final_norm_weight()
     if wb.final_norm_centers():
         d = d - d.mean(-1, keepdim=True)
@@ -100,8 +105,12 @@ class DirectEffects:
 
 @torch.inference_mode()
 def direct_effects(wb: Workbench, prompts: list[str], answers: list[int],
-                   distractors: list[int] | None = None) -> DirectEffects:
-    """Per-neuron, per-layer direct effects toward ``answers`` at each prompt's last token."""
+                   distractors: list[int] | list[list[int]] | None = None) -> DirectEffects:
+    """Per-neuron, per-layer direct effects toward ``answers`` at each prompt's last token.
+
+    With ``distractors`` the target is the logit difference answer − distractor; a list of tokens per
+    prompt contrasts the answer with their mean logit.
+    """
     L = wb.n_layers
     names = {f"blocks.{l}.{h}" for l in range(L)
              for h in ("mlp.hook_post", "hook_mlp_out", "hook_attn_out", "attn.hook_z")}
@@ -112,6 +121,8 @@ def direct_effects(wb: Workbench, prompts: list[str], answers: list[int],
         logits, cache = wb.bridge.run_with_cache(tokens, names_filter=lambda n: n in names)
         ans = torch.tensor([answers[b]], device=wb.device)
         dis = None if distractors is None else torch.tensor([distractors[b]], device=wb.device)
+        if dis is not None and dis.dim() == 2 and dis.shape[1] == 0:
+            raise BadInput(f"prompt {b}: an empty list of distractors; give at least one token to contrast with")
         d = answer_directions(wb, ans, dis)
         scale = cache["ln_final.hook_scale"][:, -1]
         rows["neurons"].append(torch.stack([
@@ -130,7 +141,7 @@ def direct_effects(wb: Workbench, prompts: list[str], answers: list[int],
         rows["attn_bias"].append(torch.stack([
             vector_logit_attribution(_attn_bias_vec(wb, l).expand(1, -1), d, scale)[0] for l in range(L)]))
         last = logits[0, -1]
-        rows["logit"].append(last[answers[b]] - (0 if dis is None else last[distractors[b]]))
+        rows["logit"].append(last[answers[b]] - (0 if dis is None else last[dis[0]].mean()))
         rows["prob"].append(last.softmax(-1)[answers[b]])
         rows["pred"].append(last.argmax())
     return DirectEffects(
