@@ -27,7 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ffnmem.errors import BadInput
-from ffnmem.frequency import by_exposure, capacity_bits, score_queries, summarize
+from ffnmem.frequency import by_exposure, capacity_bits, dla_rows, score_queries, summarize
 from ffnmem.objectives import Objective, core_params, parse, trainable_params
 from ffnmem.synthetic import FactConfig, FactCorpus, generate
 from ffnmem.training import TrainConfig, encode_documents, train
@@ -88,13 +88,9 @@ def probe_tokens(wb, corpus: FactCorpus, n_docs: int, n_ctx: int) -> torch.Tenso
 
 def ffn_share(wb, corpus: FactCorpus, obj: Objective, n_facts: int) -> list[float]:
     """Per layer: |DLA of the FFN| / Σ(|FFN| + |attention|) toward the true value, most-exposed facts."""
-    from ffnmem.attribution import direct_effects
-
     qs = sorted([q for q in corpus.queries if not q["heldout"]], key=lambda q: -q["exposures"])[:n_facts]
-    suffix = " <mask>" if obj.kind == "mlm" else ""
-    de = direct_effects(wb, [q["prompt"] + suffix for q in qs], [wb.answer_token(q["answer"]) for q in qs])
-    total = de.mlp.abs().sum(1) + de.attn.abs().sum(1)
-    return (de.mlp.abs() / total[:, None].clamp_min(1e-12)).mean(0).tolist()
+    rows = dla_rows(wb, qs, suffix=" <mask>" if obj.kind == "mlm" else "")
+    return [float(np.mean([r[f"ffn_share_L{layer}"] for r in rows])) for layer in range(wb.n_layers)]
 
 
 def evaluate_variant(run, obj: Objective, cfg: CompareConfig) -> dict:

@@ -85,22 +85,30 @@ def summarize(rows: list[dict]) -> dict:
             "min_kl_bits": float(arr["kl_bits"].min()), "accuracy": float(arr["correct"].mean())}
 
 
+def bootstrap_ci(x: np.ndarray, resamples: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``x``; ``resamples[b]`` indexes resample ``b``.
+
+    Pass the same ``resamples`` for several columns of one group so they share their draws.
+    """
+    means = x[resamples].mean(1)
+    return float(np.percentile(means, 100 * (1 - level) / 2)), float(np.percentile(means, 100 * (1 + level) / 2))
+
+
 def by_exposure(rows: list[dict], *, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> list[dict]:
     """Per exposure count: n, accuracy and loss bits with percentile bootstrap CIs (seeded)."""
     rng = np.random.default_rng(seed)
     exp = np.array([r["exposures"] for r in rows])
     acc = np.array([r["correct"] for r in rows], dtype=float)
     loss = np.array([r["loss_bits"] for r in rows])
-    lo_q, hi_q = 100 * (1 - level) / 2, 100 * (1 + level) / 2
     out = []
     for e in np.unique(exp):
         m = exp == e
         boots = rng.integers(0, m.sum(), size=(n_boot, m.sum()))
-        a_b, l_b = acc[m][boots].mean(1), loss[m][boots].mean(1)
+        a_lo, a_hi = bootstrap_ci(acc[m], boots, level)
+        l_lo, l_hi = bootstrap_ci(loss[m], boots, level)
         out.append({"exposures": int(e), "n": int(m.sum()), "accuracy": float(acc[m].mean()),
-                    "accuracy_lo": float(np.percentile(a_b, lo_q)), "accuracy_hi": float(np.percentile(a_b, hi_q)),
-                    "loss_bits": float(loss[m].mean()), "loss_lo": float(np.percentile(l_b, lo_q)),
-                    "loss_hi": float(np.percentile(l_b, hi_q))})
+                    "accuracy_lo": a_lo, "accuracy_hi": a_hi,
+                    "loss_bits": float(loss[m].mean()), "loss_lo": l_lo, "loss_hi": l_hi})
     return out
 
 
@@ -156,6 +164,102 @@ def capacity_bits(rows: list[dict], n_values: int, n_params: int) -> dict:
             "max_bits": len(rows) * math.log2(n_values)}
 
 
+def dla_rows(wb, queries: list[dict], *, contrast: dict[str, list[str]] | None = None,
+             suffix: str = "") -> list[dict]:
+    """Direct logit attribution toward each query's answer (:func:`ffnmem.attribution.direct_effects`).
+
+    With ``contrast`` (attribute -> its values) the target is the answer's logit minus the mean logit
+    of the attribute's other values: the margin that picks this value over the rest of its type,
+    without the part that only says "an attribute value comes next". Per query: ``logit`` (that
+    target), ``ffn`` and ``attn`` (summed over layers; ``b_out``/``b_O`` included), ``rest``
+    (embeddings and unembedding bias: ``logit − ffn − attn``), ``ffn_share`` = Σ|FFN_l| / Σ(|FFN_l| +
+    |attn_l|), and per layer ``ffn_L{l}`` / ``attn_L{l}`` with their shares ``ffn_share_L{l}`` /
+    ``attn_share_L{l}`` of that same total.
+    """
+    from ffnmem.attribution import direct_effects
+
+    if not queries:
+        raise BadInput("no query prompts to attribute")
+    answers = [wb.answer_token(q["answer"]) for q in queries]
+    others = None
+    if contrast is not None:
+        ids = {a: [wb.answer_token(v) for v in vals] for a, vals in contrast.items()}
+        others = [[t for t in ids[q["attribute"]] if t != ans] for q, ans in zip(queries, answers)]
+    de = direct_effects(wb, [q["prompt"] + suffix for q in queries], answers, others)
+    total = (de.mlp.abs().sum(1) + de.attn.abs().sum(1)).clamp_min(1e-12)
+    rows = []
+    for i, q in enumerate(queries):
+        ffn, attn, logit = float(de.mlp[i].sum()), float(de.attn[i].sum()), float(de.logit[i])
+        row = {"entity": q["entity"], "attribute": q["attribute"], "exposures": int(q["exposures"]),
+               "correct": int(de.top_pred[i]) == answers[i], "logit": logit, "ffn": ffn, "attn": attn,
+               "rest": logit - ffn - attn, "ffn_share": float(de.mlp[i].abs().sum() / total[i])}
+        for kind, effects in (("ffn", de.mlp), ("attn", de.attn)):
+            for layer in range(effects.shape[1]):
+                row[f"{kind}_L{layer}"] = float(effects[i, layer])
+                row[f"{kind}_share_L{layer}"] = float(effects[i, layer].abs() / total[i])
+        rows.append(row)
+    return rows
+
+
+def dla_by_exposure(rows: list[dict], *, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> list[dict]:
+    """Per exposure count: mean attribution (every numeric column of :func:`dla_rows`), with a
+    bootstrap CI on the FFN share and on the logit margin."""
+    rng = np.random.default_rng(seed)
+    exp = np.array([r["exposures"] for r in rows])
+    keys = [k for k, v in rows[0].items() if isinstance(v, (bool, int, float)) and k != "exposures"]
+    cols = {k: np.array([r[k] for r in rows], dtype=float) for k in keys}
+    out = []
+    for e in np.unique(exp):
+        m = exp == e
+        boots = rng.integers(0, m.sum(), size=(n_boot, m.sum()))
+        row = {"exposures": int(e), "n": int(m.sum()), **{k: float(v[m].mean()) for k, v in cols.items()}}
+        for k in ("ffn_share", "logit"):
+            row[f"{k}_lo"], row[f"{k}_hi"] = bootstrap_ci(cols[k][m], boots, level)
+        out.append(row)
+    return out
+
+
+def plot_dla_by_exposure(bins: list[dict], path: str | Path, *, contrast: bool = True) -> Path:
+    """Where facts live, per exposure bin: |DLA| share by layer (FFN vs attention), and the signed
+    direct effects that make up the target (PNG). ``contrast``: the bins came from
+    :func:`dla_rows` with ``contrast`` (the answer's margin over the other values) or without."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n_layers = sum(1 for k in bins[0] if k.startswith("ffn_share_L"))
+    x = np.arange(len(bins))
+    target = "margin" if contrast else "answer logit"
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4.4))
+    bottom = np.zeros(len(bins))
+    for kind, cmap in (("ffn", plt.cm.Blues), ("attn", plt.cm.Oranges)):
+        for layer in range(n_layers):
+            h = np.array([r[f"{kind}_share_L{layer}"] for r in bins])
+            a.bar(x, h, bottom=bottom, color=cmap(0.35 + 0.55 * layer / max(1, n_layers - 1)),
+                  label=f"{'FFN' if kind == 'ffn' else 'attention'} L{layer}")
+            bottom += h
+    a.set_xticks(x, [str(r["exposures"]) for r in bins])
+    a.set(xlabel="exposures per epoch", ylabel="share of |direct effect|", ylim=(0, 1),
+          title=f"where the {target} is written")
+    a.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.16))
+    for key, style in (("ffn", "o-"), ("attn", "s-"), ("rest", "^-")):
+        b.plot(x, [r[key] for r in bins], style, label={"ffn": "FFN layers", "attn": "attention",
+                                                          "rest": "embeddings + bias"}[key])
+    b.errorbar(x, [r["logit"] for r in bins], yerr=[[r["logit"] - r["logit_lo"] for r in bins],
+                                                    [r["logit_hi"] - r["logit"] for r in bins]],
+               fmt="k-", capsize=3, label=f"{target} (sum)")
+    b.axhline(0, color="grey", lw=0.5)
+    b.set_xticks(x, [str(r["exposures"]) for r in bins])
+    b.set(xlabel="exposures per epoch", ylabel=f"direct effect on the {target} (logits)",
+          title="answer logit − mean logit of the other values" if contrast else "answer logit")
+    b.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
 def plot_recall(bins: list[dict], curve: dict, path: str | Path, *, title: str = "recall vs exposure") -> Path:
     """Accuracy per exposure bin (bootstrap CI bars) with the logistic fit and its band (PNG)."""
     import matplotlib
@@ -200,7 +304,8 @@ def plot_loss_decomposition(evals: list[dict], path: str | Path) -> Path:
 
 def exposure_report(wb, corpus, evals: list[dict], out_dir: str | Path, *, n_boot: int = 1000, seed: int = 0,
                     heldout: bool = False):
-    """Score every query, bin by exposure, fit the curve, compute capacity; save Result + PNGs."""
+    """Score every query, bin by exposure, fit the curve, compute capacity, attribute each fact's
+    answer to FFN and attention layers per bin; save the Result and its PNGs."""
     from ffnmem.results import Result, make_provenance, table_from_rows
 
     out_dir = Path(out_dir)
@@ -209,16 +314,24 @@ def exposure_report(wb, corpus, evals: list[dict], out_dir: str | Path, *, n_boo
     bins = by_exposure(rows, n_boot=n_boot, seed=seed)
     curve = recall_curve(rows, n_boot=min(n_boot, 500), seed=seed)
     cap = capacity_bits(rows, corpus.config.n_values, wb.n_params())
+    queries = [q for q in corpus.queries if bool(q["heldout"]) == heldout]
+    dla = {"margin": dla_rows(wb, queries, contrast=corpus.values), "logit": dla_rows(wb, queries)}
+    dla_bins = {t: dla_by_exposure(r, n_boot=n_boot, seed=seed) for t, r in dla.items()}
     meta = {"spearman_accuracy": spearman_over_bins(bins) if len(bins) > 1 else None, "capacity": cap,
             "summary": summarize(rows), "curve": {k: v for k, v in curve.items() if not isinstance(v, list)},
-            "value_entropy_bits": corpus.value_entropy_bits(), "heldout_templates": heldout}
-    tables = {"facts": table_from_rows(rows), "bins": table_from_rows(bins)}
+            "value_entropy_bits": corpus.value_entropy_bits(), "heldout_templates": heldout,
+            "ffn_share_by_exposure": {"exposures": [b["exposures"] for b in dla_bins["margin"]],
+                                      **{t: [b["ffn_share"] for b in bs] for t, bs in dla_bins.items()}}}
+    tables = {"facts": table_from_rows(rows), "bins": table_from_rows(bins),
+              "dla_facts": table_from_rows([{"target": t, **r} for t, rs in dla.items() for r in rs]),
+              "dla_bins": table_from_rows([{"target": t, **b} for t, bs in dla_bins.items() for b in bs])}
     if evals:
         tables["evals"] = table_from_rows(evals)
     result = Result(kind="recall-exposure", tables=tables, meta=meta,
                     provenance=make_provenance(wb, seed=seed, facts_config=corpus.config.to_dict()))
     result.save(out_dir / "result")
     plot_recall(bins, curve, out_dir / "recall_vs_exposure.png")
+    plot_dla_by_exposure(dla_bins["margin"], out_dir / "dla_by_exposure.png")
     if evals:
         plot_loss_decomposition(evals, out_dir / "loss_decomposition.png")
     return result

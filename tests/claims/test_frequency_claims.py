@@ -81,3 +81,28 @@ def test_resume_after_interrupt_gives_the_same_weights(tmp_path):
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
     assert [e["step"] for e in resumed.evals] == [6, 12]
     assert [x["loss"] for x in resumed.losses] == pytest.approx([x["loss"] for x in full.losses], abs=1e-6)
+
+
+def test_where_frequent_and_rare_facts_live(tiny_run):
+    """Direct logit attribution per exposure bin (one corpus-template query per fact).
+
+    Measured (seed 0), margin = answer logit − mean logit of the other 23 values:
+    margin 1.22 → 2.27 → 3.18 → 4.69 → 5.94 → 6.96 → 7.44 logits for 1..64 exposures; FFN share of
+    |DLA| 0.68 0.68 0.70 0.68 0.71 0.71 0.70 (flat: rare facts are written by the same layers, only
+    weaker); attention's signed effect 0.16 → 2.13. On the raw answer logit the FFN share falls from
+    0.89 [0.88, 0.90] to 0.83 [0.81, 0.85]: a generic "a value comes next" push from FFN layer 0 that
+    does not depend on the fact is a smaller part of the logit of well-known facts.
+    """
+    from ffnmem.frequency import dla_by_exposure, dla_rows
+
+    run, _ = tiny_run
+    qs = [q for q in run.corpus.queries if not q["heldout"]]
+    margin = dla_by_exposure(dla_rows(run.wb, qs, contrast=run.corpus.values), n_boot=500, seed=0)
+    assert spearman_over_bins(margin, key="logit") >= 0.9
+    assert margin[-1]["logit"] - margin[0]["logit"] >= 3.0
+    shares = [b["ffn_share"] for b in margin]
+    assert all(0.55 <= s <= 0.85 for s in shares)  # FFN layers carry most of the margin in every bin
+    assert max(shares) - min(shares) <= 0.15  # ... about equally for rare and frequent facts
+    assert margin[-1]["attn"] - margin[0]["attn"] >= 1.0
+    raw = dla_by_exposure(dla_rows(run.wb, qs), n_boot=500, seed=0)
+    assert raw[0]["ffn_share_lo"] > raw[-1]["ffn_share_hi"]

@@ -53,3 +53,53 @@ def test_cross_entropy_is_entropy_plus_nonnegative_kl():
     log2q[ids] = torch.log2(p)
     r = _row({"entity": "A", "attribute": "x", "exposures": 1, "heldout": False}, log2q, 5, {"x": ids}, eps)
     assert r["kl_bits"] == pytest.approx(0.0, abs=1e-5)
+
+
+@pytest.fixture(scope="module")
+def micro_run():
+    from ffnmem.synthetic import FactConfig, generate
+    from ffnmem.training import TrainConfig, train
+
+    corpus = generate(FactConfig(n_entities=12, bins=(1, 4), n_values=6, seed=1))
+    cfg = TrainConfig(n_layers=2, d_model=32, n_heads=2, d_mlp=64, steps=30, batch_size=8, warmup=3, eval_every=30,
+                      checkpoint_every=30, seed=0)
+    return train(corpus, cfg, device="cpu", progress=False)
+
+
+@torch.inference_mode()
+def test_dla_rows_add_up_to_the_margin(micro_run):
+    from ffnmem.frequency import dla_rows
+
+    wb, corpus = micro_run.wb, micro_run.corpus
+    qs = [q for q in corpus.queries if not q["heldout"]][:6]
+    rows = dla_rows(wb, qs, contrast=corpus.values)
+    for q, r in zip(qs, rows):
+        logits = wb.bridge(wb.to_tokens(q["prompt"]))[0, -1]
+        ans = wb.answer_token(q["answer"])
+        others = [wb.answer_token(v) for v in corpus.values[q["attribute"]] if v != q["answer"]]
+        assert r["logit"] == pytest.approx(float(logits[ans] - logits[others].mean()), abs=1e-4)
+        assert r["ffn"] + r["attn"] + r["rest"] == pytest.approx(r["logit"], abs=1e-5)
+        assert r["ffn"] == pytest.approx(r["ffn_L0"] + r["ffn_L1"], abs=1e-5)
+        shares = [r[f"{k}_share_L{layer}"] for k in ("ffn", "attn") for layer in (0, 1)]
+        assert sum(shares) == pytest.approx(1.0, abs=1e-5)
+        assert r["ffn_share"] == pytest.approx(r["ffn_share_L0"] + r["ffn_share_L1"], abs=1e-5)
+    raw = dla_rows(wb, qs[:1])[0]
+    logits = wb.bridge(wb.to_tokens(qs[0]["prompt"]))[0, -1]
+    assert raw["logit"] == pytest.approx(float(logits[wb.answer_token(qs[0]["answer"])]), abs=1e-4)
+
+
+def test_dla_bins_and_plot(micro_run, tmp_path):
+    from ffnmem.frequency import dla_by_exposure, dla_rows, plot_dla_by_exposure
+
+    corpus = micro_run.corpus
+    rows = dla_rows(micro_run.wb, [q for q in corpus.queries if not q["heldout"]], contrast=corpus.values)
+    bins = dla_by_exposure(rows, n_boot=50, seed=0)
+    assert [b["exposures"] for b in bins] == [1, 4] and sum(b["n"] for b in bins) == len(rows)
+    for b in bins:
+        mine = [r for r in rows if r["exposures"] == b["exposures"]]
+        assert b["ffn_share"] == pytest.approx(sum(r["ffn_share"] for r in mine) / len(mine))
+        assert b["ffn_share_lo"] <= b["ffn_share"] <= b["ffn_share_hi"]
+    assert dla_by_exposure(rows, n_boot=50, seed=0) == bins
+    assert plot_dla_by_exposure(bins, tmp_path / "dla.png").stat().st_size > 0
+    with pytest.raises(BadInput):
+        dla_rows(micro_run.wb, [])
