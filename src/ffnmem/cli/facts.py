@@ -31,10 +31,19 @@ def recall(
     k: Annotated[int, typer.Option(help="Top-k accuracy cut-off.")] = 5,
     batch_size: Annotated[int, typer.Option(help="Prompts per forward pass.")] = 16,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Result folder.")] = Path("ffnmem-out/recall"),
+    run: Annotated[Path | None, typer.Option(help="A run folder of `ffnmem train`: measure recall against "
+                                                  "exposure on its synthetic facts instead (as `ffnmem exposure`).")] = None,
     device: DeviceOpt = "auto",
 ) -> None:
-    """Recall of a fact set: top-1/top-k accuracy, p(answer), rank and loss in bits, per relation."""
+    """Recall of a fact set: top-1/top-k accuracy, p(answer), rank and loss in bits, per relation.
+    With --run, recall vs exposure of a model trained by `ffnmem train`."""
     from ffnmem.recall import plot_recall, recall as run_recall
+
+    if run is not None:
+        from ffnmem.cli.synthetic import run_exposure
+
+        run_exposure(run, None, out_dir, device=device)
+        return
 
     fs = _facts(facts, relation, limit)
     wb = _load(model, device)

@@ -82,6 +82,41 @@ def train(
               f"→ [bold]{out_dir}[/bold]")
 
 
+@app.command()
+def capacity(
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for runs/, result/ and capacity_vs_size.png.")] = Path("ffnmem-out/capacity"),
+    facts: Annotated[Path | None, typer.Option(help="Corpus folder from `ffnmem facts make` (default: the preset's).")] = None,
+    preset: PresetOpt = "tiny",
+    widths: Annotated[str, typer.Option(help="Residual widths d_model, comma-separated (multiples of the head count).")] = "16,32,64",
+    mlp_ratio: Annotated[int, typer.Option(help="d_mlp = mlp_ratio × d_model.")] = 4,
+    steps: Annotated[int | None, typer.Option(help="Optimizer steps per model (default: the preset's).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Training seed, the same for every width.")] = None,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Knowledge capacity vs model size: train one model per width on the same facts (resumable,
+    in OUT/runs/d{width}) and report bits stored and bits per parameter for each."""
+    import dataclasses
+
+    from ffnmem.capacity import capacity_report
+    from ffnmem.synthetic import FactCorpus, generate
+    from ffnmem.training import preset as get_preset
+
+    try:
+        ws = [int(w) for w in widths.split(",")]
+    except ValueError:
+        raise BadInput(f"cannot read --widths {widths!r}: give integers like 16,32,64") from None
+    fcfg, tcfg = get_preset(preset)
+    corpus = FactCorpus.load(facts) if facts else generate(fcfg)
+    tcfg = dataclasses.replace(tcfg, **{k: v for k, v in dict(steps=steps, seed=seed).items() if v is not None})
+    res = capacity_report(corpus, tcfg, ws, out_dir, mlp_ratio=mlp_ratio, device=device)
+    table = Table("d_model", "d_mlp", "params", "bits stored", "bits/param", "recall", title="capacity vs size")
+    for r in res.table("widths").to_dict("records"):
+        table.add_row(str(r["d_model"]), str(r["d_mlp"]), f"{r['params']:,}", f"{r['bits']:.0f} / {r['max_bits']:.0f}",
+                      f"{r['bits_per_param']:.4f}", f"{r['accuracy']:.3f}")
+    out.print(table)
+    out.print(f"→ [bold]{out_dir}[/bold] (result/, capacity_vs_size.png)")
+
+
 @app.command("exposure")
 def exposure(
     run_dir: Annotated[Path, typer.Option("--run", help="Run folder written by `ffnmem train`.")] = Path("ffnmem-out/train"),
@@ -93,7 +128,15 @@ def exposure(
     device: DeviceOpt = "auto",
 ) -> None:
     """Recall vs exposure of a trained run: per-bin accuracy and loss bits with CIs, logistic fit,
-    bits per parameter, cross-entropy = data entropy + KL gap over training."""
+    bits per parameter, cross-entropy = data entropy + KL gap over training, and where each bin's
+    answers are written (direct logit attribution to FFN vs attention, per layer).
+    `ffnmem recall --run DIR` runs the same with these defaults."""
+    run_exposure(run_dir, facts, out_dir, heldout=heldout, n_boot=n_boot, seed=seed, device=device)
+
+
+def run_exposure(run_dir: Path, facts: Path | None, out_dir: Path, *, heldout: bool = False, n_boot: int = 1000,
+                 seed: int = 0, device: str = "auto") -> None:
+    """The exposure job behind `ffnmem exposure` and `ffnmem recall --run`."""
     import json
 
     from ffnmem.frequency import exposure_report
@@ -109,11 +152,16 @@ def exposure(
         except (OSError, KeyError, ValueError):
             raise BadInput(f"{run_dir}/config.json is missing or damaged; pass --facts") from None
     res = exposure_report(wb, corpus, curves.get("evals", []), out_dir, n_boot=n_boot, seed=seed, heldout=heldout)
-    table = Table("exposures", "n", "recall", "95% CI", "loss bits", title="recall vs exposure")
+    dla = {b["exposures"]: b for b in res.table("dla_bins").to_dict("records") if b["target"] == "margin"}
+    table = Table("exposures", "n", "recall", "95% CI", "loss bits", "margin", "FFN share", title="recall vs exposure")
     for b in res.table("bins").to_dict("records"):
+        d = dla[b["exposures"]]
         table.add_row(str(b["exposures"]), str(b["n"]), f"{b['accuracy']:.3f}",
-                      f"[{b['accuracy_lo']:.3f}, {b['accuracy_hi']:.3f}]", f"{b['loss_bits']:.2f}")
+                      f"[{b['accuracy_lo']:.3f}, {b['accuracy_hi']:.3f}]", f"{b['loss_bits']:.2f}",
+                      f"{d['logit']:.2f}", f"{d['ffn_share']:.2f}")
     out.print(table)
     cap = res.meta["capacity"]
+    out.print("margin: the answer's logit minus the mean logit of the other values; FFN share: the FFN layers' "
+              "part of its |direct logit attribution|")
     out.print(f"Spearman over bins {res.meta['spearman_accuracy']:.3f}; capacity {cap['bits']:.0f} bits "
               f"= {cap['bits_per_param']:.4f} bits/param; → [bold]{out_dir}[/bold]")

@@ -1,0 +1,97 @@
+"""Knowledge capacity against model size: one model per width on the same facts, bits per parameter.
+
+Allen-Zhu & Li (2024) find that a language model stores about 2 bits of knowledge per parameter
+once each fact has been seen often enough, across sizes. Here every width trains with the same
+corpus, seed, schedule and depth; only ``d_model`` (and ``d_mlp = mlp_ratio · d_model``) change.
+Bits stored are counted as in :func:`ffnmem.frequency.capacity_bits`: Σ over facts of
+max(0, log2|V| − loss bits on the value). When the corpus holds fewer bits than a model can store,
+bits/param falls as the model grows: the figure then measures the corpus, not the model, and the
+plot draws the corpus' bits as a ceiling so that this is visible.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from ffnmem.errors import BadInput
+from ffnmem.frequency import capacity_bits, score_queries, summarize
+from ffnmem.synthetic import FactCorpus
+from ffnmem.training import TrainConfig, train
+
+
+def width_configs(base: TrainConfig, widths: list[int], mlp_ratio: int = 4) -> list[TrainConfig]:
+    """One training config per residual width (FFN width ``mlp_ratio`` times it), checked first."""
+    if not widths:
+        raise BadInput("give at least one width, e.g. --widths 16,32,64")
+    if mlp_ratio < 1:
+        raise BadInput(f"mlp ratio {mlp_ratio} must be at least 1")
+    bad = [w for w in widths if w < base.n_heads or w % base.n_heads]
+    if bad:
+        raise BadInput(f"width {bad[0]} is not a positive multiple of the {base.n_heads} attention heads; "
+                       f"use multiples of {base.n_heads}")
+    return [dataclasses.replace(base, d_model=w, d_mlp=mlp_ratio * w) for w in sorted(set(widths))]
+
+
+def sweep_widths(corpus: FactCorpus, base: TrainConfig, widths: list[int], *, mlp_ratio: int = 4,
+                 run_dir: str | Path | None = None, device: str = "auto", progress: bool = True) -> list[dict]:
+    """Train one model per width and measure the bits it stores; one row per width.
+
+    With ``run_dir`` each width trains (resumably) in ``run_dir/d{width}``.
+    """
+    rows = []
+    configs = width_configs(base, widths, mlp_ratio)
+    for cfg in tqdm(configs, desc="widths", unit="model", disable=not progress):
+        where = Path(run_dir) / f"d{cfg.d_model}" if run_dir is not None else None
+        run = train(corpus, cfg, where, device=device, progress=progress)
+        scored = score_queries(run.wb, corpus.queries, value_sets=corpus.values,
+                               value_noise=corpus.config.value_noise)
+        cap = capacity_bits(scored, corpus.config.n_values, run.wb.n_params())
+        rows.append({"d_model": cfg.d_model, "d_mlp": cfg.d_mlp, "n_layers": cfg.n_layers, "params": cap["n_params"],
+                     "bits": cap["bits"], "max_bits": cap["max_bits"], "bits_per_param": cap["bits_per_param"],
+                     "accuracy": summarize(scored)["accuracy"], "steps": run.step, "seconds": run.seconds})
+    return rows
+
+
+def plot_capacity(rows: list[dict], path: str | Path) -> Path:
+    """Bits stored and bits per parameter against parameter count (PNG, log x)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    params = [r["params"] for r in rows]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
+    a.plot(params, [r["bits"] for r in rows], "o-", label="bits stored")
+    a.axhline(rows[0]["max_bits"], color="grey", ls="--", label="bits in the fact table (ceiling)")
+    a.set(xscale="log", xlabel="parameters", ylabel="bits", title="knowledge stored")
+    b.plot(params, [r["bits_per_param"] for r in rows], "o-")
+    for r in rows:
+        b.annotate(f"d={r['d_model']}", (r["params"], r["bits_per_param"]), fontsize=7,
+                   textcoords="offset points", xytext=(4, 4))
+    b.set(xscale="log", xlabel="parameters", ylabel="bits per parameter", ylim=(0, None),
+          title="capacity (Allen-Zhu & Li report ~2 when saturated)")
+    a.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def capacity_report(corpus: FactCorpus, base: TrainConfig, widths: list[int], out_dir: str | Path, *,
+                    mlp_ratio: int = 4, device: str = "auto", progress: bool = True):
+    """Sweep the widths, then save a Result (``widths`` table) and ``capacity_vs_size.png`` in ``out_dir``."""
+    from ffnmem.results import Result, make_provenance, table_from_rows
+
+    out_dir = Path(out_dir)
+    rows = sweep_widths(corpus, base, widths, mlp_ratio=mlp_ratio, run_dir=out_dir / "runs", device=device,
+                        progress=progress)
+    result = Result(kind="capacity-vs-size", tables={"widths": table_from_rows(rows)},
+                    meta={"mlp_ratio": mlp_ratio, "train": dataclasses.asdict(base),
+                          "corpus_bits": rows[0]["max_bits"], "value_entropy_bits": corpus.value_entropy_bits()},
+                    provenance=make_provenance(None, seed=base.seed, facts_config=corpus.config.to_dict()))
+    result.save(out_dir / "result")
+    plot_capacity(rows, out_dir / "capacity_vs_size.png")
+    return result

@@ -1,0 +1,34 @@
+"""CLI: facts make → train → recall --run / exposure → capacity, on a micro corpus; bad input is one line."""
+
+from __future__ import annotations
+
+from ffnmem.results import Result
+
+
+def test_make_train_recall_and_capacity(tmp_path, cli):
+    facts, run = tmp_path / "facts", tmp_path / "run"
+    r = cli("facts", "make", "--out", str(facts), "--entities", "10", "--bins", "1,4", "--values", "6")
+    assert r.returncode == 0, r.stderr
+    assert "10 entities" in r.stdout and (facts / "facts.jsonl").exists()
+    r = cli("train", "--facts", str(facts), "--out", str(run), "--steps", "8", "--d-model", "16", "--d-mlp", "32",
+            "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    r = cli("recall", "--run", str(run), "--out", str(tmp_path / "exp"), "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    assert "FFN share" in r.stdout and "bits/param" in r.stdout
+    res = Result.load(tmp_path / "exp" / "result")
+    assert set(res.table("dla_bins")["target"]) == {"margin", "logit"}
+    assert len(res.meta["ffn_share_by_exposure"]["margin"]) == 2
+    assert (tmp_path / "exp" / "dla_by_exposure.png").exists()
+    r = cli("capacity", "--facts", str(facts), "--widths", "8,16", "--steps", "4", "--out", str(tmp_path / "cap"),
+            "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    widths = Result.load(tmp_path / "cap" / "result").table("widths")
+    assert list(widths["d_model"]) == [8, 16] and widths["params"].is_monotonic_increasing
+    assert (tmp_path / "cap" / "capacity_vs_size.png").exists() and (tmp_path / "cap" / "runs" / "d16").is_dir()
+
+
+def test_capacity_bad_widths_are_one_line(tmp_path, cli):
+    for widths, msg in (("10,x", "cannot read --widths"), ("6", "not a positive multiple of the 4 attention heads")):
+        r = cli("capacity", "--widths", widths, "--out", str(tmp_path / "c"))
+        assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr
