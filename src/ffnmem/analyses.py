@@ -243,7 +243,8 @@ class ExposureParams(Params):
 
 @register("exposure_recall", ExposureParams, data="none")
 def _exposure_recall(wb, data: UnitData, p: ExposureParams, seed: int) -> Result:
-    """Train on a synthetic fact corpus (ffnmem.training) and measure recall per exposure bin and capacity."""
+    """Train on a synthetic fact corpus (ffnmem.training) and measure recall per exposure bin, capacity, and
+    the FFN / attention share of each bin's answer margin (table dla_bins)."""
     import dataclasses
 
     from ffnmem import frequency, synthetic, training
@@ -259,5 +260,9 @@ def _exposure_recall(wb, data: UnitData, p: ExposureParams, seed: int) -> Result
     summary = {"spearman_accuracy": frequency.spearman_over_bins(bins), **cap,
                "kl_bits_final": run.evals[-1]["kl_bits"] if run.evals else None,
                "kl_bits_first": run.evals[0]["kl_bits"] if run.evals else None}
-    return Result(kind="exposure_recall", tables={"bins": table_from_rows(bins), "summary": table_from_rows([summary])},
+    queries = [q for q in corpus.queries if not q["heldout"]]
+    dla_bins = frequency.dla_by_exposure(frequency.dla_rows(run.wb, queries, contrast=corpus.values),
+                                         n_boot=p.n_boot, seed=seed)
+    return Result(kind="exposure_recall", tables={"bins": table_from_rows(bins), "summary": table_from_rows([summary]),
+                                                  "dla_bins": table_from_rows(dla_bins)},
                   provenance=make_provenance(run.wb, seed=seed, facts_config=fact_cfg.to_dict(), params=p.model_dump()))
