@@ -37,7 +37,7 @@ from ffnmem.facts import Fact
 from ffnmem.frequency import _logistic_fit
 from ffnmem.recall import group_by_length
 
-KINDS = ("more_frequent", "less_frequent", "right_answer", "not_listed")
+KINDS = ("more_frequent", "not_more_frequent", "right_answer", "not_listed")
 
 
 @lru_cache(maxsize=None)
@@ -62,8 +62,11 @@ ENTITY_TYPES: dict[str, tuple[str | None, str]] = {
 
 
 def _fold(text: str) -> str:
-    """Case-, accent- and leading-"the"-insensitive form of a name (what two spellings share)."""
-    text = "".join(c for c in unicodedata.normalize("NFKD", text.strip()) if not unicodedata.combining(c))
+    """Case-, accent- and leading-"the"-insensitive form of a name (what two spellings share).
+
+    Only spaces and tabs are stripped: a continuation that starts with a new line names nothing.
+    """
+    text = "".join(c for c in unicodedata.normalize("NFKD", text.strip(" \t")) if not unicodedata.combining(c))
     text = text.casefold()
     return text[4:] if text.startswith("the ") else text
 
@@ -88,30 +91,33 @@ def entity_pools(facts: list[Fact], types: dict | None = None) -> dict[str, list
 def match_entity(continuation: str, candidates: list[str]) -> str | None:
     """The longest candidate that starts ``continuation`` and ends at a word boundary.
 
-    Case, accents and a leading "the" are ignored ("the Netherlands" matches "Netherlands").
+    Case, accents and a leading "the" are ignored ("the Netherlands" matches "Netherlands"); the
+    name must come first, on the prompt's line.
     """
     text = _fold(continuation)
     hits = [c for c in candidates if text.startswith(_fold(c)) and not re.match(r"\w", text[len(_fold(c)):][:1])]
     return max(hits, key=lambda c: len(_fold(c))) if hits else None
 
 
+def _popularity_of(z: dict[str, float] | None):
+    return (lambda name: z[name.strip()]) if z is not None else popularity
+
+
 def classify(target: str, substitute: str | None, z: dict[str, float] | None = None) -> str:
     """One of :data:`KINDS` for a wrong answer (``z`` maps names to popularity; default wordfreq)."""
-    pop = (lambda s: z[s.strip()]) if z is not None else popularity
+    pop = _popularity_of(z)
     if substitute is None:
         return "not_listed"
     if _fold(substitute) == _fold(target):
         return "right_answer"
-    return "more_frequent" if pop(substitute) > pop(target) else "less_frequent"
+    return "more_frequent" if pop(substitute) > pop(target) else "not_more_frequent"
 
 
 def chance_more_frequent(target: str, candidates: list[str], z: dict[str, float] | None = None) -> float:
-    """Share of the other candidates that are strictly more popular than ``target``."""
-    pop = (lambda s: z[s.strip()]) if z is not None else popularity
+    """Share of the other candidates that are strictly more popular than ``target`` (nan if none)."""
+    pop = _popularity_of(z)
     others = [c for c in candidates if _fold(c) != _fold(target)]
-    if not others:
-        raise BadInput(f"no other candidate entity for target {target.strip()!r}; a type needs at least two entities")
-    return sum(pop(c) > pop(target) for c in others) / len(others)
+    return sum(pop(c) > pop(target) for c in others) / len(others) if others else math.nan
 
 
 def poisson_binomial_tail(ps: list[float], k: int) -> float:
@@ -138,7 +144,7 @@ def substitution_summary(rows: list[dict], *, n_boot: int = 1000, seed: int = 0,
     ``substitution_rate``: more-frequent share of same-type substitutions, with a bootstrap CI;
     ``chance_rate``: mean chance over those; ``p_value``: Poisson-binomial tail.
     """
-    subs = [r for r in rows if r["kind"] in ("more_frequent", "less_frequent")]
+    subs = [r for r in rows if r["kind"] in ("more_frequent", "not_more_frequent")]
     more = np.array([r["kind"] == "more_frequent" for r in subs], dtype=float)
     chance = [r["chance"] for r in subs]
     lo, hi = _ci(more, np.random.default_rng(seed), n_boot, level)
@@ -318,7 +324,7 @@ def plot_substitutions(result, path) -> None:
     s = result.table("substitutions") if "substitutions" in result.tables else None
     fig, ax = plt.subplots(figsize=(4.8, 4.5))
     if s is not None:
-        s = s[s["kind"].isin(["more_frequent", "less_frequent"])]
+        s = s[s["kind"].isin(["more_frequent", "not_more_frequent"])]
         ax.scatter(s["target_zipf"], s["substitute_zipf"], s=14, alpha=0.7)
         for r in s.head(12).itertuples():
             ax.annotate(f"{r.target}→{r.substitute}", (r.target_zipf, r.substitute_zipf), fontsize=6)
