@@ -26,7 +26,7 @@ import math
 import re
 import unicodedata
 from collections import defaultdict
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import torch
@@ -40,7 +40,7 @@ from ffnmem.recall import group_by_length
 KINDS = ("more_frequent", "not_more_frequent", "right_answer", "not_listed")
 
 
-@lru_cache(maxsize=None)
+@cache
 def popularity(text: str) -> float:
     """Zipf frequency of ``text`` in English (a target's leading space is ignored); 0 if unknown."""
     from wordfreq import zipf_frequency
@@ -67,8 +67,7 @@ def _fold(text: str) -> str:
     Only spaces and tabs are stripped: a continuation that starts with a new line names nothing.
     """
     text = "".join(c for c in unicodedata.normalize("NFKD", text.strip(" \t")) if not unicodedata.combining(c))
-    text = text.casefold()
-    return text[4:] if text.startswith("the ") else text
+    return text.casefold().removeprefix("the ")
 
 
 def relation_types(relation: str, types: dict | None = None) -> tuple[str | None, str]:
@@ -227,13 +226,14 @@ def fact_rows(recall_result) -> list[dict]:
 
 
 def substitutions(wb, facts: list[Fact], rows: list[dict], *, types: dict | None = None,
-                  n_tokens: int | None = None, batch_size: int = 64) -> list[dict]:
+                  pool_facts: list[Fact] = (), n_tokens: int | None = None, batch_size: int = 64) -> list[dict]:
     """One row per wrong fact: greedy continuation, matched same-type entity, its kind and chance rate.
 
-    Candidates are the pool of the relation's target type over all ``facts`` (:func:`entity_pools`).
+    Candidates are the pool of the relation's target type over ``facts`` and ``pool_facts`` (say,
+    every shipped fact set, so the pools do not shrink when only one relation is scored).
     ``n_tokens`` defaults, per type, to its longest name in tokens plus one (to see the word boundary).
     """
-    pools = entity_pools(facts, types)
+    pools = entity_pools([*facts, *pool_facts], types)
     by_type: dict[str, list[int]] = defaultdict(list)
     for i, r in enumerate(rows):
         if not r["top1"]:
@@ -263,10 +263,12 @@ def by_relation(subs: list[dict], *, n_boot: int = 1000, seed: int = 0) -> list[
 
 
 def popularity_analysis(wb, facts: list[Fact], recall_result, *, n_bins: int = 5, n_boot: int = 1000, seed: int = 0,
-                        types: dict | None = None, n_tokens: int | None = None, batch_size: int = 64):
+                        types: dict | None = None, pool_facts: list[Fact] = (), n_tokens: int | None = None,
+                        batch_size: int = 64):
     """Recall vs popularity and the substitution analysis for a :func:`ffnmem.recall.recall` result.
 
-    ``facts`` must be the list that produced ``recall_result`` (same order). Returns a Result of
+    ``facts`` must be the list that produced ``recall_result`` (same order); ``pool_facts`` only add
+    candidate entities (see :func:`substitutions`). Returns a Result of
     kind ``recall-popularity`` with tables ``facts``, ``popularity_bins``, ``substitutions`` (one row
     per wrong fact) and ``substitution_relations``; ``meta["substitution"]`` holds the rates.
     """
@@ -276,19 +278,32 @@ def popularity_analysis(wb, facts: list[Fact], recall_result, *, n_bins: int = 5
     rows = fact_rows(recall_result)
     if len(rows) != len(facts) or any(r["prompt"] != f.prompt for r, f in zip(rows, facts)):
         raise BadInput("the recall result does not match the fact list; pass the facts it was computed on")
-    subs = substitutions(wb, facts, rows, types=types, n_tokens=n_tokens, batch_size=batch_size)
+    subs = substitutions(wb, facts, rows, types=types, pool_facts=pool_facts, n_tokens=n_tokens,
+                         batch_size=batch_size)
     keys = ("subject_zipf", "target_zipf")
     bins = [b for key in keys for b in popularity_bins(rows, key, n_bins=n_bins, n_boot=n_boot, seed=seed)]
     fits = {key: popularity_fit(rows, key, n_boot=min(n_boot, 500), seed=seed) for key in keys}
-    meta = {"scoring": recall_result.meta["scoring"], "n_facts": len(rows), "accuracy": float(np.mean([r["top1"] for r in rows])),
-            "substitution": substitution_summary(subs, n_boot=n_boot, seed=seed), "fits": fits,
-            "popularity_proxy": "wordfreq zipf_frequency(name, 'en')", "n_bins": n_bins}
+    meta = {"scoring": recall_result.meta["scoring"], "n_facts": len(rows),
+            "accuracy": float(np.mean([r["top1"] for r in rows])), "substitution": substitution_summary(subs, n_boot=n_boot, seed=seed), "fits": fits,
+            "popularity_proxy": "wordfreq zipf_frequency(name, 'en')", "n_bins": n_bins,
+            "n_candidates": {t: len(c) for t, c in entity_pools([*facts, *pool_facts], types).items()}}
     tables = {"facts": table_from_rows(rows), "popularity_bins": table_from_rows(bins)}
     if subs:
         tables["substitutions"] = table_from_rows(subs)
         tables["substitution_relations"] = table_from_rows(by_relation(subs, n_boot=n_boot, seed=seed))
     return Result(kind="recall-popularity", tables=tables, meta=meta,
-                  provenance=make_provenance(wb, data_hash=facts_hash(facts), seed=seed))
+                  provenance=make_provenance(wb, data_hash=facts_hash(facts), seed=seed,
+                                             pool_hash=facts_hash(list(pool_facts)) if pool_facts else None))
+
+
+def shipped_facts() -> list[Fact]:
+    """Every shipped fact set (``data/facts``), or ``[]`` outside the repository: extra candidate entities."""
+    from ffnmem.facts import load_facts
+
+    try:
+        return load_facts("all")
+    except BadInput:
+        return []
 
 
 # --- plots -------------------------------------------------------------------------------------

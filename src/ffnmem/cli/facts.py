@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from ffnmem.cli.app import DeviceOpt, ModelOpt, _load, app, out
+from ffnmem.errors import BadInput
 
 
 FactsOpt = Annotated[list[str], typer.Option("--facts", "-f", help="Fact file(s) (.jsonl), a folder, or 'all' "
@@ -30,12 +31,17 @@ def recall(
     scoring: Annotated[str, typer.Option(help="first_token or sequence (full answer log-probability).")] = "first_token",
     k: Annotated[int, typer.Option(help="Top-k accuracy cut-off.")] = 5,
     batch_size: Annotated[int, typer.Option(help="Prompts per forward pass.")] = 16,
+    popularity: Annotated[bool, typer.Option(help="Also recall vs wordfreq popularity and, for wrong answers, "
+                                             "whether the model names a more frequent entity of the same type "
+                                             "(greedy-decodes the wrong facts).")] = True,
+    bins: Annotated[int, typer.Option(help="Popularity bins (quantiles) for --popularity.")] = 5,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Result folder.")] = Path("ffnmem-out/recall"),
     run: Annotated[Path | None, typer.Option(help="A run folder of `ffnmem train`: measure recall against "
                                                   "exposure on its synthetic facts instead (as `ffnmem exposure`).")] = None,
     device: DeviceOpt = "auto",
 ) -> None:
-    """Recall of a fact set: top-1/top-k accuracy, p(answer), rank and loss in bits, per relation.
+    """Recall of a fact set: top-1/top-k accuracy, p(answer), rank and loss in bits, per relation;
+    with --popularity, recall vs entity popularity and the substitution rate against chance.
     With --run, recall vs exposure of a model trained by `ffnmem train`."""
     from ffnmem.recall import plot_recall, recall as run_recall
 
@@ -44,7 +50,8 @@ def recall(
 
         run_exposure(run, None, out_dir, device=device)
         return
-
+    if popularity and bins < 1:
+        raise BadInput(f"--bins must be at least 1, got {bins}")
     fs = _facts(facts, relation, limit)
     wb = _load(model, device)
     res = run_recall(wb, fs, scoring=scoring, k=k, batch_size=batch_size, progress=True)
@@ -55,7 +62,32 @@ def recall(
         table.add_row(r.relation, str(r.n), f"{r.top1:.2f}", f"{getattr(r, f'top{k}'):.2f}", f"{r.p_answer:.3f}",
                       f"{r.loss_bits:.2f}")
     out.print(table)
-    out.print(f"results written to [bold]{out_dir}[/bold] (result/, recall.png)")
+    if popularity:
+        _popularity(wb, fs, res, out_dir, bins)
+    out.print(f"results written to [bold]{out_dir}[/bold] (result/, recall.png"
+              + (", popularity/, recall_vs_popularity.png, substitutions.png)" if popularity else ")"))
+
+
+def _popularity(wb, fs, res, out_dir: Path, bins: int) -> None:
+    from ffnmem.popularity import plot_recall_vs_popularity, plot_substitutions, popularity_analysis, shipped_facts
+
+    pop = popularity_analysis(wb, fs, res, n_bins=bins, pool_facts=shipped_facts())
+    pop.save(out_dir / "popularity")
+    plot_recall_vs_popularity(pop, out_dir / "recall_vs_popularity.png")
+    plot_substitutions(pop, out_dir / "substitutions.png")
+    table = Table("subject zipf", "n", "top-1 (95% CI)", "loss bits", title="recall vs subject popularity (wordfreq)")
+    for b in pop.table("popularity_bins").query("by == 'subject_zipf'").itertuples():
+        table.add_row(f"{b.zipf_lo:.2f}–{b.zipf_hi:.2f}", str(b.n), f"{b.accuracy:.2f} ({b.accuracy_lo:.2f}–"
+                      f"{b.accuracy_hi:.2f})", f"{b.loss_bits:.2f}")
+    out.print(table)
+    m = pop.meta["substitution"]
+    if m["n_same_type"]:
+        out.print(f"substitutions: {m['n_more_frequent']}/{m['n_same_type']} same-type wrong answers name a more "
+                  f"frequent entity = {m['substitution_rate']:.2f} (95% CI {m['substitution_rate_lo']:.2f}–"
+                  f"{m['substitution_rate_hi']:.2f}) vs chance {m['chance_rate']:.2f}, p = {m['p_value']:.1e}; "
+                  f"{m['same_type_share']:.0%} of {m['n_wrong']} wrong answers are same-type entities")
+    else:
+        out.print(f"substitutions: none of {m['n_wrong']} wrong answers names another entity of the same type")
 
 
 @app.command()
