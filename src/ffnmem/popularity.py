@@ -26,6 +26,7 @@ import math
 import re
 import unicodedata
 from collections import defaultdict
+from collections.abc import Sequence
 from functools import cache
 
 import numpy as np
@@ -226,7 +227,7 @@ def fact_rows(recall_result) -> list[dict]:
 
 
 def substitutions(wb, facts: list[Fact], rows: list[dict], *, types: dict | None = None,
-                  pool_facts: list[Fact] = (), n_tokens: int | None = None, batch_size: int = 64) -> list[dict]:
+                  pool_facts: Sequence[Fact] = (), n_tokens: int | None = None, batch_size: int = 64) -> list[dict]:
     """One row per wrong fact: greedy continuation, matched same-type entity, its kind and chance rate.
 
     Candidates are the pool of the relation's target type over ``facts`` and ``pool_facts`` (say,
@@ -263,7 +264,7 @@ def by_relation(subs: list[dict], *, n_boot: int = 1000, seed: int = 0) -> list[
 
 
 def popularity_analysis(wb, facts: list[Fact], recall_result, *, n_bins: int = 5, n_boot: int = 1000, seed: int = 0,
-                        types: dict | None = None, pool_facts: list[Fact] = (), n_tokens: int | None = None,
+                        types: dict | None = None, pool_facts: Sequence[Fact] = (), n_tokens: int | None = None,
                         batch_size: int = 64):
     """Recall vs popularity and the substitution analysis for a :func:`ffnmem.recall.recall` result.
 
