@@ -1,0 +1,43 @@
+"""Generate notebooks/08_popularity.ipynb (committed without outputs). Run: python notebooks/make_08_popularity.py"""
+
+from pathlib import Path
+
+import nbformat as nbf
+
+cells = [
+    ("md", "# 08 · Popularity and substitutions in SmolLM2\n\nThe real-model counterpart of notebook 04: there the "
+           "exposure count of each synthetic fact is known; here it is proxied by how common the entity's name is in "
+           "English (`wordfreq` Zipf frequency: log10 of occurrences per billion words). Two questions on all 439 "
+           "shipped facts: is recall better for popular subjects and answers, and when the model is wrong, does it "
+           "name a *more frequent* entity of the same type (Istanbul for Ankara) more often than chance? About a "
+           "minute on a CPU; `ffnmem recall` runs the same analysis."),
+    ("code", "import ffnmem\nfrom ffnmem.facts import load_facts\nfrom ffnmem.recall import recall\n"
+             "from ffnmem.popularity import (popularity, popularity_analysis, shipped_facts,\n"
+             "                               plot_recall_vs_popularity, plot_substitutions)\n"
+             "from IPython.display import Image, display\nimport tempfile, pathlib\n\n"
+             "wb = ffnmem.load_model('smollm2-135m', device='cpu')\n"
+             "{name: popularity(name) for name in ['Paris', 'Sydney', 'Canberra', 'New Delhi', 'Herzogenaurach']}"),
+    ("md", "Multi-word names get a combined, lower frequency (\"New Delhi\"), and every sense of a word counts "
+           "(Turkey, Jordan): the proxy is rough. Score every fact (first-token scoring), then analyse."),
+    ("code", "facts = load_facts('all')\nrec = recall(wb, facts)\n"
+             "res = popularity_analysis(wb, facts, rec, pool_facts=shipped_facts(), seed=0)\n"
+             "res.table('popularity_bins').round(2)"),
+    ("code", "out = pathlib.Path(tempfile.mkdtemp())\nplot_recall_vs_popularity(res, out / 'recall.png')\n"
+             "display(Image(str(out / 'recall.png')))\nres.meta['fits']"),
+    ("md", "## Substitutions\n\nFor each wrong fact the model's greedy continuation is matched against the entities "
+           "of the answer's type (cities, countries, currencies, … pooled over every shipped relation). The chance "
+           "rate is the share expected if the substitute were drawn uniformly from the other entities of that type."),
+    ("code", "res.meta['substitution']"),
+    ("code", "s = res.table('substitutions')\n"
+             "s[s.kind != 'not_listed'][['relation', 'subject', 'target', 'substitute', 'target_zipf', "
+             "'substitute_zipf', 'kind']].head(15).round(2)"),
+    ("code", "plot_substitutions(res, out / 'subs.png')\ndisplay(Image(str(out / 'subs.png')))\n"
+             "res.table('substitution_relations').round(2)"),
+    ("md", "Points above the diagonal are substitutes more frequent than the right answer. The facts are not "
+           "independent (the model answers \"Europe\" for most wrong continent facts), so read the p-value with "
+           "the per-relation table beside it."),
+]
+nb = nbf.v4.new_notebook()
+nb.cells = [nbf.v4.new_markdown_cell(s) if k == "md" else nbf.v4.new_code_cell(s) for k, s in cells]
+nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+nbf.write(nb, Path(__file__).with_name("08_popularity.ipynb"))
