@@ -339,12 +339,15 @@ def plot_substitutions(result, path) -> None:
     plt = _plt()
     s = result.table("substitutions") if "substitutions" in result.tables else None
     fig, ax = plt.subplots(figsize=(4.8, 4.5))
+    lim = [0.0, 7.0]
     if s is not None:
         s = s[s["kind"].isin(["more_frequent", "not_more_frequent"])]
-        ax.scatter(s["target_zipf"], s["substitute_zipf"], s=14, alpha=0.7)
-        for r in s.head(12).itertuples():
+        ax.scatter(s["target_zipf"], s["substitute_zipf"], s=14, alpha=0.6)
+        for r in s.drop_duplicates(["target", "substitute"]).groupby("relation").head(2).itertuples():
             ax.annotate(f"{r.target}→{r.substitute}", (r.target_zipf, r.substitute_zipf), fontsize=6)
-    lim = (0, 7)
+        if len(s):
+            zs = [*s["target_zipf"], *s["substitute_zipf"]]
+            lim = [min(zs) - 0.3, max(zs) + 0.3]
     ax.plot(lim, lim, "k--", lw=0.8)
     m = result.meta["substitution"]
     ax.set(xlim=lim, ylim=lim, xlabel="Zipf of the right answer", ylabel="Zipf of the model's answer",
