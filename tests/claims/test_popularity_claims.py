@@ -7,8 +7,8 @@ Measured (CPU, float32): top-1 0.419 overall; by subject-popularity quintile .23
 (95% CI 0.25-0.80). 255 wrong answers, 97 (38%) name another entity of the same type; 66/97 =
 0.680 (CI 0.59-0.77) of those are more frequent than the right answer, against 0.399 expected if
 the substitute were drawn uniformly from the type; Poisson-binomial p = 4.7e-13. The asserts use
-tolerances around these figures (facts are not independent: "Europe" is the answer to 20 of the
-wrong continent facts; without continent the rate is 0.60 vs 0.34). About 50 s on one core.
+tolerances around these figures (facts are not independent: "Europe" is the answer to 21 of the
+29 wrong continent facts; without continent the rate is 0.60 vs 0.34). About 50 s on one core.
 """
 
 from __future__ import annotations
