@@ -122,7 +122,7 @@ def spearman_over_bins(bins: list[dict], key: str = "accuracy") -> float:
     return float(spearmanr([b["exposures"] for b in bins], ys).statistic)
 
 
-def _logistic_fit(x: np.ndarray, y: np.ndarray, iters: int = 50, ridge: float = 1e-3) -> np.ndarray:
+def logistic_fit(x: np.ndarray, y: np.ndarray, iters: int = 50, ridge: float = 1e-3) -> np.ndarray:
     """Intercept and slope of P(y=1) = σ(a + b x) by Newton's method (small ridge for separable data)."""
     X = np.stack([np.ones_like(x), x], 1)
     w = np.zeros(2)
@@ -143,10 +143,10 @@ def recall_curve(rows: list[dict], *, n_boot: int = 500, seed: int = 0, level: f
     """
     x = np.log2(np.array([r["exposures"] for r in rows], dtype=float))
     y = np.array([r["correct"] for r in rows], dtype=float)
-    w = _logistic_fit(x, y)
+    w = logistic_fit(x, y)
     rng = np.random.default_rng(seed)
     xs = np.linspace(x.min(), x.max(), grid)
-    boots = np.array([_logistic_fit(x[i], y[i]) for i in rng.integers(0, len(x), size=(n_boot, len(x)))])
+    boots = np.array([logistic_fit(x[i], y[i]) for i in rng.integers(0, len(x), size=(n_boot, len(x)))])
     curves = 1 / (1 + np.exp(-(boots[:, :1] + boots[:, 1:] * xs[None])))
     lo_q, hi_q = 100 * (1 - level) / 2, 100 * (1 + level) / 2
     return {"intercept": float(w[0]), "slope": float(w[1]),

@@ -12,8 +12,9 @@ known; here it is proxied by how common the entity's name is in English text.
   accuracy and loss in bits per bin with percentile-bootstrap CIs, the Spearman correlation of
   popularity and loss over facts, and a logistic fit of correctness against Zipf frequency.
 * **Substitutions**: for each fact answered wrong (top-1), the greedy continuation after the
-  prompt is matched to the relation's candidate entities (every target and distractor of that
-  relation: the same type). A *same-type substitution* names another candidate. The
+  prompt is matched to the candidate entities of the answer's type: every target, distractor and
+  typed subject of that type over all relations given (:data:`ENTITY_TYPES`; so Barcelona, a
+  city_country subject, is a candidate capital). A *same-type substitution* names another candidate. The
   substitution rate is the share of those whose entity is strictly more popular than the right
   answer; the chance rate is that share if the substitute were drawn uniformly from the other
   candidates, ``mean_i #{c ≠ t_i : z(c) > z(t_i)} / #{c ≠ t_i}``, and the p-value is the exact
@@ -35,7 +36,7 @@ from scipy.stats import spearmanr
 
 from ffnmem.errors import BadInput
 from ffnmem.facts import Fact
-from ffnmem.frequency import _logistic_fit
+from ffnmem.frequency import bootstrap_ci, logistic_fit
 from ffnmem.recall import group_by_length
 
 KINDS = ("more_frequent", "not_more_frequent", "right_answer", "not_listed")
@@ -134,8 +135,7 @@ def _ci(values: np.ndarray, rng: np.random.Generator, n_boot: int, level: float)
     """Percentile bootstrap CI of the mean of ``values`` (nan for an empty array)."""
     if len(values) == 0:
         return math.nan, math.nan
-    means = values[rng.integers(0, len(values), size=(n_boot, len(values)))].mean(1)
-    return float(np.percentile(means, 50 * (1 - level))), float(np.percentile(means, 50 * (1 + level)))
+    return bootstrap_ci(values, rng.integers(0, len(values), size=(n_boot, len(values))), level)
 
 
 def substitution_summary(rows: list[dict], *, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
@@ -190,9 +190,9 @@ def popularity_fit(rows: list[dict], key: str = "subject_zipf", *, n_boot: int =
     y = np.array([r["top1"] for r in rows], dtype=float)
     loss = np.array([r["loss_bits"] for r in rows], dtype=float)
     rho = spearmanr(x, loss) if len(set(x)) > 1 else None
-    a, b = _logistic_fit(x, y)
+    a, b = logistic_fit(x, y)
     rng = np.random.default_rng(seed)
-    slopes = np.array([_logistic_fit(x[i], y[i])[1] for i in rng.integers(0, len(x), size=(n_boot, len(x)))])
+    slopes = np.array([logistic_fit(x[i], y[i])[1] for i in rng.integers(0, len(x), size=(n_boot, len(x)))])
     return {"by": key, "spearman_loss": float(rho.statistic) if rho else math.nan,
             "spearman_p": float(rho.pvalue) if rho else math.nan, "intercept": float(a), "slope": float(b),
             "slope_lo": float(np.percentile(slopes, 50 * (1 - level))),
