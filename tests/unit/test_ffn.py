@@ -1,8 +1,10 @@
 """The FFN key-value view reproduces the model's own FFN exactly, on every architecture."""
 
 import pytest
+import torch
 
 
+@torch.inference_mode()
 def _parity(wb, text="The capital of France is Paris."):
     tokens = wb.to_tokens(text)
     names = {f"blocks.{l}.{h}" for l in range(wb.n_layers) for h in ("mlp.hook_post", "hook_mlp_out", "ln2.hook_out")}
