@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-import nbformat as nbf
+from nbgen import write_notebook
 
 cells = [
     ("md", "# Linear probes with control tasks (SmolLM2-135M)\n\nWhat can be read off the residual stream at the "
@@ -25,7 +25,4 @@ cells = [
              "y = np.array(labels) == 'animal'\nsp = P.SparseProbe(C=0.05).fit(acts['blocks.12.mlp.hook_post'].numpy(), y)\n"
              "print('train accuracy', sp.score(acts['blocks.12.mlp.hook_post'].numpy(), y))\nsp.top_neurons(5)"),
 ]
-nb = nbf.v4.new_notebook()
-nb.cells = [nbf.v4.new_markdown_cell(s) if k == "md" else nbf.v4.new_code_cell(s) for k, s in cells]
-nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-nbf.write(nb, Path(__file__).with_name("05_probes.ipynb"))
+write_notebook(cells, Path(__file__).with_name("05_probes.ipynb"))

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-import nbformat as nbf
+from nbgen import write_notebook
 
 cells = [
     ("md", "# 08 · Popularity and substitutions in SmolLM2\n\nThe real-model counterpart of notebook 04: there the "
@@ -37,7 +37,4 @@ cells = [
            "independent (the model answers \"Europe\" for most wrong continent facts), so read the p-value with "
            "the per-relation table beside it."),
 ]
-nb = nbf.v4.new_notebook()
-nb.cells = [nbf.v4.new_markdown_cell(s) if k == "md" else nbf.v4.new_code_cell(s) for k, s in cells]
-nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-nbf.write(nb, Path(__file__).with_name("08_popularity.ipynb"))
+write_notebook(cells, Path(__file__).with_name("08_popularity.ipynb"))
