@@ -17,6 +17,7 @@ import torch
 from einops import einsum
 from jaxtyping import Float, Int
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from ffnmem.errors import BadInput
 from ffnmem.workbench import Workbench
@@ -105,7 +106,7 @@ class DirectEffects:
 
 @torch.inference_mode()
 def direct_effects(wb: Workbench, prompts: list[str], answers: list[int],
-                   distractors: list[int] | list[list[int]] | None = None) -> DirectEffects:
+                   distractors: list[int] | list[list[int]] | None = None, *, progress: bool = False) -> DirectEffects:
     """Per-neuron, per-layer direct effects toward ``answers`` at each prompt's last token.
 
     With ``distractors`` the target is the logit difference answer − distractor; a list of tokens per
@@ -116,7 +117,7 @@ def direct_effects(wb: Workbench, prompts: list[str], answers: list[int],
              for h in ("mlp.hook_post", "hook_mlp_out", "hook_attn_out", "attn.hook_z")}
     names.add("ln_final.hook_scale")
     rows = {k: [] for k in ("neurons", "coeffs", "mlp", "attn", "bias", "heads", "attn_bias", "logit", "prob", "pred")}
-    for b, prompt in enumerate(prompts):
+    for b, prompt in enumerate(tqdm(prompts, desc="direct effects", unit="prompt", disable=not progress)):
         tokens = wb.to_tokens(prompt)
         logits, cache = wb.bridge.run_with_cache(tokens, names_filter=lambda n: n in names)
         ans = torch.tensor([answers[b]], device=wb.device)

@@ -165,7 +165,7 @@ def capacity_bits(rows: list[dict], n_values: int, n_params: int) -> dict:
 
 
 def dla_rows(wb, queries: list[dict], *, contrast: dict[str, list[str]] | None = None,
-             suffix: str = "") -> list[dict]:
+             suffix: str = "", progress: bool = False) -> list[dict]:
     """Direct logit attribution toward each query's answer (:func:`ffnmem.attribution.direct_effects`).
 
     With ``contrast`` (attribute -> its values) the target is the answer's logit minus the mean logit
@@ -185,7 +185,7 @@ def dla_rows(wb, queries: list[dict], *, contrast: dict[str, list[str]] | None =
     if contrast is not None:
         ids = {a: [wb.answer_token(v) for v in vals] for a, vals in contrast.items()}
         others = [[t for t in ids[q["attribute"]] if t != ans] for q, ans in zip(queries, answers)]
-    de = direct_effects(wb, [q["prompt"] + suffix for q in queries], answers, others)
+    de = direct_effects(wb, [q["prompt"] + suffix for q in queries], answers, others, progress=progress)
     total = (de.mlp.abs().sum(1) + de.attn.abs().sum(1)).clamp_min(1e-12)
     rows = []
     for i, q in enumerate(queries):
@@ -303,7 +303,7 @@ def plot_loss_decomposition(evals: list[dict], path: str | Path) -> Path:
 
 
 def exposure_report(wb, corpus, evals: list[dict], out_dir: str | Path, *, n_boot: int = 1000, seed: int = 0,
-                    heldout: bool = False):
+                    heldout: bool = False, progress: bool = False):
     """Score every query, bin by exposure, fit the curve, compute capacity, attribute each fact's
     answer to FFN and attention layers per bin; save the Result and its PNGs."""
     from ffnmem.results import Result, make_provenance, table_from_rows
@@ -315,7 +315,8 @@ def exposure_report(wb, corpus, evals: list[dict], out_dir: str | Path, *, n_boo
     curve = recall_curve(rows, n_boot=min(n_boot, 500), seed=seed)
     cap = capacity_bits(rows, corpus.config.n_values, wb.n_params())
     queries = [q for q in corpus.queries if bool(q["heldout"]) == heldout]
-    dla = {"margin": dla_rows(wb, queries, contrast=corpus.values), "logit": dla_rows(wb, queries)}
+    dla = {"margin": dla_rows(wb, queries, contrast=corpus.values, progress=progress),
+           "logit": dla_rows(wb, queries, progress=progress)}
     dla_bins = {t: dla_by_exposure(r, n_boot=n_boot, seed=seed) for t, r in dla.items()}
     meta = {"spearman_accuracy": spearman_over_bins(bins) if len(bins) > 1 else None, "capacity": cap,
             "summary": summarize(rows), "curve": {k: v for k, v in curve.items() if not isinstance(v, list)},

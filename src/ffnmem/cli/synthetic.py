@@ -15,6 +15,28 @@ from ffnmem.errors import BadInput
 facts_app = typer.Typer(help="Synthetic fact corpora with controlled exposure.", no_args_is_help=True)
 app.add_typer(facts_app, name="facts")
 PresetOpt = Annotated[str, typer.Option(help="Training preset: tiny (CPU, ~1 min) or paper (GPU).")]
+CorpusOpt = Annotated[Path | None, typer.Option("--facts", help="Corpus folder from `ffnmem facts make` "
+                                                                "(default: the preset's).")]
+
+
+def _ints(text: str, option: str, example: str) -> list[int]:
+    """A comma-separated list of integers from a CLI option, or one clear line."""
+    try:
+        return [int(x) for x in text.split(",")]
+    except ValueError:
+        raise BadInput(f"cannot read {option} {text!r}: give integers like {example}") from None
+
+
+def _corpus_and_config(preset: str, facts: Path | None, **overrides):
+    """The corpus (a folder, or the preset's) and the preset's training config with ``overrides`` that are set."""
+    import dataclasses
+
+    from ffnmem.synthetic import FactCorpus, generate
+    from ffnmem.training import preset as get_preset
+
+    fcfg, tcfg = get_preset(preset)
+    corpus = FactCorpus.load(facts) if facts else generate(fcfg)
+    return corpus, dataclasses.replace(tcfg, **{k: v for k, v in overrides.items() if v is not None})
 
 
 @facts_app.command("make")
@@ -38,10 +60,7 @@ def facts_make(
     from ffnmem.training import preset as get_preset
 
     cfg, _ = get_preset(preset)
-    try:
-        bin_tuple = tuple(int(b) for b in bins.split(",")) if bins else None
-    except ValueError:
-        raise BadInput(f"cannot read --bins {bins!r}: give integers like 1,2,4,8") from None
+    bin_tuple = tuple(_ints(bins, "--bins", "1,2,4,8")) if bins else None
     changes = {k: v for k, v in dict(n_entities=entities, law=law, bins=bin_tuple, zipf_a=zipf_a,
                                      max_exposure=max_exposure, n_values=values, value_noise=noise,
                                      junk_share=junk, seed=seed).items() if v is not None}
@@ -54,7 +73,7 @@ def facts_make(
 @app.command()
 def train(
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Run folder: checkpoints/, curves.json, config.json.")] = Path("ffnmem-out/train"),
-    facts: Annotated[Path | None, typer.Option(help="Corpus folder from `ffnmem facts make` (default: the preset's).")] = None,
+    facts: CorpusOpt = None,
     preset: PresetOpt = "tiny",
     steps: Annotated[int | None, typer.Option(help="Optimizer steps (default: the preset's).")] = None,
     d_model: Annotated[int | None, typer.Option(help="Residual width.")] = None,
@@ -65,17 +84,11 @@ def train(
     device: DeviceOpt = "auto",
 ) -> None:
     """Train a small TransformerLens-native model on a synthetic fact corpus (resumable)."""
-    import dataclasses
-
-    from ffnmem.synthetic import FactCorpus, generate
-    from ffnmem.training import preset as get_preset
     from ffnmem.training import train as run_train
 
-    fcfg, tcfg = get_preset(preset)
-    corpus = FactCorpus.load(facts) if facts else generate(fcfg)
-    changes = {k: v for k, v in dict(steps=steps, d_model=d_model, d_mlp=d_mlp, n_layers=layers, seed=seed).items()
-               if v is not None}
-    run = run_train(corpus, dataclasses.replace(tcfg, **changes), out_dir, device=device, resume=resume)
+    corpus, cfg = _corpus_and_config(preset, facts, steps=steps, d_model=d_model, d_mlp=d_mlp, n_layers=layers,
+                                     seed=seed)
+    run = run_train(corpus, cfg, out_dir, device=device, resume=resume)
     last = run.evals[-1] if run.evals else {}
     out.print(f"step {run.step}: recall {last.get('accuracy', float('nan')):.3f}, KL gap "
               f"{last.get('kl_bits', float('nan')):.3f} bits, {run.tokens_seen / max(run.seconds, 1e-9):,.0f} tokens/s "
@@ -85,7 +98,7 @@ def train(
 @app.command()
 def capacity(
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for runs/, result/ and capacity_vs_size.png.")] = Path("ffnmem-out/capacity"),
-    facts: Annotated[Path | None, typer.Option(help="Corpus folder from `ffnmem facts make` (default: the preset's).")] = None,
+    facts: CorpusOpt = None,
     preset: PresetOpt = "tiny",
     widths: Annotated[str, typer.Option(help="Residual widths d_model, comma-separated (multiples of the head count).")] = "16,32,64",
     mlp_ratio: Annotated[int, typer.Option(help="d_mlp = mlp_ratio × d_model.")] = 4,
@@ -95,19 +108,10 @@ def capacity(
 ) -> None:
     """Knowledge capacity vs model size: train one model per width on the same facts (resumable,
     in OUT/runs/d{width}) and report bits stored and bits per parameter for each."""
-    import dataclasses
-
     from ffnmem.capacity import capacity_report
-    from ffnmem.synthetic import FactCorpus, generate
-    from ffnmem.training import preset as get_preset
 
-    try:
-        ws = [int(w) for w in widths.split(",")]
-    except ValueError:
-        raise BadInput(f"cannot read --widths {widths!r}: give integers like 16,32,64") from None
-    fcfg, tcfg = get_preset(preset)
-    corpus = FactCorpus.load(facts) if facts else generate(fcfg)
-    tcfg = dataclasses.replace(tcfg, **{k: v for k, v in dict(steps=steps, seed=seed).items() if v is not None})
+    ws = _ints(widths, "--widths", "16,32,64")
+    corpus, tcfg = _corpus_and_config(preset, facts, steps=steps, seed=seed)
     res = capacity_report(corpus, tcfg, ws, out_dir, mlp_ratio=mlp_ratio, device=device)
     table = Table("d_model", "d_mlp", "params", "bits stored", "bits/param", "recall", title="capacity vs size")
     for r in res.table("widths").to_dict("records"):
@@ -151,7 +155,8 @@ def run_exposure(run_dir: Path, facts: Path | None, out_dir: Path, *, heldout: b
             corpus = generate(FactConfig.from_dict(json.loads((run_dir / "config.json").read_text())["facts"]))
         except (OSError, KeyError, ValueError):
             raise BadInput(f"{run_dir}/config.json is missing or damaged; pass --facts") from None
-    res = exposure_report(wb, corpus, curves.get("evals", []), out_dir, n_boot=n_boot, seed=seed, heldout=heldout)
+    res = exposure_report(wb, corpus, curves.get("evals", []), out_dir, n_boot=n_boot, seed=seed, heldout=heldout,
+                          progress=True)
     dla = {b["exposures"]: b for b in res.table("dla_bins").to_dict("records") if b["target"] == "margin"}
     table = Table("exposures", "n", "recall", "95% CI", "loss bits", "margin", "FFN share", title="recall vs exposure")
     for b in res.table("bins").to_dict("records"):
