@@ -59,7 +59,8 @@ def run_demo(wb: Workbench, out_dir: str | Path, *, facts: list[dict] | None = N
                     meta={"scoring": "first token of the target", "position": "last prompt token"},
                     provenance=make_provenance(wb, data_hash="ffnmem:data/demo_facts.jsonl"))
     result.save(out / "result")
-    save_figure(plot_layer_dla(fx, [f["subject"] for f in facts]), out / "layer_dla.png", bbox_inches="tight")
+    save_figure(plot_layer_dla(fx.mlp, fx.attn, [f["subject"] for f in facts]), out / "layer_dla.png",
+                bbox_inches="tight")
     save_figure(plot_top_neurons(neuron_rows), out / "top_neurons.png")
     report = out / "report.md"
     atomic_write_text(report, _markdown(wb, fact_rows, neuron_rows, fx))

@@ -28,10 +28,10 @@ def _recall_result():
 def _popularity_result():
     bins = [{"by": by, "zipf_mean": z, "accuracy": a, "accuracy_lo": a - 0.1, "accuracy_hi": a + 0.1}
             for by in ("subject_zipf", "target_zipf") for z, a in ((3.0, 0.2), (5.0, 0.6))]
-    subs = [{"kind": "more_frequent", "target_zipf": 3.1, "substitute_zipf": 4.2, "target": "Bern", "substitute": "Zurich",
-             "relation": "capital_of"}]
-    return Result(kind="popularity", tables={"popularity_bins": table_from_rows(bins), "substitutions": table_from_rows(subs)},
-                  meta={"n_facts": 4, "substitution": {"substitution_rate": 1.0, "chance_rate": 0.5}})
+    subs = [{"kind": "more_frequent", "target_zipf": 3.1, "substitute_zipf": 4.2, "target": "Bern",
+             "substitute": "Zurich", "relation": "capital_of"}]
+    return Result(kind="popularity", meta={"n_facts": 4, "substitution": {"substitution_rate": 1.0, "chance_rate": 0.5}},
+                  tables={"popularity_bins": table_from_rows(bins), "substitutions": table_from_rows(subs)})
 
 
 def _exposure_bins():
@@ -65,7 +65,8 @@ CASES = {
     "plot_agreement": (lambda: ((SimpleNamespace(layers=[0, 1], observed=[0.1, 0.2], baseline=[0.01, 0.02],
                                                  baseline_std=[0.0, 0.01], value_k=10),), {}), None),
     "plot_attention_erank": (lambda: ((_variants(),), {}), (1, 3)),
-    "plot_attribution": (lambda: ((torch.randn(2), torch.randn(2), NEURONS[:2]), {"prompt": "p", "answer": "a"}), (1, 2)),
+    "plot_attribution": (lambda: ((torch.randn(2), torch.randn(2), NEURONS[:2]), {"prompt": "p", "answer": "a"}),
+                         (1, 2)),
     "plot_average": (lambda: (({k: torch.rand(2, 5) for k in ("mlp", "attn")},), {"n_facts": 3}), (1, 2)),
     "plot_capacity": (lambda: (([{"params": p, "bits": p / 10, "max_bits": 500, "bits_per_param": 0.1, "d_model": d}
                                  for p, d in ((1000, 16), (4000, 32))],), {}), (1, 2)),
@@ -77,8 +78,7 @@ CASES = {
     "plot_dla_by_exposure": (lambda: ((_dla_bins(),), {}), (1, 2)),
     "plot_ffn_share": (lambda: ((_variants(),), {}), None),
     "plot_heads": (lambda: ((torch.randn(2, 4),), {"prompt": "p", "answer": "a"}), None),
-    "plot_layer_dla": (lambda: ((SimpleNamespace(mlp=torch.randn(2, 3), attn=torch.randn(2, 3)), ["France", "Italy"]), {}),
-                       (1, 2)),
+    "plot_layer_dla": (lambda: ((torch.randn(2, 3), torch.randn(2, 3), ["France", "Italy"]), {}), (1, 2)),
     "plot_loss_decomposition": (lambda: (([{"step": s, "h_bits": 1.0, "kl_bits": 2.0 / s, "ce_bits": 1.0 + 2.0 / s}
                                            for s in (1, 2, 4)],), {}), None),
     "plot_phase": (lambda: ((sp.phase_diagram([0.0, 0.9], [0.5, 2.0], restarts=1, steps=5, batch=16),), {}), None),

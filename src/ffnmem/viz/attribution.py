@@ -8,13 +8,14 @@ import torch
 from ffnmem.viz.figures import finish, new_axes, new_grid
 
 
-def plot_layer_dla(fx, subjects: list[str], axes=None):
-    """Heatmaps of each fact's direct effect on the answer logit per FFN layer and per attention layer
-    (:class:`~ffnmem.attribution.DirectEffects`, one row per subject). ``axes``: two Axes sharing
+def plot_layer_dla(mlp: torch.Tensor, attn: torch.Tensor, subjects: list[str], axes=None):
+    """Heatmaps of each fact's direct effect on the answer logit per FFN layer (``mlp``) and per
+    attention layer (``attn``), both ``[facts, layers]`` as in :class:`~ffnmem.attribution.DirectEffects`
+    or the demo's ``mlp_dla`` / ``attn_dla`` tensors, one row per subject. ``axes``: two Axes sharing
     y, or None for a new figure."""
     fig, grid, _ = new_grid(axes, 1, 2, figsize=(12, 0.35 * len(subjects) + 1.8), sharey=True)
-    vmax = float(torch.cat([fx.mlp, fx.attn]).abs().max())
-    for ax, data, title in ((grid[0, 0], fx.mlp, "FFN layers"), (grid[0, 1], fx.attn, "attention layers")):
+    vmax = float(torch.cat([mlp, attn]).abs().max())
+    for ax, data, title in ((grid[0, 0], mlp, "FFN layers"), (grid[0, 1], attn, "attention layers")):
         im = ax.imshow(data.numpy(), cmap="RdBu_r", vmin=-vmax, vmax=vmax, aspect="auto")
         ax.set_title(f"direct effect on the answer logit: {title}")
         ax.set_xlabel("layer")
