@@ -16,9 +16,9 @@ coefficients over a corpus with a top-k reducer, runs the main job, and saves a 
 from pathlib import Path
 
 import torch
-from IPython.display import Image, display
 
 import ffnmem
+from ffnmem import viz
 from ffnmem.capture import NeuronStats, TopK, hook_names, reduce, tokens_hash
 from ffnmem.corpus import default_corpus, windows
 from ffnmem.demo import run_demo
@@ -75,7 +75,8 @@ each answer and reads their values in vocabulary space (the same as `ffnmem demo
     ("code", """out_dir = Path(tempfile.mkdtemp(prefix="ffnmem-quickstart-"))
 report = run_demo(wb, out_dir)
 print(report.read_text().splitlines()[4])
-display(Image(filename=str(out_dir / "layer_dla.png")))"""),
+demo = Result.load(out_dir / "result")  # the job wrote layer_dla.png; draw the same figure from its tensors
+viz.plot_layer_dla(demo.tensors["mlp_dla"], demo.tensors["attn_dla"], list(demo.table("facts")["subject"]));"""),
     ("md", """## Results with provenance
 
 Analyses return `Result` objects: Parquet tables, safetensors tensors and a JSON header that records the

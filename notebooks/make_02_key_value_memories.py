@@ -21,7 +21,7 @@ cells = [
     ("md", "## Agreement by layer vs a shuffled key-value pairing"),
     ("code", "ag = T.agreement_by_layer(wb, tr, value_k=10, n_triggers=10, n_shuffles=3)\n"
              "pd.DataFrame(ag.rows())"),
-    ("code", "from IPython.display import Image\nimport tempfile, os\nImage(filename=str(T.plot_agreement(ag, os.path.join(tempfile.mkdtemp(), 'agreement.png'))))"),
+    ("code", "from ffnmem import viz\nviz.plot_agreement(ag);"),
     ("md", "## A neuron card"),
     ("code", "neuron_card(wb, tr, 25, int(tr.values[25][0].argmax()), hist_windows=8)"),
     ("md", "## How FFN updates build a prediction (Geva 2022)\nPer layer: the logit-lens prediction before and "

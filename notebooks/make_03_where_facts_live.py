@@ -10,8 +10,8 @@ cells = [
            "Small samples so the notebook runs in about two minutes on a CPU; the CLI (`ffnmem recall/attribute/trace`) "
            "runs the full sets."),
     ("code", "import torch\nimport ffnmem\nfrom ffnmem.facts import load_facts, encode_facts\nfrom ffnmem.recall import recall\n"
-             "from ffnmem.ablation import top_vs_random, summarise_drops\nfrom ffnmem.tracing import trace, plot_trace\n"
-             "from IPython.display import Image, display\n\ntorch.manual_seed(0)\nwb = ffnmem.load_model('smollm2-135m', device='cpu')\nwb"),
+             "from ffnmem.ablation import top_vs_random, summarise_drops\nfrom ffnmem.tracing import trace\n"
+             "from ffnmem import viz\n\ntorch.manual_seed(0)\nwb = ffnmem.load_model('smollm2-135m', device='cpu')\nwb"),
     ("md", "## Recall per relation (3 facts per relation, first-token scoring)"),
     ("code", "facts = load_facts('all', limit_per_relation=3)\nres = recall(wb, facts, scoring='first_token', k=5)\n"
              "res.table('relations').round(3)"),
@@ -25,7 +25,7 @@ cells = [
              "summarise_drops(rows)"),
     ("md", "## Causal tracing of one fact (2 noise samples, even layers)"),
     ("code", "e = enc[0]\nt = trace(wb, e.fact.prompt, e.answer_ids[0], e.subject, n_samples=2, layers=list(range(0, 30, 2)))\n"
-             "import tempfile, pathlib\npng = pathlib.Path(tempfile.mkdtemp()) / 'trace.png'\nplot_trace(t, png)\ndisplay(Image(str(png)))"),
+             "viz.plot_trace(t);"),
 ]
 nb = nbf.v4.new_notebook()
 nb.cells = [nbf.v4.new_markdown_cell(s) if k == "md" else nbf.v4.new_code_cell(s) for k, s in cells]

@@ -13,13 +13,12 @@ cells = [
         "This notebook uses a smaller corpus and a shorter run than the `tiny` preset so that it finishes in "
         "under two minutes on a CPU; `ffnmem train --preset tiny` and `ffnmem exposure` run the full version."),
     nbf.v4.new_code_cell(
-        "import dataclasses, tempfile\n"
+        "import dataclasses\n"
         "import torch\n"
         "from ffnmem.synthetic import generate\n"
         "from ffnmem.training import preset, train\n"
-        "from ffnmem import frequency as fq\n"
+        "from ffnmem import frequency as fq, viz\n"
         "torch.set_num_threads(2)\n"
-        "plots = tempfile.mkdtemp()  # keep the plots out of the repository\n"
         "facts_cfg, train_cfg = preset('tiny')\n"
         "facts_cfg = dataclasses.replace(facts_cfg, n_entities=70, bins=(1, 4, 16, 64))\n"
         "train_cfg = dataclasses.replace(train_cfg, steps=300, eval_every=50)\n"
@@ -41,8 +40,7 @@ cells = [
         "curve = fq.recall_curve(rows, n_boot=200, seed=0)\n"
         "print(f\"logistic slope per doubling: {curve['slope']:.2f} [{curve['slope_lo']:.2f}, {curve['slope_hi']:.2f}]\")"),
     nbf.v4.new_code_cell(
-        "from IPython.display import Image\n"
-        "Image(filename=str(fq.plot_recall(bins, curve, f'{plots}/recall_vs_exposure.png')))"),
+        "viz.plot_recall_vs_exposure(bins, curve);"),
     nbf.v4.new_markdown_cell(
         "## Bits per parameter, and cross-entropy = data entropy + KL gap\n\n"
         "Capacity counts, per fact, how many of the log2|V| bits of the value the model holds."),
@@ -50,7 +48,7 @@ cells = [
         "print(fq.capacity_bits(rows, facts_cfg.n_values, run.wb.n_params()))\n"
         "for e in run.evals:\n"
         "    print(f\"step {e['step']:>4}: CE {e['ce_bits']:.3f} = H {e['h_bits']:.3f} + KL {e['kl_bits']:.3f} bits\")\n"
-        "Image(filename=str(fq.plot_loss_decomposition(run.evals, f'{plots}/loss_decomposition.png')))"),
+        "viz.plot_loss_decomposition(run.evals);"),
     nbf.v4.new_markdown_cell(
         "## Where frequent and rare facts live\n\n"
         "Direct logit attribution (`ffnmem.attribution.direct_effects`) of each fact's *margin*: the answer's logit "
@@ -63,18 +61,18 @@ cells = [
         "for b in dla:\n"
         "    print(f\"{b['exposures']:>3} exposures: margin {b['logit']:5.2f} = FFN {b['ffn']:5.2f} + attention {b['attn']:5.2f}\"\n"
         "          f\" + rest {b['rest']:5.2f};  FFN share {b['ffn_share']:.2f} [{b['ffn_share_lo']:.2f}, {b['ffn_share_hi']:.2f}]\")\n"
-        "Image(filename=str(fq.plot_dla_by_exposure(dla, f'{plots}/dla_by_exposure.png')))"),
+        "viz.plot_dla_by_exposure(dla);"),
     nbf.v4.new_markdown_cell(
         "## Bits per parameter against model size\n\n"
         "One model per width on the same facts (`ffnmem capacity` runs the full sweep). When the fact table holds "
         "fewer bits than a model can store, bits/parameter falls as the model grows: the ceiling is the corpus."),
     nbf.v4.new_code_cell(
-        "from ffnmem.capacity import plot_capacity, sweep_widths\n"
+        "from ffnmem.capacity import sweep_widths\n"
         "sizes = sweep_widths(corpus, train_cfg, [16, 32, 64], device='cpu', progress=False)\n"
         "for r in sizes:\n"
         "    print(f\"d_model {r['d_model']:>3}: {r['params']:>7,} params, {r['bits']:6.0f} of {r['max_bits']:.0f} bits, \"\n"
         "          f\"{r['bits_per_param']:.4f} bits/param\")\n"
-        "Image(filename=str(plot_capacity(sizes, f'{plots}/capacity_vs_size.png')))"),
+        "viz.plot_capacity(sizes);"),
 ]
 nb = nbf.v4.new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
 nbf.write(nb, Path(__file__).with_name("04_frequency_and_recall.ipynb"))

@@ -8,8 +8,8 @@ cells = [
     ("md", "# Linear probes with control tasks (SmolLM2-135M)\n\nWhat can be read off the residual stream at the "
            "last subject token, layer by layer? A logistic probe (scikit-learn estimator contract) is cross-validated "
            "on the task and on a Hewitt & Liang *control task* (random labels per subject); selectivity is the gap."),
-    ("code", "import numpy as np, pandas as pd, tempfile, os\nimport ffnmem\nfrom ffnmem import probes as P\n"
-             "from ffnmem.probe_jobs import builtin_task\nfrom IPython.display import Image\n\n"
+    ("code", "import numpy as np, pandas as pd\nimport ffnmem\nfrom ffnmem import probes as P, viz\n"
+             "from ffnmem.probe_jobs import builtin_task\n\n"
              "wb = ffnmem.load_model('smollm2-135m', device='cpu')\n"
              "tasks = {t: builtin_task(t) for t in ['city_continent', 'word_category']}\n"
              "tasks['city_continent'][0][:3], tasks['city_continent'][1][:3]"),
@@ -18,7 +18,7 @@ cells = [
              "    acts, where = P.representations(wb, prompts, hooks, positions='last')\n"
              "    curves[name] = P.layer_curve(acts, np.array(labels), types, cv=5, probe=P.LogisticProbe(C=0.1))\n"
              "pd.concat({k: pd.DataFrame(v) for k, v in curves.items()})[['accuracy', 'control', 'selectivity', 'majority']].round(3)"),
-    ("code", "Image(filename=str(P.plot_curves(curves, os.path.join(tempfile.mkdtemp(), 'curves.png'))))"),
+    ("code", "viz.plot_curves(curves);"),
     ("md", "## Sparse probing: which FFN neurons carry the category?\nAn L1 probe on the FFN coefficients of "
            "one layer names the few neurons it relies on."),
     ("code", "prompts, labels, _ = tasks['word_category']\nacts, _ = P.representations(wb, prompts, ['blocks.12.mlp.hook_post'])\n"

@@ -8,16 +8,16 @@ cells = [
     ("md", "# Superposition: toy models and sparse dictionaries over FFN activations\n\nElhage et al. (2022): "
            "with sparse features, a model with m hidden dimensions stores more than m features, in superposition. "
            "All instances below train at once (a batch dimension over instances) on CPU."),
-    ("code", "import os, tempfile\nimport pandas as pd\nfrom IPython.display import Image\n"
-             "from ffnmem import superposition as sp\ntmp = tempfile.mkdtemp()\n\n"
+    ("code", "import pandas as pd\n"
+             "from ffnmem import superposition as sp, viz\n\n"
              "models = sp.sparsity_sweep([0.0, 0.7, 0.9, 0.99, 0.999], n_features=20, n_hidden=5, steps=1500)\n"
              "pd.DataFrame({'sparsity': models.config.sparsity, 'represented': models.metrics['represented'],\n"
              "              'dims_per_feature': models.metrics['dims_per_feature']})"),
-    ("code", "Image(filename=str(sp.plot_wtw(models, os.path.join(tmp, 'wtw.png'))))"),
-    ("code", "Image(filename=str(sp.plot_dimensionality(models, os.path.join(tmp, 'dim.png'))))"),
+    ("code", "viz.plot_wtw(models);"),
+    ("code", "viz.plot_dimensionality(models);"),
     ("md", "## Phase diagram (n=2, m=1)\nFeature 1 has importance 1, feature 2 a relative importance r."),
     ("code", "d = sp.phase_diagram([0.0, 0.7, 0.9, 0.99], [0.1, 0.5, 2.0, 10.0], restarts=2, steps=800)\n"
-             "Image(filename=str(sp.plot_phase(d, os.path.join(tmp, 'phase.png'))))"),
+             "viz.plot_phase(d);"),
     ("md", "## Sparse dictionaries on a real FFN (eai-sparsify)\nA transcoder (FFN input → FFN output) and an "
            "SAE on the coefficients of tiny-2l layer 1, trained by `sparsify.Trainer`; held-out FVU, L0, dead "
            "latents, and the monosemanticity proxy (entropy of the top-10 example tokens; lower = fewer contexts)."),

@@ -39,9 +39,10 @@ cells = [
         "          f\"signal {r['signal_fraction']:.2f} | probe MAE last layer {r['probe_mae_last']:.1f} \"\n"
         "          f\"(baseline {r['probe_baseline']:.1f}) | FFN share {r['ffn_share']:.2f}\")"),
     nbf.v4.new_code_cell(
-        "from IPython.display import Image, display\n"
-        "for name in ('recall_vs_exposure', 'capacity_entropy_signal', 'position_probe', 'ffn_share', 'attention_erank'):\n"
-        "    display(Image(filename=f'{out}/{name}.png'))"),
+        "from ffnmem import viz\n"
+        "for plot in (viz.plot_variant_recall, viz.plot_capacity_entropy_signal, viz.plot_position_probe,\n"
+        "             viz.plot_ffn_share, viz.plot_attention_erank):\n"
+        "    plot(results)"),
     nbf.v4.new_markdown_cell(
         "## Without positions, a bidirectional model only sees a bag of tokens\n\n"
         "Permuting the input of a bidirectional model with no positional information permutes its outputs "

@@ -12,9 +12,8 @@ cells = [
            "name a *more frequent* entity of the same type (Istanbul for Ankara) more often than chance? About a "
            "minute on a CPU; `ffnmem recall` runs the same analysis."),
     ("code", "import ffnmem\nfrom ffnmem.facts import load_facts\nfrom ffnmem.recall import recall\n"
-             "from ffnmem.popularity import (popularity, popularity_analysis, shipped_facts,\n"
-             "                               plot_recall_vs_popularity, plot_substitutions)\n"
-             "from IPython.display import Image, display\nimport tempfile, pathlib\n\n"
+             "from ffnmem.popularity import popularity, popularity_analysis, shipped_facts\n"
+             "from ffnmem import viz\n\n"
              "wb = ffnmem.load_model('smollm2-135m', device='cpu')\n"
              "{name: popularity(name) for name in ['Paris', 'Sydney', 'Canberra', 'New Delhi', 'Herzogenaurach']}"),
     ("md", "Multi-word names get a combined, lower frequency (\"New Delhi\"), and every sense of a word counts "
@@ -22,8 +21,8 @@ cells = [
     ("code", "facts = load_facts('all')\nrec = recall(wb, facts)\n"
              "res = popularity_analysis(wb, facts, rec, pool_facts=shipped_facts(), seed=0)\n"
              "res.table('popularity_bins').round(2)"),
-    ("code", "out = pathlib.Path(tempfile.mkdtemp())\nplot_recall_vs_popularity(res, out / 'recall.png')\n"
-             "display(Image(str(out / 'recall.png')))\nres.meta['fits']"),
+    ("code", "viz.plot_recall_vs_popularity(res);"),
+    ("code", "res.meta['fits']"),
     ("md", "## Substitutions\n\nFor each wrong fact the model's greedy continuation is matched against the entities "
            "of the answer's type (cities, countries, currencies, … pooled over every shipped relation). The chance "
            "rate is the share expected if the substitute were drawn uniformly from the other entities of that type."),
@@ -31,8 +30,8 @@ cells = [
     ("code", "s = res.table('substitutions')\n"
              "s[s.kind != 'not_listed'][['relation', 'subject', 'target', 'substitute', 'target_zipf', "
              "'substitute_zipf', 'kind']].head(15).round(2)"),
-    ("code", "plot_substitutions(res, out / 'subs.png')\ndisplay(Image(str(out / 'subs.png')))\n"
-             "res.table('substitution_relations').round(2)"),
+    ("code", "viz.plot_substitutions(res);"),
+    ("code", "res.table('substitution_relations').round(2)"),
     ("md", "Points above the diagonal are substitutes more frequent than the right answer. The facts are not "
            "independent (the model answers \"Europe\" for most wrong continent facts), so read the p-value with "
            "the per-relation table beside it."),

@@ -31,6 +31,8 @@ from ffnmem.frequency import by_exposure, capacity_bits, dla_rows, score_queries
 from ffnmem.objectives import Objective, core_params, parse, trainable_params
 from ffnmem.synthetic import FactConfig, FactCorpus, generate
 from ffnmem.training import TrainConfig, encode_documents, train
+from ffnmem.viz import save_figure
+from ffnmem.viz.architectures import FIGURES
 
 DEFAULT_VARIANTS = ("causal", "causal-rope", "causal-nopos", "prefix", "prefix-rope", "prefix-nopos",
                     "mlm", "mlm-rope", "mlm-nopos")
@@ -156,80 +158,6 @@ def table_rows(results: list[dict]) -> list[dict]:
     return rows
 
 
-def _plots(results: list[dict], out: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    paths = []
-
-    def save(fig, name):
-        fig.tight_layout()
-        fig.savefig(out / name, dpi=110)
-        plt.close(fig)
-        paths.append(out / name)
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for r in results:
-        ax.plot([b["exposures"] for b in r["bins"]], [b["accuracy"] for b in r["bins"]], "o-", label=r["variant"])
-    ax.set(xscale="log", xlabel="exposures", ylabel="top-1 recall", ylim=(-0.02, 1.02), title="recall vs exposure")
-    ax.legend(fontsize=7)
-    save(fig, "recall_vs_exposure.png")
-    names = [r["variant"] for r in results]
-    fig, axes = plt.subplots(1, 3, figsize=(11, 3.6))
-    axes[0].bar(names, [r["capacity"]["bits_per_param"] for r in results])
-    axes[0].set(title="bits / trainable param")
-    axes[1].bar(names, [r["summary"]["h_bits"] for r in results], label="data entropy H")
-    axes[1].bar(names, [r["summary"]["kl_bits"] for r in results], bottom=[r["summary"]["h_bits"] for r in results],
-                label="KL gap")
-    axes[1].set(title="CE at attribute (bits)")
-    axes[1].legend(fontsize=7)
-    axes[2].bar(names, [r["signal_fraction"] for r in results])
-    axes[2].set(title="share of positions with a loss term")
-    for a in axes:
-        a.tick_params(axis="x", rotation=60, labelsize=7)
-    save(fig, "capacity_entropy_signal.png")
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for r in results:
-        ax.plot([p["layer"] for p in r["probe"]], [p["mae"] for p in r["probe"]], "o-", label=r["variant"])
-    ax.axhline(results[0]["probe"][0]["baseline_mae"], color="k", ls=":", label="predict the mean")
-    ax.set(xlabel="layer (0 = embeddings)", ylabel="probe MAE (positions)", title="linear position probe",
-           xticks=[p["layer"] for p in results[0]["probe"]])
-    ax.legend(fontsize=7)
-    save(fig, "position_probe.png")
-    fig, ax = plt.subplots(figsize=(6, 4))
-    L = len(results[0]["ffn_share"])
-    for i, r in enumerate(results):
-        ax.bar(np.arange(L) + i / (len(results) + 1), r["ffn_share"], width=1 / (len(results) + 1), label=r["variant"])
-    ax.set(xlabel="layer", ylabel="share of |DLA|", title="FFN share of the answer's direct attribution")
-    ax.legend(fontsize=7)
-    save(fig, "ffn_share.png")
-    ncols = min(3, len(results))
-    nrows = math.ceil(len(results) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 1.2 + 1.6 * nrows), squeeze=False,
-                             layout="constrained")
-    vmax = max(float(np.max(r["attention_erank"])) for r in results)
-    for i, a in enumerate(axes.flat):
-        if i >= len(results):
-            a.axis("off")
-            continue
-        er = np.array(results[i]["attention_erank"])
-        im = a.imshow(er, vmin=1, vmax=vmax, cmap="viridis", aspect="auto")
-        for (l, h), v in np.ndenumerate(er):
-            a.text(h, l, f"{v:.1f}", ha="center", va="center", fontsize=7, color="w")
-        a.set_title(results[i]["variant"], fontsize=9)
-        a.set(xticks=range(er.shape[1]), yticks=range(er.shape[0]))
-        a.set_xlabel("head" if i // ncols == nrows - 1 else "", fontsize=8)
-        a.set_ylabel("layer" if i % ncols == 0 else "", fontsize=8)
-    fig.colorbar(im, ax=axes, shrink=0.8, label="effective rank")
-    fig.suptitle("attention pattern effective rank (same documents)", fontsize=10)
-    fig.savefig(out / "attention_erank.png", dpi=110)
-    plt.close(fig)
-    paths.append(out / "attention_erank.png")
-    return paths
-
-
 def _markdown(rows: list[dict], results: list[dict], cfg: CompareConfig) -> str:
     bins = [k for k in rows[0] if k.startswith("recall@")]
     head = ["variant", *bins, "bits/param", "CE bits (H + KL)", "signal", "probe MAE emb→last (base)",
@@ -274,6 +202,7 @@ def write_report(results: list[dict], cfg: CompareConfig, out_dir: str | Path):
                            facts_config=cfg.facts.to_dict())
     Result(kind="architectures", tables={"variants": table_from_rows(rows), "facts": table_from_rows(facts)},
            meta=meta, provenance=prov).save(out / "result")
-    _plots(results, out)
+    for name, plot in FIGURES.items():
+        save_figure(plot(results), out / name)
     atomic_write_text(out / "report.md", _markdown(rows, results, cfg))
     return rows

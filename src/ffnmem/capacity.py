@@ -20,6 +20,7 @@ from ffnmem.errors import BadInput
 from ffnmem.frequency import capacity_bits, score_queries, summarize
 from ffnmem.synthetic import FactCorpus
 from ffnmem.training import TrainConfig, train
+from ffnmem.viz import plot_capacity, save_figure
 
 
 def width_configs(base: TrainConfig, widths: list[int], mlp_ratio: int = 4) -> list[TrainConfig]:
@@ -55,31 +56,6 @@ def sweep_widths(corpus: FactCorpus, base: TrainConfig, widths: list[int], *, ml
     return rows
 
 
-def plot_capacity(rows: list[dict], path: str | Path) -> Path:
-    """Bits stored and bits per parameter against parameter count (PNG, log x)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    params = [r["params"] for r in rows]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
-    a.plot(params, [r["bits"] for r in rows], "o-", label="bits stored")
-    a.axhline(rows[0]["max_bits"], color="grey", ls="--", label="bits in the fact table (ceiling)")
-    a.set(xscale="log", xlabel="parameters", ylabel="bits", title="knowledge stored")
-    b.plot(params, [r["bits_per_param"] for r in rows], "o-")
-    for r in rows:
-        b.annotate(f"d={r['d_model']}", (r["params"], r["bits_per_param"]), fontsize=7,
-                   textcoords="offset points", xytext=(4, 4))
-    b.set(xscale="log", xlabel="parameters", ylabel="bits per parameter", ylim=(0, None),
-          title="capacity (Allen-Zhu & Li report ~2 when saturated)")
-    a.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
-
-
 def capacity_report(corpus: FactCorpus, base: TrainConfig, widths: list[int], out_dir: str | Path, *,
                     mlp_ratio: int = 4, device: str = "auto", progress: bool = True):
     """Sweep the widths, then save a Result (``widths`` table) and ``capacity_vs_size.png`` in ``out_dir``."""
@@ -93,5 +69,5 @@ def capacity_report(corpus: FactCorpus, base: TrainConfig, widths: list[int], ou
                           "corpus_bits": rows[0]["max_bits"], "value_entropy_bits": corpus.value_entropy_bits()},
                     provenance=make_provenance(None, seed=base.seed, facts_config=corpus.config.to_dict()))
     result.save(out_dir / "result")
-    plot_capacity(rows, out_dir / "capacity_vs_size.png")
+    save_figure(plot_capacity(rows), out_dir / "capacity_vs_size.png", dpi=120)
     return result

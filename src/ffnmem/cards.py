@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from ffnmem import capture as cap
 from ffnmem.keyvalue import value_tokens
 from ffnmem.paths import atomic_write_text
 from ffnmem.triggers import Triggers, example_rows
+from ffnmem.viz import plot_coefficient_histogram, png_bytes
 from ffnmem.workbench import Workbench
 
 
@@ -62,22 +62,7 @@ class NeuronCard:
 
 
 def _histogram(acts: torch.Tensor, title: str) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 2.4))
-    ax.hist(acts.numpy(), bins=60, color="#4477aa")
-    ax.set_yscale("log")
-    ax.set_xlabel("coefficient m")
-    ax.set_ylabel("tokens")
-    ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    return buf.getvalue()
+    return png_bytes(plot_coefficient_histogram(acts, title=title), dpi=90)
 
 
 @torch.inference_mode()

@@ -13,18 +13,15 @@ import logging
 from importlib import resources
 from pathlib import Path
 
-import matplotlib
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-
-from ffnmem.attribution import DirectEffects, direct_effects  # noqa: E402
-from ffnmem.errors import BadInput  # noqa: E402
-from ffnmem.keyvalue import value_tokens  # noqa: E402
-from ffnmem.paths import atomic_write_text  # noqa: E402
-from ffnmem.results import Result, make_provenance, table_from_rows  # noqa: E402
-from ffnmem.workbench import Workbench  # noqa: E402
+from ffnmem.attribution import DirectEffects, direct_effects
+from ffnmem.errors import BadInput
+from ffnmem.keyvalue import value_tokens
+from ffnmem.paths import atomic_write_text
+from ffnmem.results import Result, make_provenance, table_from_rows
+from ffnmem.viz import plot_layer_dla, plot_top_neurons, save_figure
+from ffnmem.workbench import Workbench
 
 log = logging.getLogger(__name__)
 
@@ -62,43 +59,12 @@ def run_demo(wb: Workbench, out_dir: str | Path, *, facts: list[dict] | None = N
                     meta={"scoring": "first token of the target", "position": "last prompt token"},
                     provenance=make_provenance(wb, data_hash="ffnmem:data/demo_facts.jsonl"))
     result.save(out / "result")
-    _plot_layers(fx, facts, out / "layer_dla.png")
-    _plot_neurons(neuron_rows, out / "top_neurons.png")
+    save_figure(plot_layer_dla(fx.mlp, fx.attn, [f["subject"] for f in facts]), out / "layer_dla.png",
+                bbox_inches="tight")
+    save_figure(plot_top_neurons(neuron_rows), out / "top_neurons.png")
     report = out / "report.md"
     atomic_write_text(report, _markdown(wb, fact_rows, neuron_rows, fx))
     return report
-
-
-def _plot_layers(fx: DirectEffects, facts: list[dict], path: Path) -> None:
-    fig, axes = plt.subplots(1, 2, figsize=(12, 0.35 * len(facts) + 1.8), sharey=True)
-    vmax = float(torch.cat([fx.mlp, fx.attn]).abs().max())
-    for ax, data, title in ((axes[0], fx.mlp, "FFN layers"), (axes[1], fx.attn, "attention layers")):
-        im = ax.imshow(data.numpy(), cmap="RdBu_r", vmin=-vmax, vmax=vmax, aspect="auto")
-        ax.set_title(f"direct effect on the answer logit: {title}")
-        ax.set_xlabel("layer")
-    axes[0].set_yticks(range(len(facts)), [f["subject"] for f in facts])
-    fig.colorbar(im, ax=axes, shrink=0.8, label="logit")
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-
-
-def _plot_neurons(rows: list[dict], path: Path) -> None:
-    subjects = list(dict.fromkeys(r["subject"] for r in rows))
-    cols = 4
-    nrows = (len(subjects) + cols - 1) // cols
-    fig, axes = plt.subplots(nrows, cols, figsize=(4 * cols, 2.4 * nrows), squeeze=False)
-    for ax, subject in zip(axes.flat, subjects):
-        mine = [r for r in rows if r["subject"] == subject]
-        labels = [f"L{r['layer']}.{r['neuron']}" for r in mine][::-1]
-        ax.barh(labels, [r["direct_effect"] for r in mine][::-1], color="#3b75af")
-        ax.set_title(subject, fontsize=10)
-        ax.tick_params(labelsize=7)
-    for ax in list(axes.flat)[len(subjects):]:
-        ax.axis("off")
-    fig.suptitle("FFN memories with the largest direct effect on the answer (logit units)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def _markdown(wb: Workbench, facts: list[dict], neurons: list[dict], fx: DirectEffects) -> str:

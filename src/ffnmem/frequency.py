@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
+from ffnmem import viz
 from ffnmem.errors import BadInput
 from ffnmem.synthetic import noisy_entropy_bits
 
@@ -219,89 +220,6 @@ def dla_by_exposure(rows: list[dict], *, n_boot: int = 1000, seed: int = 0, leve
     return out
 
 
-def plot_dla_by_exposure(bins: list[dict], path: str | Path, *, contrast: bool = True) -> Path:
-    """Where facts live, per exposure bin: |DLA| share by layer (FFN vs attention), and the signed
-    direct effects that make up the target (PNG). ``contrast``: the bins came from
-    :func:`dla_rows` with ``contrast`` (the answer's margin over the other values) or without."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n_layers = sum(1 for k in bins[0] if k.startswith("ffn_share_L"))
-    x = np.arange(len(bins))
-    target = "margin" if contrast else "answer logit"
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4.4))
-    bottom = np.zeros(len(bins))
-    for kind, cmap in (("ffn", plt.cm.Blues), ("attn", plt.cm.Oranges)):
-        for layer in range(n_layers):
-            h = np.array([r[f"{kind}_share_L{layer}"] for r in bins])
-            a.bar(x, h, bottom=bottom, color=cmap(0.35 + 0.55 * layer / max(1, n_layers - 1)),
-                  label=f"{'FFN' if kind == 'ffn' else 'attention'} L{layer}")
-            bottom += h
-    a.set_xticks(x, [str(r["exposures"]) for r in bins])
-    a.set(xlabel="exposures per epoch", ylabel="share of |direct effect|", ylim=(0, 1),
-          title=f"where the {target} is written")
-    a.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.16))
-    for key, style in (("ffn", "o-"), ("attn", "s-"), ("rest", "^-")):
-        b.plot(x, [r[key] for r in bins], style, label={"ffn": "FFN layers", "attn": "attention",
-                                                          "rest": "embeddings + bias"}[key])
-    b.errorbar(x, [r["logit"] for r in bins], yerr=[[r["logit"] - r["logit_lo"] for r in bins],
-                                                    [r["logit_hi"] - r["logit"] for r in bins]],
-               fmt="k-", capsize=3, label=f"{target} (sum)")
-    b.axhline(0, color="grey", lw=0.5)
-    b.set_xticks(x, [str(r["exposures"]) for r in bins])
-    b.set(xlabel="exposures per epoch", ylabel=f"direct effect on the {target} (logits)",
-          title="answer logit − mean logit of the other values" if contrast else "answer logit")
-    b.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
-
-
-def plot_recall(bins: list[dict], curve: dict, path: str | Path, *, title: str = "recall vs exposure") -> Path:
-    """Accuracy per exposure bin (bootstrap CI bars) with the logistic fit and its band (PNG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    x = [b["exposures"] for b in bins]
-    acc = np.array([b["accuracy"] for b in bins])
-    err = [acc - [b["accuracy_lo"] for b in bins], np.array([b["accuracy_hi"] for b in bins]) - acc]
-    ax.fill_between(curve["x"], curve["lo"], curve["hi"], alpha=0.25, label="logistic fit, 95% band")
-    ax.plot(curve["x"], curve["y"])
-    ax.errorbar(x, acc, yerr=err, fmt="o", capsize=3, color="k", label="accuracy per bin (95% CI)")
-    ax.set(xscale="log", xlabel="exposures per epoch", ylabel="top-1 recall", ylim=(-0.02, 1.02), title=title)
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
-
-
-def plot_loss_decomposition(evals: list[dict], path: str | Path) -> Path:
-    """Cross-entropy at attribute positions = data entropy + KL gap, over training steps (PNG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    steps = [e["step"] for e in evals]
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    ax.stackplot(steps, [e["h_bits"] for e in evals], [e["kl_bits"] for e in evals],
-                 labels=["data entropy H(p)", "KL gap KL(p‖q)"], alpha=0.6)
-    ax.plot(steps, [e["ce_bits"] for e in evals], "k-", label="cross-entropy")
-    ax.set(xlabel="training step", ylabel="bits per attribute value", title="loss at attribute positions")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
-
-
 def exposure_report(wb, corpus, evals: list[dict], out_dir: str | Path, *, n_boot: int = 1000, seed: int = 0,
                     heldout: bool = False, progress: bool = False):
     """Score every query, bin by exposure, fit the curve, compute capacity, attribute each fact's
@@ -331,8 +249,8 @@ def exposure_report(wb, corpus, evals: list[dict], out_dir: str | Path, *, n_boo
     result = Result(kind="recall-exposure", tables=tables, meta=meta,
                     provenance=make_provenance(wb, seed=seed, facts_config=corpus.config.to_dict()))
     result.save(out_dir / "result")
-    plot_recall(bins, curve, out_dir / "recall_vs_exposure.png")
-    plot_dla_by_exposure(dla_bins["margin"], out_dir / "dla_by_exposure.png")
+    viz.save_figure(viz.plot_recall_vs_exposure(bins, curve), out_dir / "recall_vs_exposure.png", dpi=120)
+    viz.save_figure(viz.plot_dla_by_exposure(dla_bins["margin"]), out_dir / "dla_by_exposure.png", dpi=120)
     if evals:
-        plot_loss_decomposition(evals, out_dir / "loss_decomposition.png")
+        viz.save_figure(viz.plot_loss_decomposition(evals), out_dir / "loss_decomposition.png", dpi=120)
     return result

@@ -18,6 +18,7 @@ from ffnmem import updates as U
 from ffnmem.cards import histogram_coefficients, neuron_card
 from ffnmem.paths import atomic_write_text
 from ffnmem.results import Result, make_provenance, table_from_rows
+from ffnmem.viz import plot_agreement, save_figure
 from ffnmem.workbench import Workbench
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ def run_keys(wb: Workbench, tokens: torch.Tensor, layers: list[int], out_dir: st
     prov = make_provenance(wb, data_hash=T.cap.tokens_hash(tokens), seed=seed, corpus=corpus)
     Result(kind="agreement", tables={"agreement": table_from_rows(ag.rows())}, provenance=prov,
            meta={"bands": ag.bands(wb.n_layers), "value_k": value_k, "n_triggers": ag.n_triggers}).save(out / "agreement")
-    T.plot_agreement(ag, out / "agreement.png", title=f"{wb.model_id}: key-value agreement by layer")
+    save_figure(plot_agreement(ag, title=f"{wb.model_id}: key-value agreement by layer"), out / "agreement.png")
     cards = _write_cards(wb, tr, out / "cards", cards_per_layer, context)
     builds = {p: U.build_prediction(wb, p) for p in prompts if len(wb.encode(p)) <= wb.n_ctx}
     if builds:

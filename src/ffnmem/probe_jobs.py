@@ -16,8 +16,10 @@ import numpy as np
 from ffnmem import probes as P
 from ffnmem import sae as S
 from ffnmem import superposition as sp
+from ffnmem import viz
 from ffnmem.errors import BadInput
 from ffnmem.results import Result, make_provenance, table_from_rows
+from ffnmem.viz import save_figure
 from ffnmem.workbench import Workbench
 
 CITY_CONTINENT = {
@@ -74,7 +76,8 @@ def run_probe(wb: Workbench, tasks: dict[str, tuple[list, list, list]], layers: 
         curve = P.layer_curve(acts, np.asarray(labels), types, cv=folds, seed=seed, probe=P.LogisticProbe(C=C))
         curves[task] = curve
         rows += [{"task": task, "layer": l, **r} for l, r in zip(layers, curve)]
-    P.plot_curves(curves, out_dir / "curves.png", title=f"{wb.provenance().get('model_id', '')} {kind} probes")
+    save_figure(viz.plot_curves(curves, title=f"{wb.provenance().get('model_id', '')} {kind} probes"),
+                out_dir / "curves.png")
     Result(kind="probe-curves", tables={"curves": table_from_rows(rows)}, meta={"kind": kind, "folds": folds, "C": C},
            provenance=make_provenance(wb, seed=seed)).save(out_dir / "result")
     return out_dir
@@ -85,11 +88,11 @@ def run_toy(out_dir: Path, *, n_features: int = 20, n_hidden: int = 5, steps: in
     """Sparsity sweep (WᵀW + dimensionality plots) and the n=2, m=1 phase diagram."""
     out_dir.mkdir(parents=True, exist_ok=True)
     models = sp.sparsity_sweep(sparsities, n_features=n_features, n_hidden=n_hidden, steps=steps, seed=seed)
-    sp.plot_wtw(models, out_dir / "wtw.png")
-    sp.plot_dimensionality(models, out_dir / "dimensionality.png")
+    save_figure(viz.plot_wtw(models), out_dir / "wtw.png")
+    save_figure(viz.plot_dimensionality(models), out_dir / "dimensionality.png")
     S_grid = np.concatenate([[0.0], 1 - np.logspace(-0.3, -3, grid - 1)])
     diagram = sp.phase_diagram(S_grid, np.logspace(-1, 1, grid), steps=phase_steps, seed=seed)
-    sp.plot_phase(diagram, out_dir / "phase.png")
+    save_figure(viz.plot_phase(diagram), out_dir / "phase.png")
     sweep = [{"sparsity": s, "represented": int(r), "dims_per_feature": float(d), "loss": float(l)}
              for s, r, d, l in zip(sparsities, models.metrics["represented"], models.metrics["dims_per_feature"],
                                    sp.eval_loss(models))]

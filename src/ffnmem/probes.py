@@ -16,23 +16,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import matplotlib
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.model_selection import StratifiedKFold, cross_val_score
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin  # noqa: E402
-from sklearn.linear_model import LogisticRegression, Ridge  # noqa: E402
-from sklearn.model_selection import StratifiedKFold, cross_val_score  # noqa: E402
-from sklearn.preprocessing import StandardScaler  # noqa: E402
-from sklearn.utils.multiclass import check_classification_targets  # noqa: E402
-from sklearn.utils.validation import check_is_fitted, validate_data  # noqa: E402
-
-from ffnmem import capture as cap  # noqa: E402
-from ffnmem.errors import BadInput  # noqa: E402
-from ffnmem.results import Result, make_provenance, table_from_rows  # noqa: E402
-from ffnmem.workbench import Workbench  # noqa: E402
+from ffnmem import capture as cap
+from ffnmem.errors import BadInput
+from ffnmem.results import Result, make_provenance, table_from_rows
+from ffnmem.workbench import Workbench
 
 # --- estimators -------------------------------------------------------------------------------
 
@@ -240,20 +236,3 @@ def layer_curve(acts: dict[str, torch.Tensor], labels, types=None, *, cv: int = 
                      "selectivity": acc - c_acc, "majority": float(np.unique(labels, return_counts=True)[1].max()
                                                                    / len(labels))})
     return rows
-
-
-def plot_curves(curves: dict[str, list[dict]], path, *, title: str = "probe accuracy by layer"):
-    """Accuracy (solid) and control (dashed) per layer, one colour per task."""
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    for k, (task, rows) in enumerate(curves.items()):
-        layers = [int(r["hook"].split(".")[1]) if r["hook"].startswith("blocks.") else i for i, r in enumerate(rows)]
-        c = f"C{k}"
-        ax.plot(layers, [r["accuracy"] for r in rows], "-o", ms=3, color=c, label=task)
-        ax.plot(layers, [r["control"] for r in rows], "--", color=c, alpha=0.6, label=f"{task} (control)")
-        ax.axhline(rows[0]["majority"], color=c, lw=0.5, ls=":")
-    ax.set_xlabel("layer"), ax.set_ylabel("CV accuracy"), ax.set_ylim(0, 1.05), ax.set_title(title)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path

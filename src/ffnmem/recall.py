@@ -121,26 +121,3 @@ def facts_hash(facts: list[Fact]) -> str:
     for f in facts:
         h.update(f"{f.subject}\t{f.relation}\t{f.prompt}\t{f.target}\n".encode())
     return "sha256:" + h.hexdigest()
-
-
-def plot_recall(result: Result, path) -> None:
-    """Bar chart of top-1 / top-k accuracy per relation (PNG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rel = result.table("relations")
-    k = result.meta["k"]
-    fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(rel)), 3.5))
-    x = range(len(rel))
-    ax.bar([i - 0.2 for i in x], rel["top1"], width=0.4, label="top-1")
-    ax.bar([i + 0.2 for i in x], rel[f"top{k}"], width=0.4, label=f"top-{k}")
-    ax.set_xticks(list(x), rel["relation"], rotation=40, ha="right", fontsize=8)
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("accuracy")
-    ax.set_title(f"recall per relation ({result.meta['scoring']} scoring)")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)

@@ -8,52 +8,27 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from ffnmem import catalog  # noqa: E402
-from ffnmem.paths import atomic_write_text  # noqa: E402
-
-
-def _bars(x: str, ys: list[str]):
-    def draw(df, ax):
-        width = 0.8 / len(ys)
-        for i, y in enumerate(ys):
-            ax.bar([j + i * width for j in range(len(df))], df[y], width=width, label=y)
-        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(df))], df[x].astype(str), rotation=30, fontsize=7)
-        ax.legend(fontsize=7)
-    return draw
-
-
-def _lines(x: str, ys: list[str], by: str | None = None):
-    def draw(df, ax):
-        groups = df.groupby(by) if by else [("", df)]
-        for key, g in groups:
-            for y in ys:
-                ax.plot(g[x], g[y], "o-", label=f"{key} {y}".strip())
-        ax.set_xlabel(x)
-        ax.legend(fontsize=7)
-    return draw
+from ffnmem import catalog
+from ffnmem.paths import atomic_write_text
+from ffnmem.viz import plot_query, png_bytes
+from ffnmem.viz.report import bars, lines
 
 
 PLOTS = {
     "recall": ("SELECT relation, avg(top1::DOUBLE) AS top1, avg(p_answer) AS p_answer FROM recall_facts "
-               "GROUP BY relation ORDER BY relation", _bars("relation", ["top1", "p_answer"])),
+               "GROUP BY relation ORDER BY relation", bars("relation", ["top1", "p_answer"])),
     "direct_effects": ("SELECT layer, avg(ffn_direct) AS ffn, avg(attn_direct) AS attention FROM direct_effects_layers "
-                       "GROUP BY layer ORDER BY layer", _lines("layer", ["ffn", "attention"])),
+                       "GROUP BY layer ORDER BY layer", lines("layer", ["ffn", "attention"])),
     "ablation_topk_vs_random": ("SELECT avg(p_clean) AS clean, avg(p_top) AS top_k_ablated, avg(p_random) AS "
                                 "random_ablated, 'mean p(answer)' AS what FROM ablation_topk_vs_random_prompts",
-                                _bars("what", ["clean", "top_k_ablated", "random_ablated"])),
+                                bars("what", ["clean", "top_k_ablated", "random_ablated"])),
     "causal_trace": ("SELECT kind, layer, avg(effect) AS effect FROM causal_trace_effects WHERE position = 'last' "
-                     "GROUP BY kind, layer ORDER BY kind, layer", _lines("layer", ["effect"], by="kind")),
+                     "GROUP BY kind, layer ORDER BY kind, layer", lines("layer", ["effect"], by="kind")),
     "key_agreement": ("SELECT layer, avg(agreement) AS agreement, avg(baseline) AS baseline FROM key_agreement_layers "
-                      "GROUP BY layer ORDER BY layer", _lines("layer", ["agreement", "baseline"])),
+                      "GROUP BY layer ORDER BY layer", lines("layer", ["agreement", "baseline"])),
 }
 
 STYLE = ("body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;color:#222}"
@@ -63,14 +38,8 @@ STYLE = ("body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto
 
 
 def _png(df, draw, title: str) -> str:
-    fig, ax = plt.subplots(figsize=(7, 3))
-    draw(df, ax)
-    ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return f'<img alt="{html.escape(title)}" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
+    png = png_bytes(plot_query(df, draw, title=title), dpi=100)
+    return f'<img alt="{html.escape(title)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
 
 
 def _table(df, limit: int = 20) -> str:

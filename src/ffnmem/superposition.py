@@ -17,15 +17,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import matplotlib
+import torch
+from jaxtyping import Float
+from torch import Tensor
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from jaxtyping import Float  # noqa: E402
-from torch import Tensor  # noqa: E402
-
-from ffnmem.errors import BadInput  # noqa: E402
+from ffnmem.errors import BadInput
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -181,56 +177,3 @@ def summarize_phase(diagram: dict[str, Tensor]) -> list[dict]:
             rows.append({"sparsity": s, "rel_importance": r, "phase": names[int(diagram["phase"][i, j])],
                          "w1": float(w[0]), "w2": float(w[1])})
     return rows
-
-
-def plot_wtw(models: ToyModels, path, *, titles: list[str] | None = None):
-    """WᵀW (blue/red) and ‖W_i‖ bars per instance, as in the paper's figure 2."""
-    inst = models.W.shape[0]
-    fig, axes = plt.subplots(2, inst, figsize=(2.2 * inst, 4.6), squeeze=False)
-    for k in range(inst):
-        W = models.W[k]
-        axes[0, k].imshow((W.T @ W).numpy(), cmap="RdBu", vmin=-1, vmax=1)
-        axes[0, k].set_xticks([]), axes[0, k].set_yticks([])
-        axes[0, k].set_title(titles[k] if titles else f"S={models.config.sparsity[k]:g}", fontsize=8)
-        norms = models.metrics["norms"][k].numpy()
-        colour = models.metrics["interference"][k].clamp(0, 1).numpy()
-        axes[1, k].barh(range(len(norms)), norms, color=plt.cm.viridis(colour))
-        axes[1, k].invert_yaxis(), axes[1, k].set_xlim(0, 1.2), axes[1, k].set_yticks([])
-    axes[1, 0].set_ylabel("‖W_i‖ (colour: interference)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def plot_phase(diagram: dict[str, Tensor], path):
-    """Phase over (relative importance, 1 − sparsity), log axes as in the paper."""
-    fig, ax = plt.subplots(figsize=(4.4, 3.6))
-    S, R = diagram["sparsity"], diagram["rel_importance"]
-    im = ax.pcolormesh(R.numpy(), (1 - S).numpy(), diagram["phase"].numpy(), cmap="viridis", vmin=0, vmax=2,
-                       shading="nearest")
-    ax.set_xscale("log"), ax.set_yscale("log")
-    ax.set_xlabel("relative importance of feature 2"), ax.set_ylabel("feature density 1 − S")
-    cb = fig.colorbar(im, ticks=[0, 1, 2])
-    cb.ax.set_yticklabels(["f2 not stored", "f2 stored alone", "superposed"])
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def plot_dimensionality(models: ToyModels, path):
-    """Dimensions per feature vs 1/(1 − S), with each feature's D_i scattered (paper figure 'geometry')."""
-    S = torch.tensor(models.config.sparsity)
-    x = 1.0 / (1.0 - S)
-    fig, ax = plt.subplots(figsize=(5, 3.4))
-    ax.plot(x.numpy(), models.metrics["dims_per_feature"].numpy(), "k-", label="m / ‖W‖_F²")
-    for k in range(len(S)):
-        d = models.metrics["dimensionality"][k]
-        ax.scatter([x[k].item()] * len(d), d.numpy(), s=6, alpha=0.5, c="tab:blue")
-    ax.set_xscale("log"), ax.set_xlabel("1 / (1 − S)"), ax.set_ylabel("dimensions per feature")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path

@@ -10,7 +10,8 @@ from tqdm.auto import tqdm
 from ffnmem.facts import Fact, check_first_token, encode_facts
 from ffnmem.recall import facts_hash
 from ffnmem.results import Result, make_provenance, table_from_rows
-from ffnmem.tracing import POSITIONS, average_aligned, peak, plot_average, plot_trace, trace
+from ffnmem.tracing import POSITIONS, average_aligned, peak, trace
+from ffnmem.viz import plot_average, plot_trace, save_figure
 from ffnmem.workbench import Workbench
 
 
@@ -31,7 +32,7 @@ def run_trace(wb: Workbench, facts: list[Fact], out_dir: str | Path, *, n_sample
         t = trace(wb, e.fact.prompt, e.answer_ids[0], e.subject, n_samples=n_samples, window=window,
                   seed=seed + i, max_rows=max_rows, kinds=kinds)
         stem = f"{i:03d}_{re.sub(r'[^A-Za-z0-9]+', '_', e.fact.subject)}"
-        plot_trace(t, out / "facts" / f"{stem}.png", title=f"{e.fact.prompt!r} → {e.fact.target!r}")
+        save_figure(plot_trace(t, title=f"{e.fact.prompt!r} → {e.fact.target!r}"), out / "facts" / f"{stem}.png")
         Result(kind="trace_fact", tensors={k: v for k, v in t.effects.items()},
                meta={"prompt": e.fact.prompt, "target": e.fact.target, "tokens": t.tokens,
                      "subject": list(t.subject), "p_clean": t.p_clean, "p_corrupt": t.p_corrupt},
@@ -40,7 +41,7 @@ def run_trace(wb: Workbench, facts: list[Fact], out_dir: str | Path, *, n_sample
         rows.append({"relation": e.fact.relation, "subject": e.fact.subject, "prompt": e.fact.prompt,
                      "p_clean": t.p_clean, "p_corrupt": t.p_corrupt})
     avg = average_aligned(traces)
-    plot_average(avg, out / "average.png", len(traces))
+    save_figure(plot_average(avg, n_facts=len(traces)), out / "average.png")
     peaks = {k: peak(a) for k, a in avg.items()}
     Result(kind="trace", tables={"facts": table_from_rows(rows)},
            tensors={f"average_{k}": v for k, v in avg.items()},

@@ -226,24 +226,3 @@ def agreement_by_layer(wb: Workbench, tr: Triggers, *, value_k: int = 10, n_trig
         base.append(shuf.mean().item())
         std.append(shuf.std().item() if n_shuffles > 1 else 0.0)
     return Agreement(tr.layers, obs, base, std, value_k, n_triggers)
-
-
-def plot_agreement(ag: Agreement, path, *, title: str = "key-value agreement by layer"):
-    """Agreement and shuffled baseline by layer, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    ax.plot(ag.layers, [100 * x for x in ag.observed], "o-", label="keys paired with their own values")
-    ax.errorbar(ag.layers, [100 * x for x in ag.baseline], yerr=[100 * x for x in ag.baseline_std],
-                fmt="s--", color="grey", label="shuffled pairing (baseline)")
-    ax.set_xlabel("layer")
-    ax.set_ylabel(f"% keys: trigger next token\nin value top-{ag.value_k}")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path

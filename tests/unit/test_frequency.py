@@ -89,7 +89,8 @@ def test_dla_rows_add_up_to_the_margin(micro_run):
 
 
 def test_dla_bins_and_plot(micro_run, tmp_path):
-    from ffnmem.frequency import dla_by_exposure, dla_rows, plot_dla_by_exposure
+    from ffnmem.frequency import dla_by_exposure, dla_rows
+    from ffnmem.viz import plot_dla_by_exposure, save_figure
 
     corpus = micro_run.corpus
     rows = dla_rows(micro_run.wb, [q for q in corpus.queries if not q["heldout"]], contrast=corpus.values)
@@ -100,6 +101,6 @@ def test_dla_bins_and_plot(micro_run, tmp_path):
         assert b["ffn_share"] == pytest.approx(sum(r["ffn_share"] for r in mine) / len(mine))
         assert b["ffn_share_lo"] <= b["ffn_share"] <= b["ffn_share_hi"]
     assert dla_by_exposure(rows, n_boot=50, seed=0) == bins
-    assert plot_dla_by_exposure(bins, tmp_path / "dla.png").stat().st_size > 0
+    assert save_figure(plot_dla_by_exposure(bins), tmp_path / "dla.png").stat().st_size > 0
     with pytest.raises(BadInput):
         dla_rows(micro_run.wb, [])

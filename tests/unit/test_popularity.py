@@ -12,9 +12,10 @@ from scipy.stats import binom
 from ffnmem.errors import BadInput
 from ffnmem.facts import Fact, load_facts
 from ffnmem.popularity import (chance_more_frequent, classify, entity_pools, greedy_continuations, match_entity,
-                               plot_recall_vs_popularity, plot_substitutions, popularity, popularity_analysis,
-                               popularity_bins, popularity_fit, poisson_binomial_tail, substitution_summary)
+                               popularity, popularity_analysis, popularity_bins, popularity_fit,
+                               poisson_binomial_tail, substitution_summary)
 from ffnmem.recall import recall
+from ffnmem.viz import plot_recall_vs_popularity, plot_substitutions, save_figure
 
 
 def _fact(relation, subject, target, distractors=()):
@@ -120,8 +121,8 @@ def test_analysis_on_tiny_writes_tables_and_plots(tiny, tmp_path):
     assert len(res.table("substitutions")) == sum(not t for t in rec.table("facts")["top1"])
     assert set(res.table("substitutions")["kind"]) <= {"more_frequent", "not_more_frequent", "right_answer",
                                                        "not_listed"}
-    plot_recall_vs_popularity(res, tmp_path / "a.png")
-    plot_substitutions(res, tmp_path / "b.png")
+    save_figure(plot_recall_vs_popularity(res), tmp_path / "a.png")
+    save_figure(plot_substitutions(res), tmp_path / "b.png")
     assert (tmp_path / "a.png").stat().st_size > 0 and (tmp_path / "b.png").stat().st_size > 0
     with pytest.raises(BadInput, match="does not match"):
         popularity_analysis(tiny, facts[:-1], rec)

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from ffnmem import superposition as sp
+from ffnmem import viz
 from ffnmem.errors import BadInput
 
 
@@ -31,8 +32,8 @@ def test_bad_config_is_one_line(kw):
 
 def test_plots(tmp_path):
     models = sp.train(sp.ToyConfig(n_features=5, n_hidden=2, sparsity=(0.0, 0.9), steps=10, batch=32))
-    assert sp.plot_wtw(models, tmp_path / "w.png").stat().st_size > 0
-    assert sp.plot_dimensionality(models, tmp_path / "d.png").stat().st_size > 0
+    assert viz.save_figure(viz.plot_wtw(models), tmp_path / "w.png").stat().st_size > 0
+    assert viz.save_figure(viz.plot_dimensionality(models), tmp_path / "d.png").stat().st_size > 0
     d = sp.phase_diagram([0.0, 0.9], [0.5, 2.0], restarts=1, steps=10, batch=32)
     assert d["phase"].shape == (2, 2) and len(sp.summarize_phase(d)) == 4
-    assert sp.plot_phase(d, tmp_path / "p.png").stat().st_size > 0
+    assert viz.save_figure(viz.plot_phase(d), tmp_path / "p.png").stat().st_size > 0

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from ffnmem.errors import BadInput
-from ffnmem.tracing import aligned, average_aligned, peak, plot_trace, trace, trace_one_cell_per_forward, window_layers
+from ffnmem.tracing import aligned, average_aligned, peak, trace, trace_one_cell_per_forward, window_layers
+from ffnmem.viz import plot_trace, save_figure
 
 PROMPT, SPAN, ANS = "The cat sat on", (4, 8), 109  # BOS + "The " then "cat " (bytes 4..7)
 
@@ -36,7 +37,7 @@ def test_aligned_and_peak(tmp_path, tiny):
     avg = average_aligned([t, t])
     layer, pos, value = peak(avg["attn"])
     assert 0 <= layer < 2 and pos in ("first_subject", "middle_subject", "last_subject", "first_after", "last")
-    plot_trace(t, tmp_path / "t.png")
+    save_figure(plot_trace(t), tmp_path / "t.png")
     assert (tmp_path / "t.png").stat().st_size > 1000
     with pytest.raises(BadInput, match="unknown trace kind"):
         trace(tiny, PROMPT, ANS, SPAN, kinds=("ffn",))

@@ -43,7 +43,8 @@ def recall(
     """Recall of a fact set: top-1/top-k accuracy, p(answer), rank and loss in bits, per relation;
     with --popularity, recall vs entity popularity and the substitution rate against chance.
     With --run, recall vs exposure of a model trained by `ffnmem train`."""
-    from ffnmem.recall import plot_recall, recall as run_recall
+    from ffnmem.recall import recall as run_recall
+    from ffnmem.viz import plot_recall, save_figure
 
     if run is not None:
         from ffnmem.cli.synthetic import run_exposure
@@ -56,7 +57,7 @@ def recall(
     wb = _load(model, device)
     res = run_recall(wb, fs, scoring=scoring, k=k, batch_size=batch_size, progress=True)
     res.save(out_dir / "result")
-    plot_recall(res, out_dir / "recall.png")
+    save_figure(plot_recall(res), out_dir / "recall.png")
     table = Table("relation", "n", "top-1", f"top-{k}", "p(answer)", "loss bits", title=f"recall ({scoring})")
     for r in res.table("relations").itertuples():
         table.add_row(r.relation, str(r.n), f"{r.top1:.2f}", f"{getattr(r, f'top{k}'):.2f}", f"{r.p_answer:.3f}",
@@ -69,12 +70,13 @@ def recall(
 
 
 def _popularity(wb, fs, res, out_dir: Path, bins: int) -> None:
-    from ffnmem.popularity import plot_recall_vs_popularity, plot_substitutions, popularity_analysis, shipped_facts
+    from ffnmem.popularity import popularity_analysis, shipped_facts
+    from ffnmem.viz import plot_recall_vs_popularity, plot_substitutions, save_figure
 
     pop = popularity_analysis(wb, fs, res, n_bins=bins, pool_facts=shipped_facts())
     pop.save(out_dir / "popularity")
-    plot_recall_vs_popularity(pop, out_dir / "recall_vs_popularity.png")
-    plot_substitutions(pop, out_dir / "substitutions.png")
+    save_figure(plot_recall_vs_popularity(pop), out_dir / "recall_vs_popularity.png", dpi=120)
+    save_figure(plot_substitutions(pop), out_dir / "substitutions.png", dpi=120)
     table = Table("subject zipf", "n", "top-1 (95% CI)", "loss bits", title="recall vs subject popularity (wordfreq)")
     for b in pop.table("popularity_bins").query("by == 'subject_zipf'").itertuples():
         table.add_row(f"{b.zipf_lo:.2f}–{b.zipf_hi:.2f}", str(b.n), f"{b.accuracy:.2f} ({b.accuracy_lo:.2f}–"

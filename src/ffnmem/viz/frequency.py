@@ -1,0 +1,91 @@
+"""Recall against exposure and capacity on synthetic facts (:mod:`ffnmem.frequency`, :mod:`ffnmem.capacity`)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ffnmem.viz.figures import finish, new_axes, new_grid
+
+
+def plot_recall_vs_exposure(bins: list[dict], curve: dict, ax=None, *, title: str = "recall vs exposure"):
+    """Accuracy per exposure bin (:func:`~ffnmem.frequency.by_exposure`, bootstrap CI bars) with the
+    logistic fit and its band (:func:`~ffnmem.frequency.recall_curve`)."""
+    fig, ax, owned = new_axes(ax, figsize=(5.5, 3.8))
+    x = [b["exposures"] for b in bins]
+    acc = np.array([b["accuracy"] for b in bins])
+    err = [acc - [b["accuracy_lo"] for b in bins], np.array([b["accuracy_hi"] for b in bins]) - acc]
+    ax.fill_between(curve["x"], curve["lo"], curve["hi"], alpha=0.25, label="logistic fit, 95% band")
+    ax.plot(curve["x"], curve["y"])
+    ax.errorbar(x, acc, yerr=err, fmt="o", capsize=3, color="k", label="accuracy per bin (95% CI)")
+    ax.set(xscale="log", xlabel="exposures per epoch", ylabel="top-1 recall", ylim=(-0.02, 1.02), title=title)
+    ax.legend(loc="lower right", fontsize=8)
+    return finish(fig, owned)
+
+
+def plot_dla_by_exposure(bins: list[dict], axes=None, *, contrast: bool = True):
+    """Where facts live, per exposure bin (:func:`~ffnmem.frequency.dla_by_exposure`): |DLA| share by
+    layer (FFN vs attention), and the signed direct effects that make up the target. ``contrast``:
+    the bins came from :func:`~ffnmem.frequency.dla_rows` with ``contrast`` (the answer's margin
+    over the other values) or without. ``axes``: two Axes, or None for a new figure."""
+    import matplotlib.pyplot as plt
+
+    n_layers = sum(1 for k in bins[0] if k.startswith("ffn_share_L"))
+    x = np.arange(len(bins))
+    target = "margin" if contrast else "answer logit"
+    fig, grid, owned = new_grid(axes, 1, 2, figsize=(10, 4.4))
+    a, b = grid[0]
+    bottom = np.zeros(len(bins))
+    for kind, cmap in (("ffn", plt.cm.Blues), ("attn", plt.cm.Oranges)):
+        for layer in range(n_layers):
+            h = np.array([r[f"{kind}_share_L{layer}"] for r in bins])
+            a.bar(x, h, bottom=bottom, color=cmap(0.35 + 0.55 * layer / max(1, n_layers - 1)),
+                  label=f"{'FFN' if kind == 'ffn' else 'attention'} L{layer}")
+            bottom += h
+    a.set_xticks(x, [str(r["exposures"]) for r in bins])
+    a.set(xlabel="exposures per epoch", ylabel="share of |direct effect|", ylim=(0, 1),
+          title=f"where the {target} is written")
+    a.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.16))
+    for key, style in (("ffn", "o-"), ("attn", "s-"), ("rest", "^-")):
+        b.plot(x, [r[key] for r in bins], style, label={"ffn": "FFN layers", "attn": "attention",
+                                                          "rest": "embeddings + bias"}[key])
+    b.errorbar(x, [r["logit"] for r in bins], yerr=[[r["logit"] - r["logit_lo"] for r in bins],
+                                                    [r["logit_hi"] - r["logit"] for r in bins]],
+               fmt="k-", capsize=3, label=f"{target} (sum)")
+    b.axhline(0, color="grey", lw=0.5)
+    b.set_xticks(x, [str(r["exposures"]) for r in bins])
+    b.set(xlabel="exposures per epoch", ylabel=f"direct effect on the {target} (logits)",
+          title="answer logit − mean logit of the other values" if contrast else "answer logit")
+    b.legend(fontsize=7)
+    return finish(fig, owned)
+
+
+def plot_loss_decomposition(evals: list[dict], ax=None):
+    """Cross-entropy at attribute positions = data entropy + KL gap, over training steps (the
+    evaluation rows of :func:`ffnmem.training.train`)."""
+    steps = [e["step"] for e in evals]
+    fig, ax, owned = new_axes(ax, figsize=(5.5, 3.8))
+    ax.stackplot(steps, [e["h_bits"] for e in evals], [e["kl_bits"] for e in evals],
+                 labels=["data entropy H(p)", "KL gap KL(p‖q)"], alpha=0.6)
+    ax.plot(steps, [e["ce_bits"] for e in evals], "k-", label="cross-entropy")
+    ax.set(xlabel="training step", ylabel="bits per attribute value", title="loss at attribute positions")
+    ax.legend(fontsize=8)
+    return finish(fig, owned)
+
+
+def plot_capacity(rows: list[dict], axes=None):
+    """Bits stored and bits per parameter against parameter count (log x), one row per model width
+    (:func:`~ffnmem.capacity.sweep_widths`). ``axes``: two Axes, or None for a new figure."""
+    params = [r["params"] for r in rows]
+    fig, grid, owned = new_grid(axes, 1, 2, figsize=(10, 3.8))
+    a, b = grid[0]
+    a.plot(params, [r["bits"] for r in rows], "o-", label="bits stored")
+    a.axhline(rows[0]["max_bits"], color="grey", ls="--", label="bits in the fact table (ceiling)")
+    a.set(xscale="log", xlabel="parameters", ylabel="bits", title="knowledge stored")
+    b.plot(params, [r["bits_per_param"] for r in rows], "o-")
+    for r in rows:
+        b.annotate(f"d={r['d_model']}", (r["params"], r["bits_per_param"]), fontsize=7,
+                   textcoords="offset points", xytext=(4, 4))
+    b.set(xscale="log", xlabel="parameters", ylabel="bits per parameter", ylim=(0, None),
+          title="capacity (Allen-Zhu & Li report ~2 when saturated)")
+    a.legend(fontsize=8)
+    return finish(fig, owned)
