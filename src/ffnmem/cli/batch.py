@@ -62,6 +62,10 @@ def claims(
     table = Table(title="claims")
     for col in ("claim", "measured", "expected", "status", "run"):
         table.add_column(col)
-    for row in claims_table(probes, runs):
+    rows = claims_table(probes, runs)
+    for row in rows:
         table.add_row(row["claim"], row["measured"], row["expected"], row["status"], row["run"])
     out.print(table)
+    for row in rows:
+        if row["status"] == "ERROR":
+            out.print(f"{row['batch']}: {row['error']}")
