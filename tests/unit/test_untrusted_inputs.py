@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-import dataclasses
+import json
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
 
+from ffnmem import batch as B
+from ffnmem import catalog as C
 from ffnmem.errors import BadInput
 from ffnmem.synthetic import FactConfig, generate
 from ffnmem.training import TrainConfig, train
@@ -43,3 +47,95 @@ def test_checkpoints_hold_no_pickle(tmp_path):
     assert {p.suffix for p in files} <= {".json", ".safetensors", ".txt", ".model", ""}, files
     for p in files:
         assert not p.read_bytes().startswith(b"\x80"), p  # pickle protocol 2+ header
+
+
+# --- run folders and SQL ------------------------------------------------------------------------
+
+FACTS_FILE = Path(__file__).resolve().parents[2] / "data" / "facts" / "capital_of.jsonl"
+RECALL = f"""name = "u"
+models = ["tiny-2l"]
+[data]
+facts = "{FACTS_FILE}"
+limit_per_relation = 3
+[[analysis]]
+name = "recall"
+scoring = "sequence"
+"""
+
+
+@pytest.fixture(scope="module")
+def run_folder(tmp_path_factory):
+    """One finished tiny recall run; tests copy it before changing anything."""
+    root = tmp_path_factory.mktemp("run")
+    (root / "b.toml").write_text(RECALL)
+    return B.run_batch(B.load_batch(root / "b.toml"), root / "run", progress=False)
+
+
+@pytest.fixture
+def run(run_folder, tmp_path):
+    return Path(shutil.copytree(run_folder, tmp_path / "run"))
+
+
+@pytest.mark.parametrize("sql", ["COPY (SELECT 1) TO '{out}'", "SELECT * FROM read_text('/etc/passwd')",
+                                 "ATTACH '{out}' AS x", "SET enable_external_access = true; COPY units TO '{out}'"])
+def test_sql_on_a_run_cannot_read_or_write_files(run, tmp_path, sql):
+    out = tmp_path / "written"
+    with pytest.raises(BadInput) as exc:
+        C.query(run, sql.format(out=out))
+    assert "\n" not in str(exc.value) and ("may not read or write files" in str(exc.value) or "locked" in str(exc.value))
+    assert not out.exists()
+    assert C.query(run, "SELECT count(*) AS n FROM recall_facts")["n"][0] == 3  # tables still readable
+
+
+def test_crafted_analysis_name_in_run_json_is_refused(run, tmp_path):
+    out = tmp_path / "written"
+    manifest = json.loads((run / "run.json").read_text())
+    manifest["units"][0]["analysis"] = f"x_t\" AS SELECT 1; COPY (SELECT 1) TO '{out}'; --"
+    (run / "run.json").write_text(json.dumps(manifest))
+    with pytest.raises(BadInput, match="invalid id or analysis name"):
+        C.query(run, "SELECT 1")
+    assert not out.exists()
+
+
+def test_unit_id_cannot_leave_the_run_folder(run):
+    manifest = json.loads((run / "run.json").read_text())
+    manifest["units"][0]["unit_id"] = "../../elsewhere"
+    (run / "run.json").write_text(json.dumps(manifest))
+    with pytest.raises(BadInput, match="invalid id"):
+        C.read_manifest(run)
+
+
+def test_damaged_catalogue_says_to_rerun(run):
+    (run / "catalog.parquet").write_bytes(b"PAR1 not really")
+    with pytest.raises(BadInput, match=r"catalog.parquet is damaged .*rerun the batch .*to rebuild it") as exc:
+        C.query(run, "SELECT * FROM units")
+    assert "\n" not in str(exc.value)
+    B.run_batch(_batch_of(run), run, progress=False)
+    assert C.query(run, "SELECT count(*) AS n FROM units WHERE status = 'done'")["n"][0] == 1
+
+
+def _batch_of(run: Path):
+    manifest = json.loads((run / "run.json").read_text())
+    return B.load_batch(manifest["batch_file"])
+
+
+@pytest.mark.parametrize("select, shown", [("'high'", "'high'"), ("NULL", "NULL"), ("avg(rank) FILTER (WHERE false)", "NULL")])
+def test_claim_value_that_is_not_a_number_is_one_line(run, select, shown):
+    from ffnmem.claims import Claim, measure
+
+    claim = Claim("c", "s", f"SELECT {select} AS v FROM recall_facts", 0.0, None, _batch_of(run))
+    with pytest.raises(BadInput, match=f"claim c: its query returned {shown}, not a number"):
+        measure(claim, run)
+
+
+def test_broken_claim_is_an_error_row_not_a_crash(run, tmp_path):
+    from ffnmem.claims import claims_table
+
+    probes = tmp_path / "claims"
+    probes.mkdir()
+    claim = '\n[claim]\nid = "x"\nstatement = "s"\nsql = "SELECT \'text\'"\nmin = 0\n'
+    (probes / "x.toml").write_text(RECALL + claim)
+    batch = B.load_batch(probes / "x.toml")
+    B.run_batch(batch, tmp_path / "runs" / "x", progress=False)
+    rows = claims_table(probes, tmp_path / "runs")
+    assert rows[0]["status"] == "ERROR" and "not a number" in rows[0]["error"]
