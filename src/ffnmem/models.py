@@ -172,7 +172,7 @@ def check_finite(wb: Workbench) -> None:
     """
     for name, p in wb.bridge.original_model.named_parameters():
         if p.is_floating_point() and not bool(torch.isfinite(p).all()):
-            bad = int((~torch.isfinite(p)).sum())
+            bad, name = int((~torch.isfinite(p)).sum()), name.replace("._original_component", "")
             raise CorruptWeights(f"{wb.source or wb.model_id}: parameter {name} holds {bad} NaN/inf values; "
                                  "the weights are broken (a diverged run?): use an earlier checkpoint")
 

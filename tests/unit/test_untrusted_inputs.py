@@ -139,3 +139,37 @@ def test_broken_claim_is_an_error_row_not_a_crash(run, tmp_path):
     B.run_batch(batch, tmp_path / "runs" / "x", progress=False)
     rows = claims_table(probes, tmp_path / "runs")
     assert rows[0]["status"] == "ERROR" and "not a number" in rows[0]["error"]
+
+
+# --- non-finite numbers -------------------------------------------------------------------------
+
+def _param(wb, name: str) -> torch.Tensor:
+    """A parameter by its short name (the bridge nests each module in ``_original_component``)."""
+    named = wb.bridge.original_model.named_parameters()
+    return {n.replace("._original_component", ""): p for n, p in named}[name]
+
+
+def test_nan_weights_are_refused_at_load_naming_the_parameter(tmp_path):
+    from ffnmem.errors import CorruptWeights
+    from ffnmem.models import load_model, save_checkpoint
+
+    wb = load_model("tiny-2l", device="cpu")
+    with torch.no_grad():
+        _param(wb, "layers.1.mlp.fc_out.weight")[3, 5] = float("nan")
+    save_checkpoint(wb, tmp_path / "ckpt")
+    with pytest.raises(CorruptWeights, match=r"parameter layers\.1\.mlp\.fc_out\.weight holds 1 NaN/inf values") as exc:
+        load_model(str(tmp_path / "ckpt"), device="cpu")
+    assert "\n" not in str(exc.value)
+
+
+def test_recall_on_nan_weights_exits_non_zero_with_one_line(tmp_path, cli):
+    from ffnmem.models import load_model, save_checkpoint
+
+    wb = load_model("tiny-2l", device="cpu")
+    with torch.no_grad():
+        _param(wb, "layers.0.mlp.fc_in.weight").fill_(float("inf"))
+    save_checkpoint(wb, tmp_path / "ckpt")
+    r = cli("recall", "-m", tmp_path / "ckpt", "--device", "cpu", "--facts", FACTS_FILE, "--limit", "2", "--no-popularity",
+            "-o", tmp_path / "out")
+    assert r.returncode != 0 and "fc_in.weight holds" in r.stderr + r.stdout
+    assert not (tmp_path / "out").exists()
