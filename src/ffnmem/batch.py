@@ -36,6 +36,7 @@ from ffnmem import catalog
 from ffnmem.analyses import ANALYSES, Params, UnitData
 from ffnmem.errors import BadInput, FfnmemError
 from ffnmem.executors import run_local, run_ray
+from ffnmem.results import check_finite
 
 log = logging.getLogger(__name__)
 
@@ -348,6 +349,7 @@ def run_batch(batch: Batch, out: str | Path | None = None, *, executor: str = "l
         errors: dict[str, str] = {}
 
         def save(unit: Unit, result) -> None:
+            check_finite(result)  # a unit with NaN numbers fails; it is never marked done
             result.save(catalog.unit_dir(run_dir, unit.unit_id))
             catalog.write_catalog(run_dir, manifest, errors)
 

@@ -227,3 +227,21 @@ def test_unreachable_ray_address_is_one_line_in_seconds(tmp_path):
     with pytest.raises(BadInput, match=r"^cannot (reach|start or join) .*127\.0\.0\.1:1") as exc:
         B.run_batch(b, tmp_path / "run", executor="ray", address="ray://127.0.0.1:1", progress=False)
     assert "\n" not in str(exc.value) and time.perf_counter() - t0 < 20
+
+
+def _nan_table(wb, data, p, seed):
+    from ffnmem.results import Result, table_from_rows
+
+    return Result(kind="nan", tables={"rows": table_from_rows([{"p": 0.5}, {"p": float("nan")}, {"p": None}])})
+
+
+def test_unit_with_nan_numbers_fails_and_is_never_marked_done(tmp_path, monkeypatch):
+    from ffnmem import analyses as A
+
+    monkeypatch.setitem(A.ANALYSES, "nan", A.Analysis("nan", A.Params, _nan_table, "facts"))
+    text = BASE.replace("shards = 3", "shards = 1").replace('name = "direct_effects"\nfirst_token = "any"\ntop = 3',
+                                                            'name = "nan"')
+    with pytest.raises(B.UnitsFailed, match=r"table rows, column p holds 1 NaN/inf of 3 values"):
+        B.run_batch(B.load_batch(write(tmp_path, text)), tmp_path / "run", progress=False)
+    rows = C.query(tmp_path / "run", "SELECT analysis, status, path FROM units ORDER BY analysis")
+    assert rows.status.tolist() == ["failed", "done"] and rows.path.isna().tolist() == [True, False]
