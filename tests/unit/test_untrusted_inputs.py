@@ -173,3 +173,10 @@ def test_recall_on_nan_weights_exits_non_zero_with_one_line(tmp_path, cli):
             "-o", tmp_path / "out")
     assert r.returncode != 0 and "fc_in.weight holds" in r.stderr + r.stdout
     assert not (tmp_path / "out").exists()
+
+
+def test_run_check_refuses_an_unknown_model_without_loading(tmp_path, cli):
+    (tmp_path / "b.toml").write_text(RECALL.replace('"tiny-2l"', '"tiny-9l"'))
+    r = cli("run", tmp_path / "b.toml", "--check")
+    assert r.returncode != 0 and "b.toml:2: unknown model 'tiny-9l'" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
