@@ -9,9 +9,14 @@ Layout of a run folder::
       .lock                  pid and host of the process writing the run (stale locks are taken over)
 
 A unit's tables carry ``unit_id``, ``model``, ``seed`` and ``shard`` columns, so
-``query(run, "SELECT ...")`` sees one view per ``ANALYSIS_TABLE`` (e.g. ``recall_facts``) over every
+``query(run, "SELECT ...")`` sees one table per ``ANALYSIS_TABLE`` (e.g. ``recall_facts``) over every
 finished unit, plus ``units`` (the catalogue). Only finished units are read: an interrupted unit
 leaves at most a hidden temp folder, which is never counted.
+
+A run folder may come from someone else, so nothing in it is trusted: names from ``run.json`` that
+become SQL identifiers or paths must match strict patterns, and SQL runs on a DuckDB connection
+that has loaded the run's tables and then lost all file access (no ``read_text``, ``COPY TO``,
+``ATTACH``), its configuration locked.
 """
 
 from __future__ import annotations
