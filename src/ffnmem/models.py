@@ -355,7 +355,8 @@ def _load_hf_folder(path: Path, dev, dt, *, model_id: str) -> Workbench:
     tok = _auto_tokenizer(path)
     try:
         # weights_only: a pytorch_model.bin is a pickle; never let it run code (safetensors need no pickle)
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dt, local_files_only=True, weights_only=True)
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dt, local_files_only=True, weights_only=True,
+                                                     trust_remote_code=False)
     except Exception as exc:  # noqa: BLE001
         raise CorruptWeights(f"cannot load model weights from {path}: {_short(exc)}") from None
     source = json.loads((path / "source.json").read_text()) if (path / "source.json").exists() else {}
@@ -371,7 +372,7 @@ def _auto_tokenizer(path: Path):
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        return AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
     except Exception as exc:  # noqa: BLE001
         raise CorruptWeights(f"cannot load the tokenizer in {path}: {_short(exc)}") from None
 

@@ -180,3 +180,20 @@ def test_run_check_refuses_an_unknown_model_without_loading(tmp_path, cli):
     r = cli("run", tmp_path / "b.toml", "--check")
     assert r.returncode != 0 and "b.toml:2: unknown model 'tiny-9l'" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_hugging_face_folder_with_nan_weights_is_refused(tmp_path):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from ffnmem.errors import CorruptWeights
+    from ffnmem.models import byte_tokenizer, load_model
+
+    cfg = LlamaConfig(vocab_size=384, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64)
+    model = LlamaForCausalLM(cfg)
+    with torch.no_grad():
+        model.model.layers[0].mlp.down_proj.weight[0, 0] = float("nan")
+    model.save_pretrained(tmp_path / "hf")
+    byte_tokenizer().save_pretrained(tmp_path / "hf")
+    with pytest.raises(CorruptWeights, match=r"parameter model\.layers\.0\.mlp\.down_proj\.weight holds 1 NaN/inf"):
+        load_model(str(tmp_path / "hf"), device="cpu")
