@@ -59,7 +59,10 @@ def _check_reachable(address: str | None) -> None:
     """Fail in seconds, with one line, on an address nothing listens at (Ray itself retries for minutes)."""
     if address in (None, "", "auto", "local"):
         return
-    host, _, port = address.removeprefix("ray://").rpartition(":")
+    hostport = address.removeprefix("ray://")
+    if ":" not in hostport:  # Ray's default ports: client server 10001, GCS 6379
+        hostport += ":10001" if address.startswith("ray://") else ":6379"
+    host, _, port = hostport.rpartition(":")
     if not host or not port.isdigit():
         raise BadInput(f"Ray address {address!r} is not HOST:PORT or ray://HOST:PORT")
     try:
