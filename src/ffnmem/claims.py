@@ -89,9 +89,15 @@ def latest_run(claim: Claim, runs: Path) -> Path | None:
             continue
         done = all(catalog.is_done(run, u["unit_id"]) for u in m["units"])
         if m.get("batch_hash") == claim.batch.hash and done:
-            if best is None or (run / "catalog.parquet").stat().st_mtime > (best / "catalog.parquet").stat().st_mtime:
+            if best is None or _mtime(run) > _mtime(best):
                 best = run
     return best
+
+
+def _mtime(run: Path) -> float:
+    """When the run's catalogue was last written (0 when it is missing: that run is oldest)."""
+    path = run / "catalog.parquet"
+    return path.stat().st_mtime if path.exists() else 0.0
 
 
 def claims_table(probes: str | Path = "probes/claims", runs: str | Path = "runs") -> list[dict]:

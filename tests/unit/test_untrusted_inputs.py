@@ -41,6 +41,16 @@ def test_pickled_checkpoint_state_is_refused_never_unpickled(tmp_path):
     assert not marker.exists()
 
 
+def test_train_cli_on_a_crafted_run_folder_is_one_line(tmp_path, cli):
+    marker = tmp_path / "pwned"
+    step = tmp_path / "run" / "checkpoints" / "step-000001"
+    step.mkdir(parents=True)
+    torch.save(_Payload(marker), step / "state.pt")
+    r = cli("train", "-o", tmp_path / "run", "--steps", "2", "--device", "cpu")
+    assert r.returncode != 0 and "never loads" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not marker.exists()
+
+
 def test_checkpoints_hold_no_pickle(tmp_path):
     train(generate(FACTS), CFG, tmp_path / "r", device="cpu", progress=False)
     files = [p for p in (tmp_path / "r").rglob("*") if p.is_file()]
