@@ -51,7 +51,8 @@ def read_manifest(run_dir: str | Path) -> dict:
         manifest = json.loads(path.read_text())
     except ValueError as exc:
         raise BadInput(f"{path} is damaged ({exc}); remove the run folder and run the batch again") from None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("units"), list):
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("units"), list) or not isinstance(
+            manifest.get("catalog_schema", 0), int):
         raise BadInput(f"{path} is damaged (no unit list); remove the run folder and run the batch again")
     if manifest.get("catalog_schema", 0) > CATALOG_SCHEMA:
         raise BadInput(f"{run_dir} was written by a newer ffnmem (catalogue schema {manifest['catalog_schema']} > "
