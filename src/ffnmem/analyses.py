@@ -257,7 +257,8 @@ def _exposure_recall(wb, data: UnitData, p: ExposureParams, seed: int) -> Result
                                    value_noise=corpus.config.value_noise)
     bins = frequency.by_exposure(rows, n_boot=p.n_boot, seed=seed)
     cap = frequency.capacity_bits(rows, corpus.config.n_values, run.wb.n_params())
-    summary = {"spearman_accuracy": frequency.spearman_over_bins(bins), **cap,
+    rho = frequency.spearman_over_bins(bins)  # nan when recall is the same in every bin: undefined, NULL
+    summary = {"spearman_accuracy": None if rho != rho else rho, **cap,
                "kl_bits_final": run.evals[-1]["kl_bits"] if run.evals else None,
                "kl_bits_first": run.evals[0]["kl_bits"] if run.evals else None}
     queries = [q for q in corpus.queries if not q["heldout"]]

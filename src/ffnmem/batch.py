@@ -28,15 +28,21 @@ import time
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ffnmem import catalog
 from ffnmem.analyses import ANALYSES, Params, UnitData
 from ffnmem.errors import BadInput, FfnmemError
+from ffnmem.executors import run_local, run_ray
+from ffnmem.results import check_finite
 
 log = logging.getLogger(__name__)
+
+
+class UnitsFailed(FfnmemError):
+    """Some units of a batch failed (each one's error is in the catalogue); the rest are kept."""
 
 
 class _Strict(BaseModel):
@@ -63,10 +69,19 @@ class BatchSpec(_Strict):
     description: str = ""
     models: list[str] = Field(min_length=1)
     seeds: list[int] = Field([0], min_length=1)
-    device: str = "cpu"
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
     data: DataSpec = DataSpec()
     outputs: Outputs = Outputs()
     claim: dict[str, Any] | None = None  # read by ffnmem.claims
+
+    @field_validator("models", "seeds")
+    @classmethod
+    def _once_each(cls, values: list) -> list:
+        # a repeated entry would give two units one id (and count their rows twice)
+        repeated = sorted({str(v) for v in values if values.count(v) > 1})
+        if repeated:
+            raise ValueError(f"lists {', '.join(repeated)} more than once; list each once")
+        return values
 
 
 @dataclass(frozen=True)
@@ -120,6 +135,7 @@ def load_batch(path: str | Path) -> Batch:
     analyses = [_analysis(path, text, i, dict(entry)) for i, entry in enumerate(entries)]
     batch = Batch(path, text, spec, analyses)
     _check_data(batch)
+    units(batch)  # unit ids must be unique: refuse names that collide once made file-safe
     return batch
 
 
@@ -185,7 +201,11 @@ def _check_data(batch: Batch) -> None:
     if "facts" in kinds:
         if d.facts is None:
             raise BadInput(f"{batch.path}: [data] needs facts = \"FILE\" for the fact analyses")
-        _facts(batch)
+        n = len(_facts(batch))
+        if d.shards > n:
+            line = _line(batch.text, ("data", "shards"))
+            raise BadInput(f"{batch.path}:{line}: [data] shards = {d.shards} but the facts hold only {n}; "
+                           f"use shards = {n} or fewer")
     if "corpus" in kinds and d.corpus is None:
         raise BadInput(f"{batch.path}: [data] needs corpus = \"default\" (or text files) for key_agreement")
 
@@ -224,6 +244,11 @@ def units(batch: Batch) -> list[Unit]:
                     slug = re.sub(r"[^A-Za-z0-9.=-]+", "_", unit_model)
                     uid = f"{slug}__{i:02d}-{name}__shard{shard}of{n}__seed{seed}"
                     out.append(Unit(uid, unit_model, name, i, params.model_dump(), shard, n, seed))
+    seen: dict[str, str] = {}
+    for u in out:
+        if seen.setdefault(u.unit_id, u.model) != u.model:
+            raise BadInput(f"{batch.path}: models {seen[u.unit_id]!r} and {u.model!r} give the same unit id "
+                           f"{u.unit_id!r}; list one of them under another path")
     return out
 
 
@@ -276,6 +301,28 @@ def run_unit(batch: Batch, unit: Unit):
     return Result(kind=res.kind, tables=tables, tensors=res.tensors, meta=meta, provenance=res.provenance)
 
 
+def check_batch(batch: Batch, *, local: bool = True) -> list[Unit]:
+    """Check what loading the batch cannot: models resolvable offline (no weights loaded) and the
+    device present. ``local=False`` (Ray) skips both: the workers, not this machine, must have them.
+    Returns the units."""
+    from ffnmem.models import resolve_spec
+    from ffnmem.workbench import resolve_device
+
+    found = units(batch)
+    if not local:
+        return found
+    try:
+        resolve_device(batch.spec.device)
+    except FfnmemError as exc:
+        raise BadInput(f"{batch.path}:{_line(batch.text, ('device',))}: {exc}") from None
+    for model in dict.fromkeys(u.model for u in found if u.model != "none"):
+        try:
+            resolve_spec(model)
+        except FfnmemError as exc:
+            raise BadInput(f"{batch.path}:{_line(batch.text, ('models',))}: {exc}") from None
+    return found
+
+
 def run_dir_for(batch: Batch, out: str | Path | None) -> Path:
     if out is not None:
         return Path(out)
@@ -288,6 +335,9 @@ def run_batch(batch: Batch, out: str | Path | None = None, *, executor: str = "l
 
     Raises :class:`FfnmemError` at the end if any unit failed (finished units stay recorded).
     """
+    if executor not in ("local", "ray"):
+        raise BadInput(f"unknown executor {executor!r}; choose from local, ray")
+    check_batch(batch, local=executor == "local")
     run_dir = run_dir_for(batch, out)
     with catalog.run_lock(run_dir):
         all_units = units(batch)
@@ -299,6 +349,7 @@ def run_batch(batch: Batch, out: str | Path | None = None, *, executor: str = "l
         errors: dict[str, str] = {}
 
         def save(unit: Unit, result) -> None:
+            check_finite(result)  # a unit with NaN numbers fails; it is never marked done
             result.save(catalog.unit_dir(run_dir, unit.unit_id))
             catalog.write_catalog(run_dir, manifest, errors)
 
@@ -308,17 +359,13 @@ def run_batch(batch: Batch, out: str | Path | None = None, *, executor: str = "l
             catalog.write_catalog(run_dir, manifest, errors)
 
         if executor == "local":
-            _run_local(batch, todo, save, fail, progress)
-        elif executor == "ray":
-            from ffnmem.executors import run_ray
-
-            run_ray(batch, todo, save, fail, progress, address=address)
+            run_local(batch, todo, save, fail, progress)
         else:
-            raise BadInput(f"unknown executor {executor!r}; choose from local, ray")
+            run_ray(batch, todo, save, fail, progress, address=address)
         catalog.write_catalog(run_dir, manifest, errors)
     if errors:
         first = next(iter(errors.items()))
-        raise FfnmemError(f"{len(errors)} of {len(todo)} units failed (first: {first[0]}: {first[1]}); "
+        raise UnitsFailed(f"{len(errors)} of {len(todo)} units failed (first: {first[0]}: {first[1]}); "
                           f"finished units are kept: rerun the same command to redo the rest")
     return run_dir
 
@@ -335,15 +382,3 @@ def _manifest(batch: Batch, run_dir: Path, all_units: list[Unit]) -> dict:
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
     catalog.write_manifest(run_dir, manifest)
     return catalog.read_manifest(run_dir)
-
-
-def _run_local(batch: Batch, todo: list[Unit], save, fail, progress: bool) -> None:
-    from tqdm.auto import tqdm
-
-    for unit in tqdm(todo, desc=batch.spec.name, unit="unit", disable=not progress):
-        try:
-            result = run_unit(batch, unit)
-        except FfnmemError as exc:
-            fail(unit, str(exc))
-            continue
-        save(unit, result)

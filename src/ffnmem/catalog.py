@@ -9,9 +9,14 @@ Layout of a run folder::
       .lock                  pid and host of the process writing the run (stale locks are taken over)
 
 A unit's tables carry ``unit_id``, ``model``, ``seed`` and ``shard`` columns, so
-``query(run, "SELECT ...")`` sees one view per ``ANALYSIS_TABLE`` (e.g. ``recall_facts``) over every
+``query(run, "SELECT ...")`` sees one table per ``ANALYSIS_TABLE`` (e.g. ``recall_facts``) over every
 finished unit, plus ``units`` (the catalogue). Only finished units are read: an interrupted unit
 leaves at most a hidden temp folder, which is never counted.
+
+A run folder may come from someone else, so nothing in it is trusted: names from ``run.json`` that
+become SQL identifiers or paths must match strict patterns, and SQL runs on a DuckDB connection
+that has loaded the run's tables and then lost all file access (no ``read_text``, ``COPY TO``,
+``ATTACH``), its configuration locked.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,9 +51,13 @@ def read_manifest(run_dir: str | Path) -> dict:
         manifest = json.loads(path.read_text())
     except ValueError as exc:
         raise BadInput(f"{path} is damaged ({exc}); remove the run folder and run the batch again") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("units"), list) or not isinstance(
+            manifest.get("catalog_schema", 0), int):
+        raise BadInput(f"{path} is damaged (no unit list); remove the run folder and run the batch again")
     if manifest.get("catalog_schema", 0) > CATALOG_SCHEMA:
         raise BadInput(f"{run_dir} was written by a newer ffnmem (catalogue schema {manifest['catalog_schema']} > "
                        f"{CATALOG_SCHEMA}); upgrade ffnmem to read it")
+    _check_names(Path(run_dir), manifest)
     return manifest
 
 
@@ -72,8 +82,7 @@ def unit_rows(run_dir: str | Path, manifest: dict | None = None, errors: dict[st
         done = is_done(run_dir, u["unit_id"])
         seconds = None
         if done:
-            header = json.loads((unit_dir(run_dir, u["unit_id"]) / "header.json").read_text())
-            seconds = header.get("meta", {}).get("seconds")
+            seconds = _unit_seconds(run_dir, u["unit_id"])
         rows.append({**{k: u[k] for k in ("unit_id", "model", "analysis", "shard", "n_shards", "seed")},
                      "params": json.dumps(u["params"], sort_keys=True),
                      "status": "done" if done else ("failed" if u["unit_id"] in errors else "pending"),
@@ -82,13 +91,26 @@ def unit_rows(run_dir: str | Path, manifest: dict | None = None, errors: dict[st
     return rows
 
 
+def _unit_seconds(run_dir: str | Path, unit_id: str) -> float | None:
+    path = unit_dir(run_dir, unit_id) / "header.json"
+    try:
+        return json.loads(path.read_text()).get("meta", {}).get("seconds")
+    except (OSError, ValueError, AttributeError) as exc:
+        raise BadInput(f"{path} is damaged ({type(exc).__name__}); delete {path.parent} and rerun the batch "
+                       "to redo that unit") from None
+
+
 def _recorded_errors(run_dir: str | Path) -> dict[str, str]:
     """Failures recorded by the last run (a failed unit has no folder, only a catalogue row)."""
     path = Path(run_dir) / "catalog.parquet"
     if not path.exists():
         return {}
-    rows = pq.read_table(path, columns=["unit_id", "status", "error"]).to_pylist()
-    return {r["unit_id"]: r["error"] for r in rows if r["status"] == "failed"}
+    try:
+        rows = pq.read_table(path, columns=["unit_id", "status", "error"]).to_pylist()
+        return {r["unit_id"]: r["error"] for r in rows if r["status"] == "failed"}
+    except Exception as exc:  # noqa: BLE001 - truncated file, not Parquet, missing columns
+        raise BadInput(f"{path} is damaged ({type(exc).__name__}); rerun the batch (`ffnmem run BATCH --out "
+                       f"{run_dir}`) to rebuild it: finished units are kept") from None
 
 
 def write_catalog(run_dir: Path, manifest: dict, errors: dict[str, str] | None = None) -> None:
@@ -154,6 +176,19 @@ def _alive(holder: str) -> bool:
     return True
 
 
+# Names that reach SQL as identifiers come from run.json, a file anyone could have written.
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+_UNIT_ID = re.compile(r"^[A-Za-z0-9_=-][A-Za-z0-9._=-]{0,199}$")
+
+
+def _check_names(run_dir: Path, manifest: dict) -> None:
+    for u in manifest.get("units", []):
+        if not isinstance(u, dict) or not _UNIT_ID.match(str(u.get("unit_id", ""))) or not _IDENT.match(
+                str(u.get("analysis", ""))):
+            raise BadInput(f"{run_dir}/run.json lists a unit with an invalid id or analysis name "
+                           f"({str(u)[:80]!r}); it was not written by ffnmem: rerun the batch into a new folder")
+
+
 def views(run_dir: str | Path) -> dict[str, list[str]]:
     """View name (``ANALYSIS_TABLE``) -> Parquet files of the finished units that have that table."""
     run_dir = Path(run_dir)
@@ -163,28 +198,50 @@ def views(run_dir: str | Path) -> dict[str, list[str]]:
         folder = unit_dir(run_dir, u["unit_id"])
         if (folder / "header.json").exists():
             for p in sorted((folder / "tables").glob("*.parquet")):
-                out.setdefault(f"{u['analysis']}_{p.stem}", []).append(str(p))
+                if _IDENT.match(f"{u['analysis']}_{p.stem}"):  # other file names are not ffnmem tables
+                    out.setdefault(f"{u['analysis']}_{p.stem}", []).append(str(p))
     return out
 
 
 def connect(run_dir: str | Path):
-    """A DuckDB connection with ``units`` and one view per analysis table of the run."""
+    """An in-memory DuckDB connection holding ``units`` and one table per analysis table of the run.
+
+    The run's tables are loaded first; then file access is switched off and the configuration
+    locked, so SQL from a claim file or a user (``read_text``, ``COPY ... TO``, ``ATTACH``) can
+    neither read nor write files.
+    """
     import duckdb
 
     run_dir = Path(run_dir)
     manifest = read_manifest(run_dir)
-    con = duckdb.connect()
-    units = pa.Table.from_pylist(unit_rows(run_dir, manifest))
-    con.register("_units_arrow", units)
-    con.execute("CREATE VIEW units AS SELECT * FROM _units_arrow")
-    for name, files in views(run_dir).items():
-        listing = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-        con.execute(f'CREATE VIEW "{name}" AS SELECT * FROM read_parquet([{listing}], union_by_name=true)')
+    con = duckdb.connect(":memory:")
+    try:
+        con.register("_units_arrow", pa.Table.from_pylist(unit_rows(run_dir, manifest)))
+        con.execute("CREATE TABLE units AS SELECT * FROM _units_arrow")
+        con.unregister("_units_arrow")
+        for name, files in views(run_dir).items():
+            _load_table(con, run_dir, name, files)
+        con.execute("SET enable_external_access = false")
+        con.execute("SET lock_configuration = true")
+    except BaseException:
+        con.close()
+        raise
     return con
 
 
+def _load_table(con, run_dir: Path, name: str, files: list[str]) -> None:
+    import duckdb
+
+    listing = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+    try:
+        con.execute(f'CREATE TABLE "{name}" AS SELECT * FROM read_parquet([{listing}], union_by_name=true)')
+    except duckdb.Error as exc:
+        raise BadInput(f"{run_dir}: a unit table of {name} is damaged ({str(exc).splitlines()[0][:160]}); "
+                       "delete that unit's folder under units/ and rerun the batch") from None
+
+
 def query(run_dir: str | Path, sql: str):
-    """Run ``sql`` on a run's catalogue; returns a pandas DataFrame.
+    """Run ``sql`` on a run's catalogue (no file access from SQL); returns a pandas DataFrame.
 
     >>> query("runs/demo", "SELECT relation, avg(top1) FROM recall_facts GROUP BY relation")  # doctest: +SKIP
     """
@@ -193,6 +250,9 @@ def query(run_dir: str | Path, sql: str):
     con = connect(run_dir)
     try:
         return con.execute(sql).df()
+    except duckdb.PermissionException:
+        raise BadInput("query refused: SQL on a run may not read or write files (read_text, COPY, ATTACH, ...); "
+                       "query the run's tables only") from None
     except duckdb.Error as exc:
         known = ", ".join(["units", *sorted(views(run_dir))])
         raise BadInput(f"query failed: {str(exc).splitlines()[0]} (tables: {known})") from None

@@ -13,6 +13,7 @@ A claim batch adds::
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,8 @@ from pathlib import Path
 from ffnmem import catalog
 from ffnmem.batch import Batch, load_batch
 from ffnmem.errors import BadInput, FfnmemError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -53,9 +56,24 @@ def load_claim(path: str | Path) -> Claim:
 def measure(claim: Claim, run_dir: str | Path) -> float:
     """The claim's value on a run (first column of the first row of its SQL)."""
     df = catalog.query(run_dir, claim.sql)
-    if df.empty:
+    if df.empty or df.shape[1] == 0:
         raise BadInput(f"claim {claim.id}: its query returned no rows on {run_dir}")
-    return float(df.iloc[0, 0])
+    value = df.iloc[0, 0]
+    number = None if isinstance(value, (str, bytes, bool)) else _number(value)
+    if number is None or math.isnan(number):
+        import pandas as pd
+
+        shown = "NULL" if number is not None or pd.isna(value) else repr(str(value)[:40])
+        raise BadInput(f"claim {claim.id}: its query returned {shown}, not a number, on {run_dir}; "
+                       "fix the claim's sql or check that the run has the rows it reads")
+    return number
+
+
+def _number(value) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def latest_run(claim: Claim, runs: Path) -> Path | None:
@@ -71,13 +89,22 @@ def latest_run(claim: Claim, runs: Path) -> Path | None:
             continue
         done = all(catalog.is_done(run, u["unit_id"]) for u in m["units"])
         if m.get("batch_hash") == claim.batch.hash and done:
-            if best is None or (run / "catalog.parquet").stat().st_mtime > (best / "catalog.parquet").stat().st_mtime:
+            if best is None or _mtime(run) > _mtime(best):
                 best = run
     return best
 
 
+def _mtime(run: Path) -> float:
+    """When the run's catalogue was last written (0 when it is missing: that run is oldest)."""
+    path = run / "catalog.parquet"
+    return path.stat().st_mtime if path.exists() else 0.0
+
+
 def claims_table(probes: str | Path = "probes/claims", runs: str | Path = "runs") -> list[dict]:
-    """One row per claim batch: measured value, expectation, PASS/FAIL/NOT RUN, run folder."""
+    """One row per claim batch: measured value, expectation, PASS/FAIL/NOT RUN/ERROR, run folder.
+
+    ERROR rows (the claim's SQL failed or gave no number) carry the one-line reason in ``error``.
+    """
     paths = sorted(Path(probes).glob("*.toml"))
     if not paths:
         raise BadInput(f"no claim batches in {probes}")
@@ -88,7 +115,12 @@ def claims_table(probes: str | Path = "probes/claims", runs: str | Path = "runs"
         row = {"claim": f"{claim.id}: {claim.statement}", "expected": claim.expected(), "run": str(run or "-"),
                "measured": "-", "status": "NOT RUN", "value": None, "batch": str(path)}
         if run is not None:
-            value = measure(claim, run)
-            row.update(value=value, measured=f"{value:.4g}", status="PASS" if claim.passes(value) else "FAIL")
+            try:
+                value = measure(claim, run)
+            except FfnmemError as exc:  # one broken claim must not hide the others
+                log.warning("%s", exc)
+                row.update(status="ERROR", error=str(exc))
+            else:
+                row.update(value=value, measured=f"{value:.4g}", status="PASS" if claim.passes(value) else "FAIL")
         rows.append(row)
     return rows

@@ -108,20 +108,47 @@ def load_model(
     (``"tiny-2l@seed=3"`` overrides it). Raises :class:`ModelNotFound` listing what is available.
     """
     dev, dt = resolve_device(device), resolve_dtype(dtype)
+    kind, where, spec_seed = resolve_spec(spec)
+    seed = seed if spec_seed is None else spec_seed
+    if kind == "native":
+        return _load_native(where, PRESETS[where], seed, dev, dt)  # fresh seeded init: finite
+    if kind == "embedded":
+        wb = _load_hf_folder(_smollm2_folder(), dev, dt, model_id=DEFAULT_MODEL)
+    elif kind == "checkpoint":
+        return load_checkpoint(where, device=device, dtype=dtype)  # checks finiteness itself
+    elif kind == "gguf":
+        wb = _load_gguf(where, dev, dt)
+    else:  # a Hugging Face folder, given as a path or found in the local cache
+        wb = _load_hf_folder(where, dev, dt, model_id=str(where.resolve()) if kind == "hf_folder" else spec)
+    check_finite(wb)
+    return wb
+
+
+def resolve_spec(spec: str) -> tuple[str, Any, int | None]:
+    """Where ``spec`` would load from, without loading anything: ``(kind, where, seed)``.
+
+    ``kind`` is native / embedded / checkpoint / hf_folder / gguf / hf_cache; ``seed`` is the
+    ``@seed=N`` suffix or None. Raises :class:`ModelNotFound` (or :class:`MissingPackage`) like
+    :func:`load_model` would, so a batch can be checked before anything runs.
+    """
     name, _, opts = spec.partition("@")
+    seed = None
     if opts.startswith("seed="):
+        if not opts.removeprefix("seed=").isdigit():
+            raise ModelNotFound(f"model spec {spec!r}: seed must be a whole number, e.g. {name}@seed=3")
         seed = int(opts.removeprefix("seed="))
     if name in PRESETS:
-        return _load_native(name, PRESETS[name], seed, dev, dt)
+        return "native", name, seed
     if name.lower() in (DEFAULT_MODEL, "smollm2", "smollm2-135m-instruct"):
-        return _load_hf_folder(_smollm2_folder(), dev, dt, model_id=DEFAULT_MODEL)
+        _smollm2_gguf()
+        return "embedded", None, None
     path = Path(spec).expanduser()
     if path.is_dir() and (path / CHECKPOINT_META).exists():
-        return load_checkpoint(path, device=device, dtype=dtype)
+        return "checkpoint", path, None
     if path.is_dir() and (path / "config.json").exists():
-        return _load_hf_folder(path, dev, dt, model_id=str(path.resolve()))
+        return "hf_folder", path, None
     if path.suffix == ".gguf" and path.is_file():
-        return _load_gguf(path, dev, dt)
+        return "gguf", path, None
     if path.exists():
         raise ModelNotFound(
             f"{spec} exists but is not a model: expected a GGUF file, an ffnmem checkpoint or a "
@@ -129,12 +156,25 @@ def load_model(
         )
     cached = _hf_cache_folder(spec)
     if cached is not None:
-        return _load_hf_folder(cached, dev, dt, model_id=spec)
+        return "hf_cache", cached, None
     names = ", ".join(e.spec for e in list_models() if e.available)
     raise ModelNotFound(
         f"unknown model {spec!r}; available here: {names} (or a path to a GGUF file, "
         "a Hugging Face folder or an ffnmem checkpoint)"
     )
+
+
+def check_finite(wb: Workbench) -> None:
+    """Refuse weights holding NaN or inf, naming the first such parameter.
+
+    Such a model gives numbers that look like results (p = nan, top-5 = 1.00); one
+    ``isfinite`` pass per tensor costs a fraction of a second even for SmolLM2.
+    """
+    for name, p in wb.bridge.original_model.named_parameters():
+        if p.is_floating_point() and not bool(torch.isfinite(p).all()):
+            bad, name = int((~torch.isfinite(p)).sum()), name.replace("._original_component", "")
+            raise CorruptWeights(f"{wb.source or wb.model_id}: parameter {name} holds {bad} NaN/inf values; "
+                                 "the weights are broken (a diverged run?): use an earlier checkpoint")
 
 
 def list_models() -> list[ModelEntry]:
@@ -190,6 +230,7 @@ def load_checkpoint(path: str | Path, *, device: str = "auto", dtype: str = "flo
         raise CorruptWeights(f"cannot read checkpoint {path}: {_short(exc)}; re-save it") from None
     wb.weight_hash = file_sha256(path / "model.safetensors")
     wb.source = f"ffnmem checkpoint {path}"
+    check_finite(wb)
     return wb
 
 
@@ -313,7 +354,9 @@ def _load_hf_folder(path: Path, dev, dt, *, model_id: str) -> Workbench:
 
     tok = _auto_tokenizer(path)
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dt, local_files_only=True)
+        # weights_only: a pytorch_model.bin is a pickle; never let it run code (safetensors need no pickle)
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dt, local_files_only=True, weights_only=True,
+                                                     trust_remote_code=False)
     except Exception as exc:  # noqa: BLE001
         raise CorruptWeights(f"cannot load model weights from {path}: {_short(exc)}") from None
     source = json.loads((path / "source.json").read_text()) if (path / "source.json").exists() else {}
@@ -329,7 +372,7 @@ def _auto_tokenizer(path: Path):
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        return AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
     except Exception as exc:  # noqa: BLE001
         raise CorruptWeights(f"cannot load the tokenizer in {path}: {_short(exc)}") from None
 

@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 from safetensors.torch import load_file, save_file
 
-from ffnmem.errors import BadInput
+from ffnmem.errors import BadInput, FfnmemError
 from ffnmem.paths import atomic_dir, atomic_write_json
 
 SCHEMA_VERSION = 1
@@ -89,3 +90,34 @@ class Result:
 def table_from_rows(rows: list[dict[str, Any]]) -> pa.Table:
     """A pyarrow table from a list of dicts (columns from the first row)."""
     return pa.Table.from_pylist(rows)
+
+
+class NonFiniteResult(FfnmemError):
+    """A result holds NaN or inf: the computation broke (NaN weights, overflow)."""
+
+
+def check_finite(result: Result) -> None:
+    """Refuse NaN/inf in any float column (lists of floats included) or float tensor, naming the first.
+
+    Convention: a value that is undefined (a bin without rows, a subject span too short) is stored
+    as NULL, never NaN (see the causal_trace analysis), so NaN here means the numbers are broken.
+    """
+    for name, table in result.tables.items():
+        for col in table.column_names:
+            values = _floats(table.column(col))
+            if values is not None:
+                bad = pc.sum(pc.cast(pc.invert(pc.is_finite(values)), pa.int64())).as_py() or 0
+                if bad:
+                    raise NonFiniteResult(f"{result.kind}: table {name}, column {col} holds {bad} NaN/inf of "
+                                          f"{len(values)} values; the computation broke (NaN weights, overflow?)")
+    for name, t in result.tensors.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise NonFiniteResult(f"{result.kind}: tensor {name} holds {int((~torch.isfinite(t)).sum())} NaN/inf "
+                                  "values; the computation broke (NaN weights, overflow?)")
+
+
+def _floats(column: pa.ChunkedArray) -> pa.ChunkedArray | None:
+    """The float values of a column, lists flattened; None when it holds no floats."""
+    while pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
+        column = pc.list_flatten(column)
+    return column if pa.types.is_floating(column.type) else None

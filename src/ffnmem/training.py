@@ -4,9 +4,12 @@ AdamW with linear warmup and cosine decay, seeded. The data order is a pure func
 ``(seed, step)`` (one permutation of the documents per epoch, from a generator seeded with
 ``seed`` and the epoch), so a run that stops and resumes from a checkpoint sees the same batches
 and ends with the same weights as one that never stopped. Checkpoints are written atomically:
-``run/checkpoints/step-NNNNNN/{model/, state.pt}`` where ``model/`` is an ffnmem checkpoint
-(weights, config, word-level tokenizer) and ``state.pt`` holds the optimizer, scheduler, step
-and the logged curves. Documents are trained one per row (BOS doc EOS, padded; no packing), with
+``run/checkpoints/step-NNNNNN/{model/, optimizer.safetensors, state.json}`` where ``model/`` is an
+ffnmem checkpoint (weights, config, word-level tokenizer), ``optimizer.safetensors`` the AdamW
+moments and ``state.json`` the step, optimizer hyperparameters, scheduler, logged curves and the
+run's fingerprint. No pickle anywhere: a run folder from someone else can be resumed without
+running its code (an old ``state.pt`` is refused, never unpickled). No RNG state is saved because
+training draws none from global generators: batches and masks are functions of ``(seed, step)``. Documents are trained one per row (BOS doc EOS, padded; no packing), with
 the loss masked on padding.
 """
 
@@ -16,6 +19,7 @@ import dataclasses
 import json
 import logging
 import math
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,8 +182,7 @@ def train(corpus: FactCorpus, cfg: TrainConfig, run_dir: str | Path | None = Non
     opt, sched = _optimizer(wb, cfg)
     step, losses, evals = 0, [], []
     if state is not None:
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
+        _load_optimizer(opt, sched, state)
         step, losses, evals = state["step"], state["losses"], state["evals"]
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -227,35 +230,86 @@ def _fingerprint(corpus: FactCorpus, cfg: TrainConfig, objective=None) -> dict:
     return {"train": dataclasses.asdict(cfg), "facts": corpus.config.to_dict(), **extra}
 
 
+STATE_FILE, OPTIMIZER_FILE, STATE_FORMAT = "state.json", "optimizer.safetensors", "ffnmem-train-state-v1"
+_MOMENT = re.compile(r"^state\.(\d+)\.([A-Za-z_]+)$")
+
+
 def _save_state(run_dir: Path, wb, opt, sched, step, losses, evals, corpus, cfg, objective=None) -> Path:
+    from safetensors.torch import save_file
+
     from ffnmem.models import save_checkpoint
 
     target = run_dir / "checkpoints" / f"step-{step:06d}"
+    sd = opt.state_dict()
+    moments = {f"state.{i}.{k}": v.detach().cpu().contiguous() for i, st in sd["state"].items() for k, v in st.items()}
     with atomic_dir(target) as tmp:
         save_checkpoint(wb, tmp / "model", extra={"step": step})
-        torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step,
-                    "losses": losses, "evals": evals, "fingerprint": _fingerprint(corpus, cfg, objective)}, tmp / "state.pt")
+        save_file(moments, str(tmp / OPTIMIZER_FILE))
+        atomic_write_json(tmp / STATE_FILE, {
+            "format": STATE_FORMAT, "step": step, "losses": losses, "evals": evals,
+            "param_groups": sd["param_groups"], "scheduler": sched.state_dict(),
+            "fingerprint": _fingerprint(corpus, cfg, objective)})
     atomic_write_json(run_dir / "curves.json", {"losses": losses, "evals": evals})
     return target
+
+
+def _load_optimizer(opt, sched, state: dict) -> None:
+    """Restore AdamW and the scheduler from a checkpoint's JSON and safetensors (no pickle)."""
+    from safetensors.torch import load_file
+
+    where = state["dir"]
+    try:
+        tensors = load_file(str(where / OPTIMIZER_FILE))
+        moments: dict[int, dict] = {}
+        for key, value in tensors.items():
+            m = _MOMENT.match(key)
+            if m is None:
+                raise ValueError(f"unexpected tensor {key!r}")
+            moments.setdefault(int(m.group(1)), {})[m.group(2)] = value
+        groups = [{**g, "betas": tuple(g["betas"])} for g in state["param_groups"]]  # JSON made it a list
+        opt.load_state_dict({"state": moments, "param_groups": groups})
+        sched.load_state_dict(state["scheduler"])
+    except Exception as exc:  # noqa: BLE001 - truncated file, wrong shapes, missing keys
+        raise CorruptWeights(f"cannot resume from {where}: {type(exc).__name__}: {str(exc)[:200]}; "
+                             "delete that checkpoint folder") from None
+
+
+def _fingerprint(corpus: FactCorpus, cfg: TrainConfig, objective=None) -> dict:
+    extra = {} if objective is None else {"objective": objective.to_dict()}
+    # through JSON, as saved: tuples become lists, so a fresh fingerprint compares equal
+    return json.loads(json.dumps({"train": dataclasses.asdict(cfg), "facts": corpus.config.to_dict(), **extra}))
 
 
 def checkpoints(run_dir: str | Path) -> list[Path]:
     """Complete checkpoints of a run, oldest first (temp folders of interrupted writes skipped)."""
     root = Path(run_dir) / "checkpoints"
-    return sorted(p for p in root.glob("step-*") if (p / "state.pt").exists()) if root.is_dir() else []
+    return sorted(p for p in root.glob("step-*") if (p / STATE_FILE).exists()) if root.is_dir() else []
+
+
+def _refuse_pickled(run_dir: Path, found: list[Path]) -> None:
+    """An old-format checkpoint (``state.pt``, a pickle) newer than any readable one: refuse it."""
+    root = run_dir / "checkpoints"
+    old = sorted(p for p in root.glob("step-*") if (p / "state.pt").exists() and not (p / STATE_FILE).exists())
+    if old and (not found or old[-1].name > found[-1].name):
+        raise BadInput(f"{old[-1]} holds a pickled state.pt, which ffnmem never loads (unpickling can run code); "
+                       f"delete {root} to train from scratch, or use a new --out folder")
 
 
 def _latest_state(run_dir: Path, corpus: FactCorpus, cfg: TrainConfig, objective=None) -> dict | None:
     found = checkpoints(run_dir)
+    _refuse_pickled(run_dir, found)
     if not found:
         return None
     try:
-        state = torch.load(found[-1] / "state.pt", weights_only=False)
-    except Exception as exc:  # noqa: BLE001
-        raise CorruptWeights(f"cannot read {found[-1]}/state.pt ({type(exc).__name__}); delete that checkpoint") from None
+        state = json.loads((found[-1] / STATE_FILE).read_text())
+        if state.get("format") != STATE_FORMAT:
+            raise ValueError(f"format {state.get('format')!r}")
+    except (OSError, ValueError, AttributeError) as exc:
+        raise CorruptWeights(f"cannot read {found[-1]}/{STATE_FILE} ({type(exc).__name__}); "
+                             "delete that checkpoint folder") from None
     if state.get("fingerprint") != _fingerprint(corpus, cfg, objective):
         raise BadInput(f"{run_dir} holds checkpoints of another config; use a new --out folder or the same settings")
-    state["model_dir"] = found[-1] / "model"
+    state["model_dir"], state["dir"] = found[-1] / "model", found[-1]
     return state
 
 

@@ -161,3 +161,87 @@ steps = 300
     B.run_batch(b, tmp_path / "run", progress=False)
     rows = catalog.query(tmp_path / "run", "SELECT sparsity, represented FROM toy_superposition_sweep ORDER BY sparsity")
     assert rows["represented"].tolist()[1] > rows["represented"].tolist()[0]
+
+
+@pytest.mark.parametrize("old, new, match", [
+    ('models = ["tiny-2l"]', 'models = ["tiny-2l", "tiny-2l"]', r"b\.toml:2: the batch parameter 'models'.*tiny-2l more than once"),
+    ('models = ["tiny-2l"]', 'models = ["tiny-2l"]\nseeds = [0, 1, 0]', r"b\.toml:3: the batch parameter 'seeds'.*0 more than once"),
+    ("shards = 3", "shards = 999", r"b\.toml:6: \[data\] shards = 999 but the facts hold only 6"),
+    ('models = ["tiny-2l"]', 'models = ["tiny-2l"]\ndevice = "gpu"', r"b\.toml:3: .*'device'.*'cpu', 'cuda' or 'auto'"),
+    ('models = ["tiny-2l"]', 'models = ["a/b", "a_b"]', r"models 'a/b' and 'a_b' give the same unit id"),
+])
+def test_batches_that_would_give_ambiguous_or_empty_units_are_refused(tmp_path, old, new, match):
+    with pytest.raises(BadInput, match=match):
+        B.load_batch(write(tmp_path, BASE.replace(old, new)))
+
+
+def test_check_resolves_models_and_device_without_loading(tmp_path, monkeypatch):
+    import ffnmem.models
+
+    monkeypatch.setattr(ffnmem.models, "load_model", lambda *a, **k: pytest.fail("--check loaded a model"))
+    assert len(B.check_batch(B.load_batch(write(tmp_path, BASE)))) == 6
+    with pytest.raises(BadInput, match=r"b\.toml:2: unknown model 'tiny-3l'"):
+        B.check_batch(B.load_batch(write(tmp_path, BASE.replace('"tiny-2l"', '"tiny-3l"'))))
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    cuda = B.load_batch(write(tmp_path, BASE.replace('models = ["tiny-2l"]', 'models = ["tiny-2l"]\ndevice = "cuda"')))
+    with pytest.raises(BadInput, match=r"b\.toml:3: device 'cuda' was asked for but no CUDA GPU"):
+        B.check_batch(cuda)
+    assert len(B.check_batch(cuda, local=False)) == 6  # Ray: the workers must have it, not this machine
+
+
+def _boom(wb, data, p, seed):
+    raise RuntimeError("something unexpected\nsecond line")
+
+
+def test_unexpected_exception_fails_its_unit_and_the_batch_goes_on(tmp_path, monkeypatch):
+    from ffnmem import analyses as A
+
+    monkeypatch.setitem(A.ANALYSES, "boom", A.Analysis("boom", A.Params, _boom, "facts"))
+    text = BASE.replace("shards = 3", "shards = 1").replace('[[analysis]]\nname = "direct_effects"',
+                                                            '[[analysis]]\nname = "boom"\n\n[[analysis]]\nname = "direct_effects"')
+    b = B.load_batch(write(tmp_path, text))
+    with pytest.raises(B.UnitsFailed, match=r"^1 of 3 units failed \(first: .*boom.*: RuntimeError: something unexpected\)"):
+        B.run_batch(b, tmp_path / "run", progress=False)
+    rows = C.query(tmp_path / "run", "SELECT analysis, status, error FROM units ORDER BY analysis")
+    assert rows.status.tolist() == ["failed", "done", "done"]
+    assert rows.error[0] == "RuntimeError: something unexpected"
+
+
+def test_ctrl_c_stops_the_batch(tmp_path, monkeypatch):
+    from ffnmem import analyses as A
+
+    def interrupt(*a):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(A.ANALYSES, "boom", A.Analysis("boom", A.Params, interrupt, "facts"))
+    b = B.load_batch(write(tmp_path, BASE.replace('name = "recall"', 'name = "boom"').replace('scoring = "sequence"\n', '')))
+    with pytest.raises(KeyboardInterrupt):
+        B.run_batch(b, tmp_path / "run", progress=False)
+    assert not any("direct_effects" in p.name for p in (tmp_path / "run").rglob("*"))  # nothing ran after it
+
+
+def test_unreachable_ray_address_is_one_line_in_seconds(tmp_path):
+    pytest.importorskip("ray")
+    b = B.load_batch(write(tmp_path, BASE))
+    t0 = time.perf_counter()
+    with pytest.raises(BadInput, match=r"^cannot (reach|start or join) .*127\.0\.0\.1:1") as exc:
+        B.run_batch(b, tmp_path / "run", executor="ray", address="ray://127.0.0.1:1", progress=False)
+    assert "\n" not in str(exc.value) and time.perf_counter() - t0 < 20
+
+
+def _nan_table(wb, data, p, seed):
+    from ffnmem.results import Result, table_from_rows
+
+    return Result(kind="nan", tables={"rows": table_from_rows([{"p": 0.5}, {"p": float("nan")}, {"p": None}])})
+
+
+def test_unit_with_nan_numbers_fails_and_is_never_marked_done(tmp_path, monkeypatch):
+    from ffnmem import analyses as A
+
+    monkeypatch.setitem(A.ANALYSES, "nan", A.Analysis("nan", A.Params, _nan_table, "facts"))
+    text = BASE.replace("shards = 3", "shards = 1").replace('name = "direct_effects"\nfirst_token = "any"\ntop = 3',
+                                                            'name = "nan"')
+    with pytest.raises(B.UnitsFailed, match=r"table rows, column p holds 1 NaN/inf of 3 values"):
+        B.run_batch(B.load_batch(write(tmp_path, text)), tmp_path / "run", progress=False)
+    rows = C.query(tmp_path / "run", "SELECT analysis, status, path FROM units ORDER BY analysis")
+    assert rows.status.tolist() == ["failed", "done"] and rows.path.isna().tolist() == [True, False]

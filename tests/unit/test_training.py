@@ -54,3 +54,25 @@ def test_document_longer_than_context_is_refused():
 def test_bad_train_settings(kwargs):
     with pytest.raises(BadInput):
         TrainConfig(**kwargs)
+
+
+def test_resume_from_json_and_safetensors_gives_identical_weights(tmp_path):
+    corpus = generate(FACTS)
+    full = train(corpus, CFG, tmp_path / "full", device="cpu", progress=False)
+    train(corpus, CFG, tmp_path / "cut", device="cpu", progress=False, stop_at=7)
+    assert not list((tmp_path / "cut").rglob("*.pt"))
+    resumed = train(corpus, CFG, tmp_path / "cut", device="cpu", progress=False)
+    a, b = full.wb.bridge.original_model.state_dict(), resumed.wb.bridge.original_model.state_dict()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    assert resumed.losses == full.losses
+
+
+def test_damaged_optimizer_state_is_one_line(tmp_path):
+    from ffnmem.errors import CorruptWeights
+
+    corpus = generate(FACTS)
+    train(corpus, CFG, tmp_path / "r", device="cpu", progress=False, stop_at=5)
+    (checkpoints(tmp_path / "r")[-1] / "optimizer.safetensors").write_bytes(b"garbage")
+    with pytest.raises(CorruptWeights, match="delete that checkpoint folder"):
+        train(corpus, CFG, tmp_path / "r", device="cpu", progress=False)

@@ -17,7 +17,7 @@ def run_cmd(
     out_dir: Annotated[Path | None, typer.Option("--out", help="Run folder (default: [outputs] dir, else runs/NAME).")] = None,
     executor: Annotated[str, typer.Option(help="local (this process) or ray (tasks on a Ray cluster).")] = "local",
     address: Annotated[str | None, typer.Option(help="Ray address (default: start or join a local instance).")] = None,
-    check: Annotated[bool, typer.Option("--check", help="Validate the batch and list its units; run nothing.")] = False,
+    check: Annotated[bool, typer.Option("--check", help="Validate the batch (models resolvable offline, device, facts, parameters) and list its units; load and run nothing.")] = False,
 ) -> None:
     """Run a batch: validate it, split it into units, run the unfinished ones, record them in the catalogue.
 
@@ -27,7 +27,7 @@ def run_cmd(
     from ffnmem import catalog as C
 
     b = B.load_batch(batch)
-    units = B.units(b)
+    units = B.check_batch(b, local=executor == "local")  # models resolvable, device present; nothing loaded
     if check:
         for u in units:
             out.print(u.unit_id)
@@ -62,6 +62,10 @@ def claims(
     table = Table(title="claims")
     for col in ("claim", "measured", "expected", "status", "run"):
         table.add_column(col)
-    for row in claims_table(probes, runs):
+    rows = claims_table(probes, runs)
+    for row in rows:
         table.add_row(row["claim"], row["measured"], row["expected"], row["status"], row["run"])
     out.print(table)
+    for row in rows:
+        if row["status"] == "ERROR":
+            out.print(f"{row['batch']}: {row['error']}")
