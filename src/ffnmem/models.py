@@ -108,9 +108,7 @@ def load_model(
     (``"tiny-2l@seed=3"`` overrides it). Raises :class:`ModelNotFound` listing what is available.
     """
     dev, dt = resolve_device(device), resolve_dtype(dtype)
-    name, _, opts = spec.partition("@")
-    if opts.startswith("seed="):
-        seed = int(opts.removeprefix("seed="))
+    name, seed = _split_spec(spec, seed)
     if name in PRESETS:
         return _load_native(name, PRESETS[name], seed, dev, dt)
     if name.lower() in (DEFAULT_MODEL, "smollm2", "smollm2-135m-instruct"):
@@ -170,6 +168,30 @@ def save_checkpoint(wb: Workbench, path: str | Path, *, extra: dict | None = Non
             wb.tokenizer.save_pretrained(str(tmp / "tokenizer"))
         atomic_write_json(tmp / CHECKPOINT_META, meta)
     return path
+
+
+SPEC_KEYS = ("seed",)  # the keys a ``name@key=value`` suffix may set
+
+
+def _split_spec(spec: str, seed: int) -> tuple[str, int]:
+    """``tiny-2l@seed=3`` into the name and the seed; a path that exists keeps its ``@``."""
+    if "@" not in spec or Path(spec).expanduser().exists():
+        return spec, seed
+    name, _, opts = spec.partition("@")
+    for opt in opts.split(","):
+        key, eq, value = opt.partition("=")
+        if key.strip() not in SPEC_KEYS or not eq:
+            raise ModelNotFound(f"unknown model option {opt!r} in {spec!r}; allowed: "
+                                f"{', '.join(k + '=N' for k in SPEC_KEYS)} (e.g. tiny-2l@seed=3)")
+        try:
+            seed = int(value)
+        except ValueError:
+            raise ModelNotFound(f"seed {value!r} in {spec!r} is not an integer; e.g. tiny-2l@seed=3") from None
+        if not 0 <= seed < 2**32:
+            raise ModelNotFound(f"seed {seed} in {spec!r} is out of range; use 0..{2**32 - 1}")
+    if name not in PRESETS:
+        raise ModelNotFound(f"@seed applies to native presets only ({', '.join(PRESETS)}), not {name!r}")
+    return name, seed
 
 
 def load_checkpoint(path: str | Path, *, device: str = "auto", dtype: str = "float32") -> Workbench:
