@@ -61,12 +61,11 @@ def neuron(
     """A neuron card: one memory's trigger examples, value tokens and activation histogram, as HTML."""
     from ffnmem import triggers as T
     from ffnmem.cards import neuron_card
-    from ffnmem.results import Result
 
     wb = _load(model, device)
     layer = wb.check_layer(layer)
     if triggers is not None:
-        tr = T.from_result(Result.load(triggers))
+        tr = T.from_result(_triggers_of(triggers, wb))
     else:
         tr = T.mine(wb, _corpus_tokens(wb, text, window, max_tokens), [layer], k=k, progress="mining")
     card = neuron_card(wb, tr, layer, index, n_examples=k)
@@ -75,3 +74,18 @@ def neuron(
         out.print(f"  m={r['coeff']:7.3f}  …{r['context'][-40:]!r} [{r['trigger']!r}] → {r['next']!r}", highlight=False)
     out.print(f"value promotes: {', '.join(repr(t) for t, _ in card.top_tokens)}", highlight=False)
     out.print(f"card written to {path}")
+
+
+def _triggers_of(path: Path, wb):
+    """The triggers result at ``path``, refused when it was mined on other weights than ``wb``'s:
+    its token ids and neuron indices would then describe another model."""
+    from ffnmem.results import Result
+
+    res = Result.load(path)
+    if res.kind != "triggers":
+        raise BadInput(f"{path} holds a {res.kind!r} result, not triggers; pass the triggers/ folder written by `ffnmem keys`")
+    mined = res.provenance.get("weight_hash"), res.provenance.get("model_id")
+    if mined[0] != wb.weight_hash:
+        raise BadInput(f"{path} was mined on {mined[1]} (weights {str(mined[0])[:12]}), not on {wb.model_id} "
+                       f"(weights {wb.weight_hash[:12]}); pass the same --model or mine again")
+    return res
