@@ -107,6 +107,8 @@ def load_model(
     ``device="auto"`` picks CUDA when present. ``seed`` initialises native presets
     (``"tiny-2l@seed=3"`` overrides it). Raises :class:`ModelNotFound` listing what is available.
     """
+    if not spec.strip():
+        raise ModelNotFound("the model spec is empty; give a name such as tiny-2l (see `ffnmem models`) or a path")
     dev, dt = resolve_device(device), resolve_dtype(dtype)
     name, seed = _split_spec(spec, seed)
     if name in PRESETS:

@@ -35,7 +35,7 @@ TextOpt = Annotated[list[Path] | None, typer.Option(help="Corpus files (.txt, .j
 SEED_MAX = 2**32 - 1  # numpy's and torch's seeders both accept 0..2**32-1
 
 
-def check_range(option: str, value: float | None, lo: float, hi: float, *, lo_open: bool = False,
+def check_range(option: str, value: float | None, lo: float | int, hi: float | int, *, lo_open: bool = False,
                 hi_open: bool = False) -> None:
     """A float option inside [lo, hi] (ends open where asked), finite, else one usage line.
 
@@ -46,7 +46,7 @@ def check_range(option: str, value: float | None, lo: float, hi: float, *, lo_op
     inside = math.isfinite(value) and (lo < value if lo_open else lo <= value) and (value < hi if hi_open else value <= hi)
     if not inside:
         ends = f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
-        raise BadInput(f"{option} is {value}; use a number in {ends}")
+        raise BadInput(f"{option} {value:g} is outside {ends}; give a finite number in that range")
 
 
 def parse_layers(spec: str, n_layers: int) -> list[int]:
