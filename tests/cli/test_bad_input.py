@@ -268,3 +268,10 @@ def test_sigint_during_run_exits_130_with_one_line(tmp_path):
     assert "Traceback" not in err
     assert [line for line in _lines(err) if "unit" not in line] == [
         "interrupted: stopped by Ctrl-C; results already written are intact"], err
+
+
+def test_user_text_is_printed_literally(cli, hostile):
+    """Paths and names are not Rich markup: "[b]x[/b]" and "[/x]" come out as typed."""
+    r = cli("facts", "make", "--entities", "4", "--bins", "1", "-o", "[b]x[/b] [/x]")
+    assert r.returncode == 0, r.stderr
+    assert "[b]x[/b] [/x]" in r.stdout and (hostile / "[b]x[/b] [/x]" / "facts.jsonl").exists()
