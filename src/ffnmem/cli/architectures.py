@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from ffnmem.cli.app import SEED_MAX, check_range, DeviceOpt, app, out
+from ffnmem.errors import BadInput
 
 
 @app.command("compare-architectures")
@@ -34,8 +35,10 @@ def compare_architectures(
     tr = dataclasses.replace(cfg.train, **{k: v for k, v in dict(steps=steps, seed=seed).items() if v is not None})
     fc = dataclasses.replace(cfg.facts, seed=seed) if seed is not None else cfg.facts
     changes = {"train": tr, "facts": fc, "match_params": match}
-    if variants:
+    if variants is not None:  # an empty --variants "" is an error, not the preset's list
         changes["variants"] = tuple(v.strip() for v in variants.split(",") if v.strip())
+        if not changes["variants"]:
+            raise BadInput(f"--variants {variants!r} names no variant; e.g. causal,prefix-nopos,mlm-rope")
     if mask_rate is not None:
         changes["mask_rate"] = mask_rate
     cfg = dataclasses.replace(cfg, **changes)

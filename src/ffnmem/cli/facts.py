@@ -105,6 +105,8 @@ def attribute(
     optionally integrated gradients (knowledge neurons) and attribution patching."""
     from ffnmem.attribute_cmd import run_attribute
 
+    if distractor is not None and distractor.strip() == answer.strip():
+        raise BadInput(f"--distractor {distractor!r} is the answer itself; give a wrong answer to contrast with")
     wb = _load(model, device)
     rows, where = run_attribute(wb, prompt, answer, out_dir, distractor=distractor, top=top, ig_steps=ig_steps,
                                 corrupt=corrupt)

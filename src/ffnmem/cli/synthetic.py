@@ -64,7 +64,7 @@ def facts_make(
     check_range("--noise", noise, 0, 1, hi_open=True)
     check_range("--junk", junk, 0, 1, hi_open=True)
     cfg, _ = get_preset(preset)
-    bin_tuple = tuple(_ints(bins, "--bins", "1,2,4,8")) if bins else None
+    bin_tuple = tuple(_ints(bins, "--bins", "1,2,4,8")) if bins is not None else None
     changes = {k: v for k, v in dict(n_entities=entities, law=law, bins=bin_tuple, zipf_a=zipf_a,
                                      max_exposure=max_exposure, n_values=values, value_noise=noise,
                                      junk_share=junk, seed=seed).items() if v is not None}
