@@ -279,3 +279,18 @@ def test_user_text_is_printed_literally(cli, hostile):
     r = cli("facts", "make", "--entities", "4", "--bins", "1", "-o", "[b]x[/b] [/x]")
     assert r.returncode == 0, r.stderr
     assert "[b]x[/b] [/x]" in r.stdout and (hostile / "[b]x[/b] [/x]" / "facts.jsonl").exists()
+
+
+def test_permission_error_while_writing_is_one_line(cli, hostile, monkeypatch):
+    """What a read-only output folder raises (root, who runs CI here, can write into one)."""
+    import errno
+
+    from ffnmem.synthetic import FactCorpus
+
+    def denied(self, path):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+
+    monkeypatch.setattr(FactCorpus, "save", denied)
+    r = cli("facts", "make", "--entities", "4", "--bins", "1", "-o", "locked/facts")
+    assert r.returncode == 2 and _lines(r.stderr) == [
+        "error: locked/facts: Permission denied (check the path and its permissions)"], r.stderr
