@@ -60,10 +60,10 @@ def capture(
     from ffnmem.results import Result, make_provenance
 
     wb = _load(model, device)
+    names = cap.hook_names(wb, kind, parse_layers(layers, wb.n_layers))  # checked before the corpus is read
     tokens = _corpus_tokens(wb, text, window, max_tokens)
     if k > tokens.numel():
         raise BadInput(f"--k {k} is larger than the corpus ({tokens.numel()} tokens)")
-    names = cap.hook_names(wb, kind, parse_layers(layers, wb.n_layers))
     stats, topk = cap.reduce(wb, tokens, names, [cap.NeuronStats(), cap.TopK(k)], batch_size=batch_size)
     tensors = {"tokens": tokens}
     for name, d in stats.result().items():

@@ -27,9 +27,9 @@ def probe(
 ) -> None:
     """Linear probes per layer at the last (subject) token, with Hewitt-Liang control tasks and
     selectivity; writes curves.png, the cached representation datasets and a result table."""
+    check_range("--C", C, 0, math.inf, lo_open=True)
     from ffnmem.probe_jobs import builtin_task, read_task, run_probe
 
-    check_range("--C", C, 0, math.inf, lo_open=True)
     tasks = {t: builtin_task(t) for t in (task or ([] if prompts else ["city_continent", "word_category"]))}
     if prompts:
         tasks[prompts.stem] = read_task(prompts)
