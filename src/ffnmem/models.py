@@ -107,6 +107,7 @@ def load_model(
     ``device="auto"`` picks CUDA when present. ``seed`` initialises native presets
     (``"tiny-2l@seed=3"`` overrides it). Raises :class:`ModelNotFound` listing what is available.
     """
+    spec = str(spec)  # a Path works too
     if not spec.strip():
         raise ModelNotFound("the model spec is empty; give a name such as tiny-2l (see `ffnmem models`) or a path")
     dev, dt = resolve_device(device), resolve_dtype(dtype)

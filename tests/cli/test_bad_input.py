@@ -294,3 +294,25 @@ def test_permission_error_while_writing_is_one_line(cli, hostile, monkeypatch):
     r = cli("facts", "make", "--entities", "4", "--bins", "1", "-o", "locked/facts")
     assert r.returncode == 2 and _lines(r.stderr) == [
         "error: locked/facts: Permission denied (check the path and its permissions)"], r.stderr
+
+
+@pytest.mark.parametrize("spec, n, layers", [
+    ("all", 3, [0, 1, 2]), ("-1", 3, [2]), ("-3", 3, [0]), ("0-3,10", 12, [0, 1, 2, 3, 10]),
+    ("-2--1", 4, [2, 3]), (" 1 , 0 ", 2, [0, 1]), ("1-1", 2, [1]),
+])
+def test_parse_layers_reads_what_it_should(spec, n, layers):
+    from ffnmem.cli import parse_layers
+
+    assert parse_layers(spec, n) == layers
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("-4", "layer -4 is out of range"), ("3", "layer 3 is out of range"), ("0-99999999999", "99999999999"),
+    ("", "cannot read layers"), ("1,,2", "cannot read layers"), ("2-1", "is empty"), ("a-b", "cannot read"),
+])
+def test_parse_layers_refuses_before_building(spec, message):
+    from ffnmem.cli import parse_layers
+    from ffnmem.errors import BadInput
+
+    with pytest.raises(BadInput, match=re.escape(message)):
+        parse_layers(spec, 3)
