@@ -61,15 +61,11 @@ def read_texts(paths: Iterable[str | Path], *, field: str = "text") -> list[str]
 
 
 def _read_one(p: Path, field: str) -> list[str]:
-    if p.is_dir():
-        if not (p / "dataset_info.json").exists() and not (p / "state.json").exists():
-            raise BadInput(f"{p} is a folder but not a saved Hugging Face dataset")
-        import pyarrow as pa
-
-        return [t for f in sorted(p.glob("*.arrow")) for t in _column(pa.ipc.open_stream(f).read_all(), field, f)]
+    if p.is_dir() or p.suffix == ".parquet":
+        return _read_arrow(p, field)
     if p.suffix == ".jsonl":
         out = []
-        for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+        for n, line in enumerate(read_utf8_lines(p), 1):
             if not line.strip():
                 continue
             try:
@@ -77,14 +73,36 @@ def _read_one(p: Path, field: str) -> list[str]:
             except (ValueError, KeyError, TypeError):
                 raise BadInput(f"{p}:{n}: expected a JSON object with a {field!r} string") from None
         return out
-    if p.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        return _column(pq.read_table(p), field, p)
     try:
         return [p.read_text(encoding="utf-8")]
     except UnicodeDecodeError:
         raise BadInput(f"{p} is not UTF-8 text; give .txt, .jsonl or .parquet files") from None
+
+
+def read_utf8_lines(p: Path) -> list[str]:
+    """The lines of a UTF-8 text file; one that is not UTF-8 is one error naming the file and line."""
+    data = p.read_bytes()
+    try:
+        return data.decode("utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise BadInput(f"{p}:{line}: not UTF-8 text ({exc.reason}); save the file as UTF-8") from None
+
+
+def _read_arrow(p: Path, field: str) -> list[str]:
+    """A Parquet file or a saved Hugging Face dataset; a damaged one is one error line."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if p.is_dir() and not (p / "dataset_info.json").exists() and not (p / "state.json").exists():
+        raise BadInput(f"{p} is a folder but not a saved Hugging Face dataset")
+    try:
+        if not p.is_dir():
+            return _column(pq.read_table(p), field, p)
+        return [t for f in sorted(p.glob("*.arrow")) for t in _column(pa.ipc.open_stream(f).read_all(), field, f)]
+    except pa.ArrowException as exc:
+        raise BadInput(f"{p} cannot be read as {'a saved dataset' if p.is_dir() else 'Parquet'}: "
+                       f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
 
 
 def _column(table, field: str, source: Path) -> list[str]:

@@ -17,6 +17,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ffnmem.corpus import read_utf8_lines
 from ffnmem.errors import BadInput
 from ffnmem.workbench import Workbench
 
@@ -70,10 +71,15 @@ def load_facts(spec: str | Path | list, *, relations: list[str] | None = None,
                limit_per_relation: int | None = None) -> list[Fact]:
     """Read and validate fact files; errors name the file and line. Optionally filter relations."""
     facts: list[Fact] = []
-    for path in resolve_fact_paths(spec):
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    first: dict[tuple[str, str], Fact] = {}
+    for path in _unique_files(resolve_fact_paths(spec)):
+        if not path.is_file():
+            raise BadInput(f"fact file {path} is not a regular file; give a .jsonl file, a folder, or 'all'")
+        for n, line in enumerate(read_utf8_lines(path), start=1):
             if line.strip():
-                facts.append(parse_fact(line, where=f"{path}:{n}"))
+                fact = parse_fact(line, where=f"{path}:{n}")
+                _check_unique(fact, first)
+                facts.append(fact)
     if relations is not None:
         known = {f.relation for f in facts}
         unknown = [r for r in relations if r not in known]
@@ -91,6 +97,22 @@ def load_facts(spec: str | Path | list, *, relations: list[str] | None = None,
     if not facts:
         raise BadInput(f"no facts in {spec}: the fact set is empty")
     return facts
+
+
+def _unique_files(paths: list[Path]) -> list[Path]:
+    """``paths`` without repeats of the same file (``all`` plus one of its files, say), in order."""
+    seen: dict[Path, Path] = {}
+    for p in paths:
+        seen.setdefault(p.resolve(), p)
+    return list(seen.values())
+
+
+def _check_unique(fact: Fact, first: dict[tuple[str, str], Fact]) -> None:
+    """One fact per (subject, relation): a repeat would be counted twice in every rate."""
+    seen = first.setdefault((fact.subject, fact.relation), fact)
+    if seen is not fact:
+        raise BadInput(f"{fact.where}: duplicate fact (subject {fact.subject!r}, relation {fact.relation!r}) "
+                       f"first given at {seen.where}; keep each fact once")
 
 
 def parse_fact(line: str, *, where: str = "<string>") -> Fact:
@@ -115,6 +137,8 @@ def parse_fact(line: str, *, where: str = "<string>") -> Fact:
         raise BadInput(f"{where}: target {obj['target']!r} must start with exactly one space (it follows the prompt)")
     if obj["prompt"].endswith(" "):
         raise BadInput(f"{where}: prompt ends with a space; the space belongs to the target")
+    if any(d.strip() == obj["target"].strip() for d in obj.get("distractors", [])):
+        raise BadInput(f"{where}: distractor {obj['target']!r} is the answer itself; list only wrong answers")
     for text in [obj["prompt"], *obj.get("paraphrases", [])]:
         if obj["subject"] not in text:
             raise BadInput(f"{where}: subject {obj['subject']!r} not found verbatim in prompt {text!r}")

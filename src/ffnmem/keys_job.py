@@ -54,6 +54,8 @@ def run_keys(wb: Workbench, tokens: torch.Tensor, layers: list[int], out_dir: st
 def _write_cards(wb: Workbench, tr: T.Triggers, folder: Path, per_layer: int, context: int) -> list[Path]:
     """Cards for the memories with the largest top coefficient in each mined layer."""
     folder.mkdir(parents=True, exist_ok=True)
+    if per_layer < 1:  # --cards 0: no cards, and no histogram pass over nothing
+        return []
     chosen = {l: tr.values[l][0].topk(min(per_layer, tr.values[l].shape[1])).indices.tolist() for l in tr.layers}
     hist = histogram_coefficients(wb, tr, chosen)  # one forward pass for every card's histogram
     paths = []

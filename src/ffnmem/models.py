@@ -107,6 +107,7 @@ def load_model(
     ``device="auto"`` picks CUDA when present. ``seed`` initialises native presets
     (``"tiny-2l@seed=3"`` overrides it). Raises :class:`ModelNotFound` listing what is available.
     """
+    spec = str(spec)  # a Path works too
     dev, dt = resolve_device(device), resolve_dtype(dtype)
     kind, where, spec_seed = resolve_spec(spec)
     seed = seed if spec_seed is None else spec_seed
@@ -131,12 +132,10 @@ def resolve_spec(spec: str) -> tuple[str, Any, int | None]:
     ``@seed=N`` suffix or None. Raises :class:`ModelNotFound` (or :class:`MissingPackage`) like
     :func:`load_model` would, so a batch can be checked before anything runs.
     """
-    name, _, opts = spec.partition("@")
-    seed = None
-    if opts.startswith("seed="):
-        if not opts.removeprefix("seed=").isdigit():
-            raise ModelNotFound(f"model spec {spec!r}: seed must be a whole number, e.g. {name}@seed=3")
-        seed = int(opts.removeprefix("seed="))
+    spec = str(spec)
+    if not spec.strip():
+        raise ModelNotFound("the model spec is empty; give a name such as tiny-2l (see `ffnmem models`) or a path")
+    name, seed = _split_spec(spec, None)
     if name in PRESETS:
         return "native", name, seed
     if name.lower() in (DEFAULT_MODEL, "smollm2", "smollm2-135m-instruct"):
@@ -210,6 +209,30 @@ def save_checkpoint(wb: Workbench, path: str | Path, *, extra: dict | None = Non
             wb.tokenizer.save_pretrained(str(tmp / "tokenizer"))
         atomic_write_json(tmp / CHECKPOINT_META, meta)
     return path
+
+
+SPEC_KEYS = ("seed",)  # the keys a ``name@key=value`` suffix may set
+
+
+def _split_spec(spec: str, seed: int | None) -> tuple[str, int | None]:
+    """``tiny-2l@seed=3`` into the name and the seed; a path that exists keeps its ``@``."""
+    if "@" not in spec or Path(spec).expanduser().exists():
+        return spec, seed
+    name, _, opts = spec.partition("@")
+    for opt in opts.split(","):
+        key, eq, value = opt.partition("=")
+        if key.strip() not in SPEC_KEYS or not eq:
+            raise ModelNotFound(f"unknown model option {opt!r} in {spec!r}; allowed: "
+                                f"{', '.join(k + '=N' for k in SPEC_KEYS)} (e.g. tiny-2l@seed=3)")
+        try:
+            seed = int(value)
+        except ValueError:
+            raise ModelNotFound(f"seed {value!r} in {spec!r} is not an integer; e.g. tiny-2l@seed=3") from None
+        if not 0 <= seed < 2**32:
+            raise ModelNotFound(f"seed {seed} in {spec!r} is out of range; use 0..{2**32 - 1}")
+    if name not in PRESETS:
+        raise ModelNotFound(f"@seed applies to native presets only ({', '.join(PRESETS)}), not {name!r}")
+    return name, seed
 
 
 def load_checkpoint(path: str | Path, *, device: str = "auto", dtype: str = "float32") -> Workbench:

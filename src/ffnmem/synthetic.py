@@ -56,6 +56,11 @@ _JUNK_WORDS = ["the", "a", "of", "and", "to", "in", "is", "was", "it", "that", "
                "as", "at", "by", "this", "from", "or", "an", "but", "not", "are", "be", "have"]
 
 
+# Bounds that keep a corpus on one machine: documents grow as entities × attributes × exposures.
+MAX_ENTITIES = 100_000
+MAX_EXPOSURE = 10_000
+
+
 @dataclass(frozen=True, kw_only=True)
 class FactConfig:
     """Settings of a synthetic fact corpus. Same config (seed included) = same corpus."""
@@ -77,8 +82,8 @@ class FactConfig:
         def bad(msg: str) -> None:
             raise BadInput(f"invalid fact-corpus setting: {msg}")
 
-        if self.n_entities < 1:
-            bad(f"n_entities is {self.n_entities}; use at least 1")
+        if not 1 <= self.n_entities <= MAX_ENTITIES:
+            bad(f"n_entities is {self.n_entities}; use 1..{MAX_ENTITIES}")
         if not self.attributes or any(a not in ATTRIBUTES for a in self.attributes):
             bad(f"attributes {list(self.attributes)}; choose from {', '.join(ATTRIBUTES)}")
         if len(set(self.attributes)) != len(self.attributes):
@@ -87,12 +92,12 @@ class FactConfig:
             bad(f"n_values is {self.n_values}; use 2..500")
         if self.law not in ("bins", "zipf", "loguniform"):
             bad(f"law {self.law!r}; use bins, zipf or loguniform")
-        if self.law == "bins" and (not self.bins or min(self.bins) < 1):
-            bad(f"bins {list(self.bins)}; give exposure counts of at least 1")
+        if self.law == "bins" and (not self.bins or min(self.bins) < 1 or max(self.bins) > MAX_EXPOSURE):
+            bad(f"bins {list(self.bins)}; give exposure counts in 1..{MAX_EXPOSURE}")
         if self.law == "zipf" and not (0 < self.zipf_a <= 5 and math.isfinite(self.zipf_a)):
             bad(f"zipf_a is {self.zipf_a}; use an exponent in (0, 5]")
-        if not 1 <= self.min_exposure <= self.max_exposure:
-            bad(f"exposures {self.min_exposure}..{self.max_exposure}; need 1 <= min <= max")
+        if not 1 <= self.min_exposure <= self.max_exposure <= MAX_EXPOSURE:
+            bad(f"exposures {self.min_exposure}..{self.max_exposure}; need 1 <= min <= max <= {MAX_EXPOSURE}")
         if not 1 <= self.templates_per_attribute <= 4:
             bad(f"templates_per_attribute is {self.templates_per_attribute}; use 1..4")
         if not 0 <= self.value_noise < 1:

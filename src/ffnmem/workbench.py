@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import platform
+import re
 import sys
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
@@ -40,11 +41,19 @@ def hook_name(kind: str, layer: int) -> str:
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
-    if str(device) == "auto":
+    """``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``; anything else is one error line."""
+    if isinstance(device, torch.device):
+        device = str(device)
+    if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", device):
+        raise BadInput(f"unknown device {device!r}; use cpu, cuda, cuda:N or auto")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise BadInput("device 'cuda' was asked for but no CUDA GPU is visible; use --device cpu")
+        raise BadInput(f"device {device!r} was asked for but no CUDA GPU is visible; use --device cpu")
+    if dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise BadInput(f"device {device!r} does not exist: {torch.cuda.device_count()} CUDA GPU(s) visible "
+                       f"(cuda:0..cuda:{torch.cuda.device_count() - 1})")
     return dev
 
 

@@ -4,22 +4,26 @@ one per part of the workbench; every command loads models offline and errors pri
 from __future__ import annotations
 
 import logging
+import math
 import os
-import sys
+import re
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
-from ffnmem.errors import BadInput, FfnmemError
+from ffnmem.errors import BadInput
 
 app = typer.Typer(
     help="ffnmem: read the feed-forward layers of causal transformers as key-value memories.",
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
 )
-console = Console(stderr=True)
-out = Console()
+# Markup off: messages, paths, model specs and table cells hold user text such as "[data]" or "[/x]",
+# which Rich would strip or fail on; emphasis uses style= instead.
+console = Console(stderr=True, markup=False)
+out = Console(markup=False)
 
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Model spec: smollm2-135m, tiny-2l, a GGUF file, "
                                        "a Hugging Face folder or an ffnmem checkpoint. See `ffnmem models`.")]
@@ -28,30 +32,59 @@ TextOpt = Annotated[list[Path] | None, typer.Option(help="Corpus files (.txt, .j
                                                     "default: the built-in stdlib-docstring corpus.")]
 
 
+SEED_MAX = 2**32 - 1  # numpy's and torch's seeders both accept 0..2**32-1
+
+
+def check_range(option: str, value: float | None, lo: float | int, hi: float | int, *, lo_open: bool = False,
+                hi_open: bool = False) -> None:
+    """A float option inside [lo, hi] (ends open where asked), finite, else one usage line.
+
+    typer's ``min=``/``max=`` cannot express open ends and lets NaN through (NaN < lo is false).
+    """
+    if value is None:
+        return
+    inside = math.isfinite(value) and (lo < value if lo_open else lo <= value) and (value < hi if hi_open else value <= hi)
+    if not inside:
+        ends = f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+        raise BadInput(f"{option} {value:g} is outside {ends}; give a finite number in that range")
+
+
 def parse_layers(spec: str, n_layers: int) -> list[int]:
-    """``all``, ``5``, ``0-3,10`` or ``-1`` (from the top) into sorted layer indices."""
-    if spec == "all":
+    """``all``, ``5``, ``0-3,10`` or ``-1`` (from the top) into sorted layer indices.
+
+    Every index is checked against the model before a range is built, so a typo such as
+    ``0-99999999999`` is one error line rather than a huge set.
+    """
+    if spec.strip() == "all":
         return list(range(n_layers))
     layers: set[int] = set()
-    try:
-        for part in spec.split(","):
-            if "-" in part.strip()[1:]:
-                lo, hi = part.strip().split("-", 1) if not part.strip().startswith("-") else (part, part)
-                layers.update(range(int(lo), int(hi) + 1))
-            else:
-                layers.add(int(part) % n_layers if int(part) < 0 else int(part))
-    except ValueError:
-        raise BadInput(f"cannot read layers {spec!r}: use 'all', '5', '0-3,10' or '-1'") from None
-    bad = [l for l in layers if not 0 <= l < n_layers]
-    if bad:
-        raise BadInput(f"layer {bad[0]} is out of range: the model has layers 0..{n_layers - 1}")
+    for part in spec.split(","):
+        m = _LAYER_PART.fullmatch(part.strip())
+        if m is None:
+            raise BadInput(f"cannot read layers {spec!r}: use 'all', '5', '0-3,10' or '-1'")
+        lo = _layer_index(int(m[1]), n_layers)
+        hi = lo if m[2] is None else _layer_index(int(m[2]), n_layers)
+        if hi < lo:
+            raise BadInput(f"layer range {part.strip()!r} is empty: write the lower layer first, e.g. '0-3'")
+        layers.update(range(lo, hi + 1))
     return sorted(layers)
+
+
+_LAYER_PART = re.compile(r"(-?\d+)(?:-(-?\d+))?")
+
+
+def _layer_index(i: int, n_layers: int) -> int:
+    """``i`` as a layer index; negative indices count from the top and must lie in -n_layers..-1."""
+    if not -n_layers <= i < n_layers:
+        raise BadInput(f"layer {i} is out of range: the model has layers 0..{n_layers - 1} "
+                       f"(or -{n_layers}..-1 from the top)")
+    return i % n_layers
 
 
 def _load(model: str, device: str):
     from ffnmem.models import load_model
 
-    with console.status(f"loading {model} …"):
+    with console.status(Text(f"loading {model} …")):  # Text: the spec is not markup
         return load_model(model, device=device)
 
 
@@ -66,26 +99,12 @@ def _corpus_tokens(wb, text, window: int, max_tokens: int | None):
 
 
 def main() -> None:
-    """Entry point: run the app; user errors become one line on stderr and a non-zero exit."""
+    """Entry point: run the app behind the error boundary (one line per failure, see ``boundary``)."""
+    from ffnmem.cli.boundary import run
+
     logging.basicConfig(level=os.environ.get("FFNMEM_LOG", "WARNING"), format="%(levelname)s %(name)s: %(message)s")
     _quiet_libraries()
-    try:
-        app(standalone_mode=False)
-    except FfnmemError as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        console.print("[red]interrupted[/red]: results already written are intact")
-        sys.exit(130)
-    except Exception as exc:  # click usage errors arrive here in standalone_mode=False
-        import click
-
-        if isinstance(exc, click.exceptions.Exit):
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+    run(lambda: app(standalone_mode=False), console)
 
 
 def _quiet_libraries() -> None:

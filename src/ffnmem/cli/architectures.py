@@ -8,17 +8,18 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ffnmem.cli.app import DeviceOpt, app, out
+from ffnmem.cli.app import SEED_MAX, check_range, DeviceOpt, app, out
+from ffnmem.errors import BadInput
 
 
 @app.command("compare-architectures")
 def compare_architectures(
     preset: Annotated[str, typer.Option(help="Preset: tiny (CPU, a few minutes) or paper.")] = "tiny",
     variants: Annotated[str | None, typer.Option(help="Comma list, e.g. causal,prefix-nopos,mlm-rope (default: preset's).")] = None,
-    steps: Annotated[int | None, typer.Option(help="Override the number of training steps.")] = None,
+    steps: Annotated[int | None, typer.Option(min=1, help="Override the number of training steps.")] = None,
     mask_rate: Annotated[float | None, typer.Option(help="Masking rate of the masked LM, in (0, 1).")] = None,
     match: Annotated[bool, typer.Option(help="Require equal (non-positional) parameter counts.")] = True,
-    seed: Annotated[int | None, typer.Option(help="Seed of the corpus and of every variant's training.")] = None,
+    seed: Annotated[int | None, typer.Option(min=0, max=SEED_MAX, help="Seed of the corpus and of every variant's training.")] = None,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for report.md, PNGs and result/.")] = Path("ffnmem-out/architectures"),
     device: DeviceOpt = "cpu",
 ) -> None:
@@ -29,12 +30,15 @@ def compare_architectures(
 
     from ffnmem.architectures import compare, preset as get_preset, write_report
 
+    check_range("--mask-rate", mask_rate, 0, 1, lo_open=True, hi_open=True)
     cfg = get_preset(preset)
     tr = dataclasses.replace(cfg.train, **{k: v for k, v in dict(steps=steps, seed=seed).items() if v is not None})
     fc = dataclasses.replace(cfg.facts, seed=seed) if seed is not None else cfg.facts
     changes = {"train": tr, "facts": fc, "match_params": match}
-    if variants:
+    if variants is not None:  # an empty --variants "" is an error, not the preset's list
         changes["variants"] = tuple(v.strip() for v in variants.split(",") if v.strip())
+        if not changes["variants"]:
+            raise BadInput(f"--variants {variants!r} names no variant; e.g. causal,prefix-nopos,mlm-rope")
     if mask_rate is not None:
         changes["mask_rate"] = mask_rate
     cfg = dataclasses.replace(cfg, **changes)
@@ -45,6 +49,6 @@ def compare_architectures(
         table.add_row(r["variant"], f"{r['accuracy']:.3f}", f"{r['bits_per_param']:.4f}",
                       f"{r['probe_mae_last']:.2f}", f"{r['ffn_share']:.2f}")
     out.print(table)
-    out.print(f"report → [bold]{out_dir / 'report.md'}[/bold]")
+    out.print(f"report → {out_dir / 'report.md'}")
 
 

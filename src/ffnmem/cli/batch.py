@@ -26,6 +26,10 @@ def run_cmd(
     from ffnmem import batch as B
     from ffnmem import catalog as C
 
+    if batch.is_file():  # a non-UTF-8 batch file: one line naming the file and line (load_batch would not)
+        from ffnmem.corpus import read_utf8_lines
+
+        read_utf8_lines(batch)
     b = B.load_batch(batch)
     units = B.check_batch(b, local=executor == "local")  # models resolvable, device present; nothing loaded
     if check:

@@ -27,7 +27,7 @@ def models() -> None:
 def demo(
     model: ModelOpt = "smollm2-135m",
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for report.md, plots and result/.")] = Path("ffnmem-out/demo"),
-    top: Annotated[int, typer.Option(help="FFN memories shown per fact.")] = 8,
+    top: Annotated[int, typer.Option(min=1, help="FFN memories shown per fact.")] = 8,
     device: DeviceOpt = "auto",
 ) -> None:
     """The main job: recall of shipped capital-city facts, the FFN memories that write each answer
@@ -37,7 +37,7 @@ def demo(
     wb = _load(model, device)
     with console.status("attributing facts to FFN memories …"):
         report = run_demo(wb, out_dir, top_neurons=top)
-    out.print(f"report written to [bold]{report}[/bold]")
+    out.print(f"report written to {report}")
 
 
 @app.command()
@@ -47,10 +47,10 @@ def capture(
     layers: Annotated[str, typer.Option(help="Layers: all, 5, 0-3,10, -1.")] = "all",
     kind: Annotated[list[str], typer.Option(help="Activation kinds: post (coefficients), pre, out, mlp_in, "
                                             "resid_pre, resid_mid, resid_post.")] = ["post"],  # noqa: B006
-    window: Annotated[int, typer.Option(help="Tokens per window.")] = 128,
-    max_tokens: Annotated[int | None, typer.Option(help="Stop after about this many tokens.")] = None,
-    batch_size: Annotated[int, typer.Option(help="Windows per forward pass.")] = 8,
-    k: Annotated[int, typer.Option(help="Top-k examples kept per unit.")] = 20,
+    window: Annotated[int, typer.Option(min=2, help="Tokens per window.")] = 128,
+    max_tokens: Annotated[int | None, typer.Option(min=1, help="Stop after about this many tokens.")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Windows per forward pass.")] = 8,
+    k: Annotated[int, typer.Option(min=1, help="Top-k examples kept per unit.")] = 20,
     shards: Annotated[bool, typer.Option(help="Also write every activation to disk in shards (float16).")] = False,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Result folder.")] = Path("ffnmem-out/capture"),
     device: DeviceOpt = "auto",
@@ -59,13 +59,11 @@ def capture(
     from ffnmem import capture as cap
     from ffnmem.results import Result, make_provenance
 
-    if k < 1 or batch_size < 1:
-        raise BadInput("--k and --batch-size must be at least 1")
     wb = _load(model, device)
+    names = cap.hook_names(wb, kind, parse_layers(layers, wb.n_layers))  # checked before the corpus is read
     tokens = _corpus_tokens(wb, text, window, max_tokens)
     if k > tokens.numel():
         raise BadInput(f"--k {k} is larger than the corpus ({tokens.numel()} tokens)")
-    names = cap.hook_names(wb, kind, parse_layers(layers, wb.n_layers))
     stats, topk = cap.reduce(wb, tokens, names, [cap.NeuronStats(), cap.TopK(k)], batch_size=batch_size)
     tensors = {"tokens": tokens}
     for name, d in stats.result().items():
@@ -77,4 +75,4 @@ def capture(
            meta={"hooks": names, "window": window, "k": k, "n_tokens": tokens.numel()}).save(out_dir)
     if shards:
         cap.write_shards(wb, tokens, names, out_dir.with_name(out_dir.name + "-shards"), batch_size=batch_size)
-    out.print(f"captured {len(names)} hooks over {tokens.numel():,} tokens → [bold]{out_dir}[/bold]")
+    out.print(f"captured {len(names)} hooks over {tokens.numel():,} tokens → {out_dir}")

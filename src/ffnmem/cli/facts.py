@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ffnmem.cli.app import DeviceOpt, ModelOpt, _load, app, out
+from ffnmem.cli.app import SEED_MAX, DeviceOpt, ModelOpt, _load, app, out
 from ffnmem.errors import BadInput
 
 
@@ -27,14 +27,14 @@ def recall(
     facts: FactsOpt = ["all"],  # noqa: B006
     model: ModelOpt = "smollm2-135m",
     relation: Annotated[list[str] | None, typer.Option(help="Only these relations.")] = None,
-    limit: Annotated[int | None, typer.Option(help="At most this many facts per relation.")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="At most this many facts per relation.")] = None,
     scoring: Annotated[str, typer.Option(help="first_token or sequence (full answer log-probability).")] = "first_token",
-    k: Annotated[int, typer.Option(help="Top-k accuracy cut-off.")] = 5,
-    batch_size: Annotated[int, typer.Option(help="Prompts per forward pass.")] = 16,
+    k: Annotated[int, typer.Option(min=1, help="Top-k accuracy cut-off.")] = 5,
+    batch_size: Annotated[int, typer.Option(min=1, help="Prompts per forward pass.")] = 16,
     popularity: Annotated[bool, typer.Option(help="Also recall vs wordfreq popularity and, for wrong answers, "
                                              "whether the model names a more frequent entity of the same type "
                                              "(greedy-decodes the wrong facts).")] = True,
-    bins: Annotated[int, typer.Option(help="Popularity bins (quantiles) for --popularity.")] = 5,
+    bins: Annotated[int, typer.Option(min=1, help="Popularity bins (quantiles) for --popularity.")] = 5,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Result folder.")] = Path("ffnmem-out/recall"),
     run: Annotated[Path | None, typer.Option(help="A run folder of `ffnmem train`: measure recall against "
                                                   "exposure on its synthetic facts instead (as `ffnmem exposure`).")] = None,
@@ -51,8 +51,6 @@ def recall(
 
         run_exposure(run, None, out_dir, device=device)
         return
-    if popularity and bins < 1:
-        raise BadInput(f"--bins must be at least 1, got {bins}")
     fs = _facts(facts, relation, limit)
     wb = _load(model, device)
     res = run_recall(wb, fs, scoring=scoring, k=k, batch_size=batch_size, progress=True)
@@ -65,7 +63,7 @@ def recall(
     out.print(table)
     if popularity:
         _popularity(wb, fs, res, out_dir, bins)
-    out.print(f"results written to [bold]{out_dir}[/bold] (result/, recall.png"
+    out.print(f"results written to {out_dir} (result/, recall.png"
               + (", popularity/, recall_vs_popularity.png, substitutions.png)" if popularity else ")"))
 
 
@@ -98,8 +96,8 @@ def attribute(
     answer: Annotated[str, typer.Option(help="One-token answer with its leading space, e.g. ' Paris'.")],
     model: ModelOpt = "smollm2-135m",
     distractor: Annotated[str | None, typer.Option(help="Attribute the logit difference answer − distractor.")] = None,
-    top: Annotated[int, typer.Option(help="Neurons listed.")] = 20,
-    ig_steps: Annotated[int, typer.Option(help="Integrated-gradient steps (0: skip knowledge neurons).")] = 0,
+    top: Annotated[int, typer.Option(min=1, help="Neurons listed.")] = 20,
+    ig_steps: Annotated[int, typer.Option(min=0, help="Integrated-gradient steps (0: skip knowledge neurons).")] = 0,
     corrupt: Annotated[str | None, typer.Option(help="Corrupted prompt of the same token length: adds "
                                                      "attribution patching.")] = None,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Result folder.")] = Path("ffnmem-out/attribute"),
@@ -109,6 +107,8 @@ def attribute(
     optionally integrated gradients (knowledge neurons) and attribution patching."""
     from ffnmem.attribute_cmd import run_attribute
 
+    if distractor is not None and distractor.strip() == answer.strip():
+        raise BadInput(f"--distractor {distractor!r} is the answer itself; give a wrong answer to contrast with")
     wb = _load(model, device)
     rows, where = run_attribute(wb, prompt, answer, out_dir, distractor=distractor, top=top, ig_steps=ig_steps,
                                 corrupt=corrupt)
@@ -116,7 +116,7 @@ def attribute(
     for r in rows[:top]:
         table.add_row(str(r["layer"]), str(r["neuron"]), f"{r['direct_effect']:.3f}", f"{r['coefficient']:.3f}")
     out.print(table)
-    out.print(f"results written to [bold]{where}[/bold]")
+    out.print(f"results written to {where}")
 
 
 @app.command()
@@ -124,11 +124,11 @@ def trace(
     facts: FactsOpt = ["capital_of.jsonl"],  # noqa: B006
     model: ModelOpt = "smollm2-135m",
     relation: Annotated[list[str] | None, typer.Option(help="Only these relations.")] = None,
-    limit: Annotated[int | None, typer.Option(help="At most this many facts per relation.")] = 5,
-    samples: Annotated[int, typer.Option(help="Noise samples per fact.")] = 10,
-    window: Annotated[int, typer.Option(help="Layers restored together for MLP / attention.")] = 10,
-    seed: Annotated[int, typer.Option(help="Noise seed.")] = 0,
-    max_rows: Annotated[int, typer.Option(help="Rows per batched forward pass.")] = 256,
+    limit: Annotated[int | None, typer.Option(min=1, help="At most this many facts per relation.")] = 5,
+    samples: Annotated[int, typer.Option(min=1, help="Noise samples per fact.")] = 10,
+    window: Annotated[int, typer.Option(min=1, help="Layers restored together for MLP / attention.")] = 10,
+    seed: Annotated[int, typer.Option(min=0, max=SEED_MAX, help="Noise seed.")] = 0,
+    max_rows: Annotated[int, typer.Option(min=1, help="Rows per batched forward pass.")] = 256,
     kind: Annotated[list[str], typer.Option(help="States restored: resid, mlp, attn.")] = ["resid", "mlp", "attn"],  # noqa: B006
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Result folder.")] = Path("ffnmem-out/trace"),
     device: DeviceOpt = "auto",
@@ -143,4 +143,4 @@ def trace(
                       kinds=tuple(kind))
     for kind, (layer, pos, value) in peaks.items():
         out.print(f"{kind}: peak mean indirect effect {value:.3f} at layer {layer}, {pos} token")
-    out.print(f"results written to [bold]{out_dir}[/bold] (average.png, facts/*.png, result/)")
+    out.print(f"results written to {out_dir} (average.png, facts/*.png, result/)")

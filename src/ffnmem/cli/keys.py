@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ffnmem.cli.app import TextOpt, DeviceOpt, ModelOpt, _corpus_tokens, _load, app, out, parse_layers
+from ffnmem.cli.app import SEED_MAX, TextOpt, DeviceOpt, ModelOpt, _corpus_tokens, _load, app, out, parse_layers
 from ffnmem.errors import BadInput
 
 
@@ -16,14 +16,14 @@ def keys(
     model: ModelOpt = "smollm2-135m",
     text: TextOpt = None,
     layers: Annotated[str, typer.Option(help="Layers to mine: all, 5, 0-3,10, -1.")] = "all",
-    window: Annotated[int, typer.Option(help="Tokens per window.")] = 128,
-    max_tokens: Annotated[int | None, typer.Option(help="Stop after about this many tokens.")] = 16384,
-    k: Annotated[int, typer.Option(help="Top trigger examples kept per key.")] = 20,
-    value_k: Annotated[int, typer.Option(help="Top value tokens checked for agreement.")] = 10,
-    n_triggers: Annotated[int, typer.Option(help="Top trigger examples whose next token is checked.")] = 10,
-    cards: Annotated[int, typer.Option(help="Neuron cards written per layer.")] = 2,
-    seed: Annotated[int, typer.Option(help="Seed of the shuffled-pairing baseline.")] = 0,
-    batch_size: Annotated[int, typer.Option(help="Windows per forward pass.")] = 8,
+    window: Annotated[int, typer.Option(min=2, help="Tokens per window.")] = 128,
+    max_tokens: Annotated[int | None, typer.Option(min=1, help="Stop after about this many tokens.")] = 16384,
+    k: Annotated[int, typer.Option(min=1, help="Top trigger examples kept per key.")] = 20,
+    value_k: Annotated[int, typer.Option(min=1, help="Top value tokens checked for agreement.")] = 10,
+    n_triggers: Annotated[int, typer.Option(min=1, help="Top trigger examples whose next token is checked.")] = 10,
+    cards: Annotated[int, typer.Option(min=0, help="Neuron cards written per layer.")] = 2,
+    seed: Annotated[int, typer.Option(min=0, max=SEED_MAX, help="Seed of the shuffled-pairing baseline.")] = 0,
+    batch_size: Annotated[int, typer.Option(min=1, help="Windows per forward pass.")] = 8,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("ffnmem-out/keys"),
     device: DeviceOpt = "auto",
 ) -> None:
@@ -32,8 +32,6 @@ def keys(
     neuron cards and a report (Markdown + HTML)."""
     from ffnmem.keys_job import run_keys
 
-    if k < 1 or value_k < 1 or n_triggers < 1 or batch_size < 1 or cards < 0:
-        raise BadInput("--k, --value-k, --n-triggers and --batch-size must be at least 1 (--cards at least 0)")
     wb = _load(model, device)
     chosen = parse_layers(layers, wb.n_layers)
     tokens = _corpus_tokens(wb, text, window, max_tokens)
@@ -43,32 +41,31 @@ def keys(
     report = run_keys(wb, tokens, chosen, out_dir, k=k, value_k=value_k, n_triggers=n_triggers, seed=seed,
                       cards_per_layer=cards, corpus=",".join(map(str, text)) if text else "stdlib-docstrings",
                       batch_size=batch_size)
-    out.print(f"report written to [bold]{report}[/bold] (HTML: {report.with_suffix('.html')})")
+    out.print(f"report written to {report} (HTML: {report.with_suffix('.html')})")
 
 
 @app.command()
 def neuron(
     layer: Annotated[int, typer.Argument(help="Layer index (negative counts from the top).")],
-    index: Annotated[int, typer.Argument(help="Neuron (memory) index within the layer.")],
+    index: Annotated[int, typer.Argument(min=0, help="Neuron (memory) index within the layer.")],
     model: ModelOpt = "smollm2-135m",
     triggers: Annotated[Path | None, typer.Option(help="A triggers/ result written by `ffnmem keys` "
                                                   "(else the layer is mined over --max-tokens of the corpus).")] = None,
     text: TextOpt = None,
-    window: Annotated[int, typer.Option(help="Tokens per window.")] = 128,
-    max_tokens: Annotated[int, typer.Option(help="Tokens mined when no --triggers is given.")] = 8192,
-    k: Annotated[int, typer.Option(help="Trigger examples shown.")] = 10,
+    window: Annotated[int, typer.Option(min=2, help="Tokens per window.")] = 128,
+    max_tokens: Annotated[int, typer.Option(min=1, help="Tokens mined when no --triggers is given.")] = 8192,
+    k: Annotated[int, typer.Option(min=1, help="Trigger examples shown.")] = 10,
     out_file: Annotated[Path | None, typer.Option("--out", "-o", help="HTML file (default ffnmem-out/neuron-L-N.html).")] = None,
     device: DeviceOpt = "auto",
 ) -> None:
     """A neuron card: one memory's trigger examples, value tokens and activation histogram, as HTML."""
     from ffnmem import triggers as T
     from ffnmem.cards import neuron_card
-    from ffnmem.results import Result
 
     wb = _load(model, device)
     layer = wb.check_layer(layer)
     if triggers is not None:
-        tr = T.from_result(Result.load(triggers))
+        tr = T.from_result(_triggers_of(triggers, wb))
     else:
         tr = T.mine(wb, _corpus_tokens(wb, text, window, max_tokens), [layer], k=k, progress="mining")
     card = neuron_card(wb, tr, layer, index, n_examples=k)
@@ -76,4 +73,19 @@ def neuron(
     for r in card.examples[:5]:
         out.print(f"  m={r['coeff']:7.3f}  …{r['context'][-40:]!r} [{r['trigger']!r}] → {r['next']!r}", highlight=False)
     out.print(f"value promotes: {', '.join(repr(t) for t, _ in card.top_tokens)}", highlight=False)
-    out.print(f"card written to [bold]{path}[/bold]")
+    out.print(f"card written to {path}")
+
+
+def _triggers_of(path: Path, wb):
+    """The triggers result at ``path``, refused when it was mined on other weights than ``wb``'s:
+    its token ids and neuron indices would then describe another model."""
+    from ffnmem.results import Result
+
+    res = Result.load(path)
+    if res.kind != "triggers":
+        raise BadInput(f"{path} holds a {res.kind!r} result, not triggers; pass the triggers/ folder written by `ffnmem keys`")
+    mined = res.provenance.get("weight_hash"), res.provenance.get("model_id")
+    if mined[0] != wb.weight_hash:
+        raise BadInput(f"{path} was mined on {mined[1]} (weights {str(mined[0])[:12]}), not on {wb.model_id} "
+                       f"(weights {wb.weight_hash[:12]}); pass the same --model or mine again")
+    return res

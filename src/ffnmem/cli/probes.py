@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from ffnmem.cli.app import TextOpt, DeviceOpt, ModelOpt, _corpus_tokens, _load, app, out, parse_layers
+from ffnmem.cli.app import SEED_MAX, check_range, TextOpt, DeviceOpt, ModelOpt, _corpus_tokens, _load, app, out, parse_layers
 from ffnmem.errors import BadInput
 
 
@@ -18,33 +19,32 @@ def probe(
     prompts: Annotated[Path | None, typer.Option(help="TSV with columns prompt, label (optional type).")] = None,
     layers: Annotated[str, typer.Option(help="Layers: all, 5, 0-3,10, -1.")] = "all",
     kind: Annotated[str, typer.Option(help="Activation: resid_post, resid_mid, post (FFN coefficients), out.")] = "resid_post",
-    folds: Annotated[int, typer.Option(help="Cross-validation folds.")] = 5,
+    folds: Annotated[int, typer.Option(min=2, help="Cross-validation folds.")] = 5,
     C: Annotated[float, typer.Option("--C", help="Inverse L2 strength of the logistic probe.")] = 0.1,
-    seed: Annotated[int, typer.Option(help="Seed of folds and control labels.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=SEED_MAX, help="Seed of folds and control labels.")] = 0,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("ffnmem-out/probe"),
     device: DeviceOpt = "auto",
 ) -> None:
     """Linear probes per layer at the last (subject) token, with Hewitt-Liang control tasks and
     selectivity; writes curves.png, the cached representation datasets and a result table."""
+    check_range("--C", C, 0, math.inf, lo_open=True)
     from ffnmem.probe_jobs import builtin_task, read_task, run_probe
 
-    if folds < 2:
-        raise BadInput("--folds must be at least 2")
     tasks = {t: builtin_task(t) for t in (task or ([] if prompts else ["city_continent", "word_category"]))}
     if prompts:
         tasks[prompts.stem] = read_task(prompts)
     wb = _load(model, device)
     folder = run_probe(wb, tasks, parse_layers(layers, wb.n_layers), out_dir, kind=kind, folds=folds, seed=seed, C=C)
-    out.print(f"probe curves written to [bold]{folder / 'curves.png'}[/bold] (table: {folder / 'result'})")
+    out.print(f"probe curves written to {folder / 'curves.png'} (table: {folder / 'result'})")
 
 
 @app.command("toy-superposition")
 def toy_superposition(
-    n_features: Annotated[int, typer.Option(help="Features n.")] = 20,
-    n_hidden: Annotated[int, typer.Option(help="Hidden dimensions m < n.")] = 5,
-    steps: Annotated[int, typer.Option(help="Adam steps of the sparsity sweep.")] = 3000,
-    grid: Annotated[int, typer.Option(help="Phase diagram grid size (sparsity × importance).")] = 7,
-    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+    n_features: Annotated[int, typer.Option(min=2, help="Features n.")] = 20,
+    n_hidden: Annotated[int, typer.Option(min=1, help="Hidden dimensions m < n.")] = 5,
+    steps: Annotated[int, typer.Option(min=1, help="Adam steps of the sparsity sweep.")] = 3000,
+    grid: Annotated[int, typer.Option(min=2, help="Phase diagram grid size (sparsity × importance).")] = 7,
+    seed: Annotated[int, typer.Option(min=0, max=SEED_MAX, help="Seed.")] = 0,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("ffnmem-out/toy"),
 ) -> None:
     """Toy models of superposition (Elhage et al. 2022): sparsity sweep with WᵀW pictures and
@@ -55,7 +55,7 @@ def toy_superposition(
         raise BadInput("need 1 <= --n-hidden < --n-features, --steps >= 1 and --grid >= 2")
     folder = run_toy(out_dir, n_features=n_features, n_hidden=n_hidden, steps=steps, seed=seed, grid=grid,
                      phase_steps=min(1500, steps))
-    out.print(f"toy models written to [bold]{folder}[/bold] (wtw.png, dimensionality.png, phase.png, result)")
+    out.print(f"toy models written to {folder} (wtw.png, dimensionality.png, phase.png, result)")
 
 
 @app.command()
@@ -63,12 +63,12 @@ def sae(
     model: ModelOpt = "smollm2-135m",
     layer: Annotated[int, typer.Option(help="FFN layer.")] = 15,
     text: TextOpt = None,
-    max_tokens: Annotated[int | None, typer.Option(help="About this many tokens.")] = 8192,
-    window: Annotated[int, typer.Option(help="Tokens per window.")] = 64,
-    expansion: Annotated[int, typer.Option(help="Latents per input dimension.")] = 4,
-    k: Annotated[int, typer.Option(help="Active latents per token (TopK).")] = 16,
-    epochs: Annotated[int, typer.Option(help="Passes over the training tokens.")] = 4,
-    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+    max_tokens: Annotated[int | None, typer.Option(min=1, help="About this many tokens.")] = 8192,
+    window: Annotated[int, typer.Option(min=2, help="Tokens per window.")] = 64,
+    expansion: Annotated[int, typer.Option(min=1, help="Latents per input dimension.")] = 4,
+    k: Annotated[int, typer.Option(min=1, help="Active latents per token (TopK).")] = 16,
+    epochs: Annotated[int, typer.Option(min=1, help="Passes over the training tokens.")] = 4,
+    seed: Annotated[int, typer.Option(min=0, max=SEED_MAX, help="Seed.")] = 0,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("ffnmem-out/sae"),
     device: DeviceOpt = "auto",
 ) -> None:
@@ -86,4 +86,4 @@ def sae(
         out.print(f"{r['target']}: FVU {r['fvu']:.3f} at L0 {r['l0']:.1f}, dead {r['dead']}/{r['n_latents']}; "
                   f"top-token entropy latents {r['latents_median_entropy_bits']:.2f} vs neurons "
                   f"{r['neurons_median_entropy_bits']:.2f} bits")
-    out.print(f"results written to [bold]{folder / 'result'}[/bold]")
+    out.print(f"results written to {folder / 'result'}")

@@ -8,8 +8,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ffnmem.cli.app import DeviceOpt, app, out
+from ffnmem.cli.app import SEED_MAX, check_range, DeviceOpt, app, out
 from ffnmem.errors import BadInput
+from ffnmem.synthetic import MAX_ENTITIES, MAX_EXPOSURE
 
 
 facts_app = typer.Typer(help="Synthetic fact corpora with controlled exposure.", no_args_is_help=True)
@@ -43,15 +44,15 @@ def _corpus_and_config(preset: str, facts: Path | None, **overrides):
 def facts_make(
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for corpus.txt, facts.jsonl, queries.jsonl.")] = Path("ffnmem-out/facts"),
     preset: PresetOpt = "tiny",
-    entities: Annotated[int | None, typer.Option(help="Number of invented entities (default: the preset's).")] = None,
+    entities: Annotated[int | None, typer.Option(min=1, max=MAX_ENTITIES, help="Number of invented entities (default: the preset's).")] = None,
     law: Annotated[str | None, typer.Option(help="Exposure law: bins, zipf or loguniform.")] = None,
     bins: Annotated[str | None, typer.Option(help="Exposure bins, comma-separated, e.g. 1,2,4,8.")] = None,
     zipf_a: Annotated[float | None, typer.Option(help="Zipf exponent a (law=zipf).")] = None,
-    max_exposure: Annotated[int | None, typer.Option(help="Largest exposure count (zipf, loguniform).")] = None,
-    values: Annotated[int | None, typer.Option(help="Values per attribute.")] = None,
+    max_exposure: Annotated[int | None, typer.Option(min=1, max=MAX_EXPOSURE, help="Largest exposure count (zipf, loguniform).")] = None,
+    values: Annotated[int | None, typer.Option(min=2, max=500, help="Values per attribute.")] = None,
     noise: Annotated[float | None, typer.Option(help="Share of mentions with a random value (sets the data entropy).")] = None,
     junk: Annotated[float | None, typer.Option(help="Share of junk documents.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Generator seed.")] = None,
+    seed: Annotated[int | None, typer.Option(min=0, max=SEED_MAX, help="Generator seed.")] = None,
 ) -> None:
     """Generate a synthetic biography corpus: invented entities, attributes, exposure per entity."""
     import dataclasses
@@ -59,15 +60,18 @@ def facts_make(
     from ffnmem.synthetic import generate
     from ffnmem.training import preset as get_preset
 
+    check_range("--zipf-a", zipf_a, 0, 5, lo_open=True)
+    check_range("--noise", noise, 0, 1, hi_open=True)
+    check_range("--junk", junk, 0, 1, hi_open=True)
     cfg, _ = get_preset(preset)
-    bin_tuple = tuple(_ints(bins, "--bins", "1,2,4,8")) if bins else None
+    bin_tuple = tuple(_ints(bins, "--bins", "1,2,4,8")) if bins is not None else None
     changes = {k: v for k, v in dict(n_entities=entities, law=law, bins=bin_tuple, zipf_a=zipf_a,
                                      max_exposure=max_exposure, n_values=values, value_noise=noise,
                                      junk_share=junk, seed=seed).items() if v is not None}
     corpus = generate(dataclasses.replace(cfg, **changes))
     corpus.save(out_dir)
     out.print(f"{len(corpus.entities)} entities, {len(corpus.facts)} facts, {len(corpus.documents)} documents, "
-              f"data entropy {corpus.value_entropy_bits():.3f} bits/value → [bold]{out_dir}[/bold]")
+              f"data entropy {corpus.value_entropy_bits():.3f} bits/value → {out_dir}")
 
 
 @app.command()
@@ -75,11 +79,11 @@ def train(
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Run folder: checkpoints/, curves.json, config.json.")] = Path("ffnmem-out/train"),
     facts: CorpusOpt = None,
     preset: PresetOpt = "tiny",
-    steps: Annotated[int | None, typer.Option(help="Optimizer steps (default: the preset's).")] = None,
-    d_model: Annotated[int | None, typer.Option(help="Residual width.")] = None,
-    d_mlp: Annotated[int | None, typer.Option(help="FFN width.")] = None,
-    layers: Annotated[int | None, typer.Option(help="Number of layers.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Training seed (init and data order).")] = None,
+    steps: Annotated[int | None, typer.Option(min=1, help="Optimizer steps (default: the preset's).")] = None,
+    d_model: Annotated[int | None, typer.Option(min=1, help="Residual width.")] = None,
+    d_mlp: Annotated[int | None, typer.Option(min=1, help="FFN width.")] = None,
+    layers: Annotated[int | None, typer.Option(min=1, help="Number of layers.")] = None,
+    seed: Annotated[int | None, typer.Option(min=0, max=SEED_MAX, help="Training seed (init and data order).")] = None,
     resume: Annotated[bool, typer.Option(help="Resume from the latest checkpoint in --out.")] = True,
     device: DeviceOpt = "auto",
 ) -> None:
@@ -92,7 +96,7 @@ def train(
     last = run.evals[-1] if run.evals else {}
     out.print(f"step {run.step}: recall {last.get('accuracy', float('nan')):.3f}, KL gap "
               f"{last.get('kl_bits', float('nan')):.3f} bits, {run.tokens_seen / max(run.seconds, 1e-9):,.0f} tokens/s "
-              f"→ [bold]{out_dir}[/bold]")
+              f"→ {out_dir}")
 
 
 @app.command()
@@ -101,9 +105,9 @@ def capacity(
     facts: CorpusOpt = None,
     preset: PresetOpt = "tiny",
     widths: Annotated[str, typer.Option(help="Residual widths d_model, comma-separated (multiples of the head count).")] = "16,32,64",
-    mlp_ratio: Annotated[int, typer.Option(help="d_mlp = mlp_ratio × d_model.")] = 4,
-    steps: Annotated[int | None, typer.Option(help="Optimizer steps per model (default: the preset's).")] = None,
-    seed: Annotated[int | None, typer.Option(help="Training seed, the same for every width.")] = None,
+    mlp_ratio: Annotated[int, typer.Option(min=1, help="d_mlp = mlp_ratio × d_model.")] = 4,
+    steps: Annotated[int | None, typer.Option(min=1, help="Optimizer steps per model (default: the preset's).")] = None,
+    seed: Annotated[int | None, typer.Option(min=0, max=SEED_MAX, help="Training seed, the same for every width.")] = None,
     device: DeviceOpt = "auto",
 ) -> None:
     """Knowledge capacity vs model size: train one model per width on the same facts (resumable,
@@ -118,7 +122,7 @@ def capacity(
         table.add_row(str(r["d_model"]), str(r["d_mlp"]), f"{r['params']:,}", f"{r['bits']:.0f} / {r['max_bits']:.0f}",
                       f"{r['bits_per_param']:.4f}", f"{r['accuracy']:.3f}")
     out.print(table)
-    out.print(f"→ [bold]{out_dir}[/bold] (result/, capacity_vs_size.png)")
+    out.print(f"→ {out_dir} (result/, capacity_vs_size.png)")
 
 
 @app.command("exposure")
@@ -127,8 +131,8 @@ def exposure(
     facts: Annotated[Path | None, typer.Option(help="Corpus folder (default: regenerate from the run's config).")] = None,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for result/ and the PNG plots.")] = Path("ffnmem-out/exposure"),
     heldout: Annotated[bool, typer.Option(help="Query with held-out paraphrase templates.")] = False,
-    n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for the CIs.")] = 1000,
-    seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
+    n_boot: Annotated[int, typer.Option(min=1, help="Bootstrap resamples for the CIs.")] = 1000,
+    seed: Annotated[int, typer.Option(min=0, max=SEED_MAX, help="Bootstrap seed.")] = 0,
     device: DeviceOpt = "auto",
 ) -> None:
     """Recall vs exposure of a trained run: per-bin accuracy and loss bits with CIs, logistic fit,
@@ -169,4 +173,4 @@ def run_exposure(run_dir: Path, facts: Path | None, out_dir: Path, *, heldout: b
     out.print("margin: the answer's logit minus the mean logit of the other values; FFN share: the FFN layers' "
               "part of its |direct logit attribution|")
     out.print(f"Spearman over bins {res.meta['spearman_accuracy']:.3f}; capacity {cap['bits']:.0f} bits "
-              f"= {cap['bits_per_param']:.4f} bits/param; → [bold]{out_dir}[/bold]")
+              f"= {cap['bits_per_param']:.4f} bits/param; → {out_dir}")
