@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ffnmem.cli.app import DeviceOpt, app, out
+from ffnmem.cli.app import DeviceOpt, ForceOpt, app, out
+from ffnmem.outputs import claim
 
 
 @app.command("compare-architectures")
@@ -21,6 +22,7 @@ def compare_architectures(
     seed: Annotated[int | None, typer.Option(help="Seed of the corpus and of every variant's training.")] = None,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for report.md, PNGs and result/.")] = Path("ffnmem-out/architectures"),
     device: DeviceOpt = "cpu",
+    force: ForceOpt = False,
 ) -> None:
     """Causal vs prefix vs masked LM, with and without positions, trained on the same synthetic
     facts: recall by exposure, bits/param, CE = H + KL, signal fraction, position probe, FFN share
@@ -39,6 +41,7 @@ def compare_architectures(
         changes["mask_rate"] = mask_rate
     cfg = dataclasses.replace(cfg, **changes)
     cfg.objectives()  # validate before training anything
+    claim(out_dir, force=force)
     rows = write_report(compare(cfg, device=device), cfg, out_dir)
     table = Table("variant", "recall", "bits/param", "probe MAE (last)", "FFN share", title="architectures")
     for r in rows:
