@@ -124,6 +124,8 @@ def claim(path: str | Path, *, force: bool = False, whole: bool = False, file: b
         elif whole and force and path.is_dir() and any(path.iterdir()):
             mark(path)  # --force adopts the folder, so the atomic save accepts to replace it
         elif not whole:
+            if not path.exists():  # a command that fails before writing anything leaves no folder
+                lock.on_release = lambda: _remove_if_unused(path)
             path.mkdir(parents=True, exist_ok=True)
             mark(path)
     except OSError as exc:
@@ -143,6 +145,13 @@ def _release_with_command(lock: Lock) -> None:
     ctx = click.get_current_context(silent=True)
     if ctx is not None:
         ctx.call_on_close(lock.release)
+
+
+def _remove_if_unused(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        if [p.name for p in folder.iterdir()] == [MARKER]:
+            (folder / MARKER).unlink()
+            folder.rmdir()
 
 
 def mark(folder: Path) -> None:
@@ -165,6 +174,7 @@ class Lock:
         self.path = lock_path(path)
         self.key = str(self.path)
         self.held = False
+        self.on_release = None  # run once, still under the lock, when this holder lets go
         if self.key in _HELD:
             _HELD[self.key][1] += 1
         else:
@@ -175,6 +185,8 @@ class Lock:
         if not self.held:
             return
         self.held = False
+        if self.on_release is not None:
+            self.on_release()
         entry = _HELD[self.key]
         entry[1] -= 1
         if entry[1] == 0:

@@ -47,14 +47,15 @@ def recall(
     With --run, recall vs exposure of a model trained by `ffnmem train`."""
     from ffnmem.recall import plot_recall, recall as run_recall
 
-    claim(out_dir, force=force)
     if run is not None:
         from ffnmem.cli.synthetic import run_exposure
 
+        claim(out_dir, force=force)
         run_exposure(run, None, out_dir, device=device)
         return
     if popularity and bins < 1:
         raise BadInput(f"--bins must be at least 1, got {bins}")
+    claim(out_dir, force=force)
     fs = _facts(facts, relation, limit)
     wb = _load(model, device)
     res = run_recall(wb, fs, scoring=scoring, k=k, batch_size=batch_size, progress=True)
