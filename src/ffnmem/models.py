@@ -283,7 +283,7 @@ def _smollm2_folder() -> Path:
     log.info("converting %s to safetensors in %s (once, about 20 s)", gguf.name, target)
     model, tok = _read_gguf(gguf, torch.float32)
     _clear_quantizer(model)
-    with atomic_dir(target) as tmp:
+    with atomic_dir(target, owned=True) as tmp:  # the cache is ffnmem's: a damaged copy is replaced
         model.save_pretrained(str(tmp))
         tok.save_pretrained(str(tmp))
         atomic_write_json(tmp / "source.json", {"gguf": str(gguf), "gguf_sha256": file_sha256(gguf),

@@ -27,7 +27,7 @@ from pathlib import Path
 from ffnmem.errors import BadInput
 
 MARKER = ".ffnmem"
-_MARKER_TEXT = "This folder was written by ffnmem; ffnmem may replace the files and results it wrote here.\n"
+MARKER_TEXT = "This folder was written by ffnmem; ffnmem may replace the files and results it wrote here.\n"
 # (file name, JSON keys it must hold) of the header files older ffnmem versions left in their folders
 _SIGNATURES = (("header.json", ("kind", "schema_version")), ("run.json", ("catalog_schema",)),
                ("ffnmem-model.json", ("kind", "config")), ("index.json", ("hooks", "shards")),
@@ -159,7 +159,7 @@ def mark(folder: Path) -> None:
     from ffnmem.paths import atomic_write_text
 
     if not (folder / MARKER).is_file():
-        atomic_write_text(folder / MARKER, _MARKER_TEXT)
+        atomic_write_text(folder / MARKER, MARKER_TEXT)
 
 
 def lock_path(path: str | Path) -> Path:

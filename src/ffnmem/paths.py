@@ -102,7 +102,7 @@ def normal_modes(root: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_dir(path: Path) -> Iterator[Path]:
+def atomic_dir(path: Path, *, owned: bool = False) -> Iterator[Path]:
     """Yield a temp folder beside ``path``; when the block ends it replaces ``path`` as a whole.
 
     ``path`` may be missing, an empty folder or a folder ffnmem wrote (see :mod:`ffnmem.outputs`);
@@ -111,17 +111,18 @@ def atomic_dir(path: Path) -> Iterator[Path]:
     ``renameat2(RENAME_EXCHANGE)`` where the kernel and file system offer it, so ``path`` is always
     complete; elsewhere the old folder is renamed to ``.NAME.old-PID`` and the new one renamed in,
     and a kill between those two renames leaves only the backup, which the next write, check or
-    :meth:`Result.load` of ``path`` renames back.
+    :meth:`Result.load` of ``path`` renames back. ``owned``: ``path`` lies in ffnmem's own cache,
+    replace whatever is there (a damaged earlier copy).
     """
-    from ffnmem.outputs import MARKER, check
+    from ffnmem.outputs import MARKER, MARKER_TEXT, check
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    check(path, whole=True)  # also recovers a backup and removes leftovers of killed writers
+    check(path, force=owned, whole=True)  # also recovers a backup and removes leftovers of killed writers
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".{os.getpid()}.tmp"))
     try:
         yield tmp
-        (tmp / MARKER).write_text("This folder was written by ffnmem.\n")
+        (tmp / MARKER).write_text(MARKER_TEXT)
         normal_modes(tmp)
         _swap_in(tmp, path)
     except BaseException:
