@@ -139,12 +139,16 @@ def claim(path: str | Path, *, force: bool = False, whole: bool = False, file: b
 
 
 def _release_with_command(lock: Lock) -> None:
-    """Inside a CLI command, release when the command ends (several commands may run in one process)."""
-    import click
+    """Inside a CLI command, release when the command ends (several commands may run in one process);
+    elsewhere the lock is held until released or the process ends."""
+    import importlib
 
-    ctx = click.get_current_context(silent=True)
-    if ctx is not None:
-        ctx.call_on_close(lock.release)
+    for name in ("typer._click.globals", "click.globals"):  # Typer >= 0.20 runs on its own copy of click
+        with contextlib.suppress(ImportError):
+            ctx = importlib.import_module(name).get_current_context(silent=True)
+            if ctx is not None:
+                ctx.call_on_close(lock.release)
+                return
 
 
 def _remove_if_unused(folder: Path) -> None:

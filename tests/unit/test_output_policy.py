@@ -205,3 +205,11 @@ def test_shards_of_another_capture_are_not_reused(tiny, tmp_path):
     from safetensors.torch import load_file
 
     assert torch.equal(load_file(str(shard))["tokens"], b)
+
+
+def test_a_failed_command_leaves_no_folder_and_releases_its_lock(cli, tmp_path):
+    out = tmp_path / "attr"
+    res = cli("attribute", "The capital of France is", "--answer", " P", "-m", "tiny-2l", "--device", "cpu", "-o", out)
+    assert res.returncode == 2 and "not one" in res.stderr
+    assert not out.exists()  # claimed (created and marked) at the start, removed as it stayed unused
+    assert str(outputs.lock_path(out)) not in outputs._HELD  # released when the command ended
