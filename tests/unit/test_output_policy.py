@@ -213,3 +213,27 @@ def test_a_failed_command_leaves_no_folder_and_releases_its_lock(cli, tmp_path):
     assert res.returncode == 2 and "not one" in res.stderr
     assert not out.exists()  # claimed (created and marked) at the start, removed as it stayed unused
     assert str(outputs.lock_path(out)) not in outputs._HELD  # released when the command ended
+
+
+def test_folders_of_older_ffnmem_versions_are_recognised(tmp_path):
+    old_output = tmp_path / "demo"  # report.md, PNGs and result/ but no marker
+    result(1).save(old_output / "result")
+    (old_output / "result" / outputs.MARKER).unlink()
+    (old_output / "report.md").write_text("# old")
+    assert outputs.check(old_output) == old_output
+    with pytest.raises(BadInput, match="ffnmem did not write"):  # replacing it whole needs its own header
+        outputs.check(old_output, whole=True)
+    assert outputs.check(old_output / "result", whole=True)  # a result without the marker: header.json
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.json").write_text('{"catalog_schema": 1}')
+    assert outputs.check(run)
+
+
+def test_run_refuses_a_foreign_folder(cli, tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "x").write_text("x")
+    res = cli("run", ROOT / "probes" / "tiny-smoke.toml", "--out", mine)
+    assert res.returncode == 2 and "ffnmem did not write" in res.stderr
+    assert [p.name for p in mine.iterdir()] == ["x"]
