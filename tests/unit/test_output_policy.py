@@ -169,25 +169,29 @@ def test_neuron_card_refuses_a_foreign_file(cli, tmp_path):
     assert res.returncode == 2 and f.read_text() == "<html>my page</html>"
 
 
-SAVE = """
-import sys, ffnmem
-ffnmem.save_checkpoint(ffnmem.load_model("tiny-2l", device="cpu", seed=0), sys.argv[1])
-"""
-
-
-def test_checkpoint_bytes_are_reproducible_across_processes(tmp_path):
+def test_identical_train_runs_give_the_same_weight_hash(tmp_path, cli):
     """Equal weights, equal bytes: the weight hash in provenance is the same for identical runs."""
-    import ffnmem
+    from ffnmem.training import load_run
 
+    assert cli("facts", "make", "--entities", "8", "-o", tmp_path / "facts").returncode == 0
     for i, hash_seed in enumerate(("1", "2")):  # the old alias map's order followed the str hash seed
         env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "PYTHONHASHSEED": hash_seed}
-        subprocess.run([sys.executable, "-c", SAVE, str(tmp_path / f"ck{i}")], env=env, check=True, timeout=300)
-    a, b = ((tmp_path / f"ck{i}" / "model.safetensors").read_bytes() for i in range(2))
+        subprocess.run([sys.executable, "-m", "ffnmem", "train", "--facts", str(tmp_path / "facts"), "--steps", "2",
+                        "--device", "cpu", "-o", str(tmp_path / f"run{i}")], env=env, check=True, timeout=300,
+                       capture_output=True)
+    a, b = (next((tmp_path / f"run{i}").glob("checkpoints/*/model/model.safetensors")).read_bytes() for i in range(2))
     assert a == b
-    wb0, wb1 = (ffnmem.load_checkpoint(tmp_path / f"ck{i}", device="cpu") for i in range(2))
-    assert wb0.weight_hash == wb1.weight_hash
-    ref = ffnmem.load_model("tiny-2l", device="cpu", seed=0).bridge.original_model.state_dict()
-    got = wb0.bridge.original_model.state_dict()
+    assert load_run(tmp_path / "run0", device="cpu")[0].weight_hash == load_run(tmp_path / "run1", device="cpu")[0].weight_hash
+
+
+def test_checkpoint_round_trip_keeps_every_tensor(tiny, tmp_path):
+    import ffnmem
+
+    ffnmem.save_checkpoint(tiny, tmp_path / "ck")
+    ffnmem.save_checkpoint(tiny, tmp_path / "ck2")
+    assert (tmp_path / "ck" / "model.safetensors").read_bytes() == (tmp_path / "ck2" / "model.safetensors").read_bytes()
+    ref = tiny.bridge.original_model.state_dict()
+    got = ffnmem.load_checkpoint(tmp_path / "ck", device="cpu").bridge.original_model.state_dict()
     assert got.keys() == ref.keys() and all(torch.equal(got[k], ref[k]) for k in ref)
 
 
