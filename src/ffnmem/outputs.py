@@ -28,11 +28,13 @@ from ffnmem.errors import BadInput
 
 MARKER = ".ffnmem"
 MARKER_TEXT = "This folder was written by ffnmem; ffnmem may replace the files and results it wrote here.\n"
-# (file name, JSON keys it must hold) of the header files older ffnmem versions left in their folders
-_SIGNATURES = (("header.json", ("kind", "schema_version")), ("run.json", ("catalog_schema",)),
-               ("ffnmem-model.json", ("kind", "config")), ("index.json", ("hooks", "shards")),
-               ("source.json", ("gguf_sha256",)), ("curves.json", ("losses",)),
-               ("config.json", ("config", "entities")))
+WHOLE_TEXT = "This folder was written by ffnmem as a whole; ffnmem may replace it as a whole.\n"
+# (file name, JSON keys it must hold, whether that folder is replaced whole) of the header files
+# that older ffnmem versions left in their folders
+_SIGNATURES = (("header.json", ("kind", "schema_version"), True), ("ffnmem-model.json", ("kind", "config"), True),
+               ("source.json", ("gguf_sha256",), True), ("config.json", ("config", "entities"), True),
+               ("run.json", ("catalog_schema",), False), ("index.json", ("hooks", "shards"), False),
+               ("curves.json", ("losses",), False))
 _HELD: dict[str, list] = {}  # lock path -> [fd, count]: re-entrant within one process
 
 
@@ -40,17 +42,23 @@ class OutputLocked(BadInput):
     """Another live process is writing this output."""
 
 
-def written_by_ffnmem(folder: Path) -> bool:
-    """Whether ``folder`` carries the marker or the header of something ffnmem writes."""
+def written_by_ffnmem(folder: Path, *, whole: bool = False) -> bool:
+    """Whether ``folder`` carries the marker or the header of something ffnmem writes.
+
+    ``whole``: only folders ffnmem writes as a whole (results, checkpoints, corpora), which it may
+    replace as a whole; an output folder ffnmem writes into may also hold a user's files.
+    """
     folder = Path(folder)
-    if (folder / MARKER).is_file() or (folder / "checkpoints").is_dir() and (folder / "curves.json").is_file():
-        return True
+    with contextlib.suppress(OSError):
+        return (folder / MARKER).read_text() == WHOLE_TEXT or not whole
     if (folder / "state.pt").is_file() and (folder / "model").is_dir():  # a training checkpoint
         return True
-    for name, keys in _SIGNATURES:
+    if not whole and (folder / "checkpoints").is_dir() and (folder / "curves.json").is_file():  # a training run
+        return True
+    for name, keys, replaced_whole in _SIGNATURES:
         with contextlib.suppress(OSError, ValueError):
             head = json.loads((folder / name).read_text())
-            if isinstance(head, dict) and all(k in head for k in keys):
+            if isinstance(head, dict) and all(k in head for k in keys) and (replaced_whole or not whole):
                 return True
     return False
 
@@ -83,7 +91,7 @@ def check(path: str | Path, *, force: bool = False, whole: bool = False) -> Path
     recover(path)
     if path.exists() and not path.is_dir():
         raise BadInput(f"{path} is a file, not a folder; ffnmem will not replace it: choose another --out")
-    if force or not path.is_dir() or (written_by_ffnmem(path) if whole else _ffnmem_folder(path)):
+    if force or not path.is_dir() or (written_by_ffnmem(path, whole=True) if whole else _ffnmem_folder(path)):
         return path
     entries = sorted(p.name for p in path.iterdir())
     if not entries:
@@ -122,7 +130,7 @@ def claim(path: str | Path, *, force: bool = False, whole: bool = False, file: b
         if file:
             path.parent.mkdir(parents=True, exist_ok=True)
         elif whole and force and path.is_dir() and any(path.iterdir()):
-            mark(path)  # --force adopts the folder, so the atomic save accepts to replace it
+            mark(path, WHOLE_TEXT)  # --force adopts the folder, so the atomic save accepts to replace it
         elif not whole:
             if not path.exists():  # a command that fails before writing anything leaves no folder
                 lock.on_release = lambda: _remove_if_unused(path)
@@ -158,12 +166,12 @@ def _remove_if_unused(folder: Path) -> None:
             folder.rmdir()
 
 
-def mark(folder: Path) -> None:
-    """Write the marker that says ffnmem wrote ``folder``."""
+def mark(folder: Path, text: str = MARKER_TEXT) -> None:
+    """Write the marker that says ffnmem wrote ``folder`` (``WHOLE_TEXT``: as a whole)."""
     from ffnmem.paths import atomic_write_text
 
-    if not (folder / MARKER).is_file():
-        atomic_write_text(folder / MARKER, MARKER_TEXT)
+    if text == WHOLE_TEXT or not (folder / MARKER).is_file():
+        atomic_write_text(folder / MARKER, text)
 
 
 def lock_path(path: str | Path) -> Path:

@@ -114,7 +114,7 @@ def atomic_dir(path: Path, *, owned: bool = False) -> Iterator[Path]:
     :meth:`Result.load` of ``path`` renames back. ``owned``: ``path`` lies in ffnmem's own cache,
     replace whatever is there (a damaged earlier copy).
     """
-    from ffnmem.outputs import MARKER, MARKER_TEXT, check
+    from ffnmem.outputs import MARKER, WHOLE_TEXT, check
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -122,7 +122,7 @@ def atomic_dir(path: Path, *, owned: bool = False) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".{os.getpid()}.tmp"))
     try:
         yield tmp
-        (tmp / MARKER).write_text(MARKER_TEXT)
+        (tmp / MARKER).write_text(WHOLE_TEXT)
         normal_modes(tmp)
         _swap_in(tmp, path)
     except BaseException:

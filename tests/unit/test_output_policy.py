@@ -58,6 +58,9 @@ def test_force_writes_into_an_output_folder_and_keeps_foreign_files(cli, tmp_pat
     assert res.returncode == 0, res.stderr
     assert (out / "notes.txt").read_text() == "mine" and Result.load(out / "result").kind
     assert cli(*args).returncode == 0  # now marked as ffnmem's: a rerun needs no --force
+    with pytest.raises(BadInput, match="ffnmem did not write"):  # but it is no result to replace whole
+        result(1).save(out)
+    assert (out / "notes.txt").read_text() == "mine"
 
 
 @pytest.mark.parametrize("args", [("capture", *TINY), ("facts", "make", "--entities", "4"),
