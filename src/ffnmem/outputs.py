@@ -50,7 +50,8 @@ def written_by_ffnmem(folder: Path, *, whole: bool = False) -> bool:
     """
     folder = Path(folder)
     with contextlib.suppress(OSError):
-        return (folder / MARKER).read_text() == WHOLE_TEXT or not whole
+        if (folder / MARKER).read_text() == WHOLE_TEXT or not whole:  # read first: raises if there is none
+            return True
     if (folder / "state.pt").is_file() and (folder / "model").is_dir():  # a training checkpoint
         return True
     if not whole and (folder / "checkpoints").is_dir() and (folder / "curves.json").is_file():  # a training run
@@ -96,6 +97,9 @@ def check(path: str | Path, *, force: bool = False, whole: bool = False) -> Path
     entries = sorted(p.name for p in path.iterdir())
     if not entries:
         return path
+    if whole and _ffnmem_folder(path):
+        raise BadInput(f"{path} is an ffnmem output folder, which may hold files of yours, not a result that "
+                       "ffnmem replaces as a whole; choose another --out")
     what = "replace it (deleting what it holds)" if whole else "write into it"
     n = f"{len(entries)} entries, e.g." if len(entries) > 1 else "1 entry,"
     raise BadInput(f"{path} is a folder ffnmem did not write (it holds {n} {entries[0]!r}); "

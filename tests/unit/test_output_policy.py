@@ -58,7 +58,7 @@ def test_force_writes_into_an_output_folder_and_keeps_foreign_files(cli, tmp_pat
     assert res.returncode == 0, res.stderr
     assert (out / "notes.txt").read_text() == "mine" and Result.load(out / "result").kind
     assert cli(*args).returncode == 0  # now marked as ffnmem's: a rerun needs no --force
-    with pytest.raises(BadInput, match="ffnmem did not write"):  # but it is no result to replace whole
+    with pytest.raises(BadInput, match="output folder"):  # but it is no result to replace whole
         result(1).save(out)
     assert (out / "notes.txt").read_text() == "mine"
 
@@ -228,7 +228,7 @@ def test_folders_of_older_ffnmem_versions_are_recognised(tmp_path):
     (old_output / "result" / outputs.MARKER).unlink()
     (old_output / "report.md").write_text("# old")
     assert outputs.check(old_output) == old_output
-    with pytest.raises(BadInput, match="ffnmem did not write"):  # replacing it whole needs its own header
+    with pytest.raises(BadInput, match="output folder"):  # replacing it whole needs its own header
         outputs.check(old_output, whole=True)
     assert outputs.check(old_output / "result", whole=True)  # a result without the marker: header.json
     run = tmp_path / "run"
