@@ -27,7 +27,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ffnmem.errors import BadInput, NonFiniteActivation
-from ffnmem.paths import atomic_write_json
+from ffnmem import outputs
+from ffnmem.paths import atomic_write_json, umask
 from ffnmem.workbench import Workbench, hook_name
 
 OnActivation = Callable[[str, Tensor, int], None]  # (hook name, [batch pos d], first window index)
@@ -208,11 +209,17 @@ def write_shards(wb: Workbench, tokens: Int[Tensor, "n pos"], names: Sequence[st
                  *, windows_per_shard: int = 64, dtype: torch.dtype = torch.float16, **kw) -> Path:
     """Write activations to ``folder/shard-NNNNN.safetensors`` (each written atomically).
 
-    Shards already complete from an interrupted run are kept and skipped. ``index.json`` (hooks,
-    shard list, provenance) is written last, so its presence marks a finished capture.
+    Shards already complete from an interrupted run of the same capture (``plan.json``: hooks, data
+    hash, shard size, dtype) are kept and skipped; shards of another capture are deleted first.
+    ``index.json`` (hooks, shard list, provenance) is written last, so its presence marks a finished
+    capture. A non-empty folder ffnmem did not write is refused.
     """
     folder = Path(folder)
+    outputs.check(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    outputs.mark(folder)
+    _start_plan(folder, {"hooks": list(names), "data_hash": tokens_hash(tokens), "dtype": str(dtype),
+                         "windows_per_shard": windows_per_shard})
     shards = []
     batch_size = kw.pop("batch_size", 8)
     for n, start in enumerate(tqdm(range(0, tokens.shape[0], windows_per_shard), desc="shards",
@@ -228,7 +235,22 @@ def write_shards(wb: Workbench, tokens: Int[Tensor, "n pos"], names: Sequence[st
         data["tokens"] = chunk.cpu().contiguous()
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         save_file(data, str(tmp))
+        os.chmod(tmp, 0o666 & ~umask())  # safetensors writes 0600
         os.replace(tmp, path)
     atomic_write_json(folder / "index.json", {"hooks": list(names), "shards": shards,
                                               "data_hash": tokens_hash(tokens), **wb.provenance()})
     return folder
+
+
+def _start_plan(folder: Path, plan: dict) -> None:
+    """Keep the shards of an interrupted run of the same capture; delete those of any other."""
+    import json
+
+    try:
+        same = json.loads((folder / "plan.json").read_text()) == plan
+    except (OSError, ValueError):
+        same = False
+    if not same:
+        for p in [*folder.glob("shard-*.safetensors"), folder / "index.json"]:
+            p.unlink(missing_ok=True)
+        atomic_write_json(folder / "plan.json", plan)

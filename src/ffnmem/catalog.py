@@ -6,12 +6,12 @@ Layout of a run folder::
       run.json               manifest: catalogue schema, batch text and hash, every unit (written first)
       units/UNIT_ID/         one Result per finished unit (atomic: present = finished, never partial)
       catalog.parquet        one row per unit: status, seconds, error (rewritten atomically)
-      .lock                  pid and host of the process writing the run (stale locks are taken over)
 
 A unit's tables carry ``unit_id``, ``model``, ``seed`` and ``shard`` columns, so
 ``query(run, "SELECT ...")`` sees one table per ``ANALYSIS_TABLE`` (e.g. ``recall_facts``) over every
 finished unit, plus ``units`` (the catalogue). Only finished units are read: an interrupted unit
-leaves at most a hidden temp folder, which is never counted.
+leaves at most a hidden temp folder, which is never counted. The writer holds ``.RUN.lock`` beside
+the folder (:func:`ffnmem.outputs.claim`: an flock the kernel drops when the process dies).
 
 A run folder may come from someone else, so nothing in it is trusted: names from ``run.json`` that
 become SQL identifiers or paths must match strict patterns, and SQL runs on a DuckDB connection
@@ -25,7 +25,6 @@ import contextlib
 import json
 import os
 import re
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,13 +32,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ffnmem.errors import BadInput
+from ffnmem.outputs import OutputLocked, claim
 from ffnmem.paths import atomic_write_json
 
 CATALOG_SCHEMA = 1
 
 
-class RunLocked(BadInput):
-    """Another live process is writing this run folder."""
+RunLocked = OutputLocked  # the name older code and tests use
 
 
 def read_manifest(run_dir: str | Path) -> dict:
@@ -123,32 +122,9 @@ def write_catalog(run_dir: Path, manifest: dict, errors: dict[str, str] | None =
 
 @contextlib.contextmanager
 def run_lock(run_dir: Path) -> Iterator[None]:
-    """Hold ``RUN/.lock`` (pid@host) while writing; refuse if a live process holds it."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    lock = run_dir / ".lock"
-    me = f"{os.getpid()}@{socket.gethostname()}"
-    for _ in range(2):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            holder = lock.read_text().strip() if lock.exists() else ""
-            if _alive(holder):
-                raise RunLocked(f"run folder {run_dir} is being written by process {holder} (lock {lock}); "
-                                "wait for it to finish or use another --out") from None
-            with contextlib.suppress(FileNotFoundError):
-                lock.unlink()  # stale: its process is gone
-            continue
-        with os.fdopen(fd, "w") as f:
-            f.write(me)
-        break
-    else:
-        raise RunLocked(f"could not take the lock {lock}; another process keeps taking it")
-    try:
+    """Hold the run folder's lock while writing; refuse (one line) a live holder or a folder ffnmem did not write."""
+    with claim(run_dir):
         yield
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            if lock.read_text().strip() == me:
-                lock.unlink()
 
 
 def remove_leftovers(run_dir: Path) -> list[Path]:
@@ -159,21 +135,6 @@ def remove_leftovers(run_dir: Path) -> list[Path]:
     for p in gone:
         shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
     return gone
-
-
-def _alive(holder: str) -> bool:
-    pid, _, host = holder.partition("@")
-    if not pid.isdigit():
-        return False  # unreadable lock: treat as stale
-    if host and host != socket.gethostname():
-        return True  # cannot check another machine's processes: assume it is alive
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # Names that reach SQL as identifiers come from run.json, a file anyone could have written.

@@ -194,16 +194,22 @@ def list_models() -> list[ModelEntry]:
 
 
 def save_checkpoint(wb: Workbench, path: str | Path, *, extra: dict | None = None) -> Path:
-    """Save a native model (weights, config, tokenizer) as an ffnmem checkpoint, atomically."""
-    from safetensors.torch import save_model
+    """Save a native model (weights, config, tokenizer) as an ffnmem checkpoint, atomically.
+
+    Equal weights give a byte-identical ``model.safetensors`` (so the weight hash in provenance is
+    reproducible): one tensor per storage under its first name in sorted order, the aliases in
+    ``ffnmem-model.json`` (sorted), and no alias map in the safetensors header (``save_model``
+    writes one whose order changes from process to process).
+    """
+    from safetensors.torch import save_file
 
     if wb.native_config is None:
         raise ModelNotFound("only native models can be saved as ffnmem checkpoints")
     path = Path(path)
+    tensors, aliases = canonical_state(wb.bridge.original_model.state_dict())
     with atomic_dir(path) as tmp:
-        # save_model de-duplicates the bridge's aliased parameter names (shared storage)
-        save_model(wb.bridge.original_model, str(tmp / "model.safetensors"))
-        meta = {"kind": "native", "config": wb.native_config, "model_id": wb.model_id,
+        save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        meta = {"kind": "native", "config": wb.native_config, "model_id": wb.model_id, "aliases": aliases,
                 "tokenizer": "byte" if wb.byte_tokenizer else "files", "extra": extra or {}}
         if not wb.byte_tokenizer and wb.tokenizer is not None:
             wb.tokenizer.save_pretrained(str(tmp / "tokenizer"))
@@ -233,6 +239,19 @@ def _split_spec(spec: str, seed: int | None) -> tuple[str, int | None]:
     if name not in PRESETS:
         raise ModelNotFound(f"@seed applies to native presets only ({', '.join(PRESETS)}), not {name!r}")
     return name, seed
+
+
+def canonical_state(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """One CPU copy per distinct tensor, named by the first of its names in sorted order, and the
+    alias map (other name -> kept name); the same for equal state dicts in any process."""
+    groups: dict[tuple, list[str]] = {}
+    for name in sorted(state):
+        t = state[name]
+        key = (t.device, t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride(), t.dtype)
+        groups.setdefault(key, []).append(name)
+    tensors = {names[0]: state[names[0]].detach().to("cpu", copy=True).contiguous() for names in groups.values()}
+    aliases = {alias: names[0] for names in groups.values() for alias in names[1:]}
+    return tensors, dict(sorted(aliases.items()))
 
 
 def load_checkpoint(path: str | Path, *, device: str = "auto", dtype: str = "float32") -> Workbench:
@@ -328,7 +347,7 @@ def _smollm2_folder() -> Path:
     log.info("converting %s to safetensors in %s (once, about 20 s)", gguf.name, target)
     model, tok = _read_gguf(gguf, torch.float32)
     _clear_quantizer(model)
-    with atomic_dir(target) as tmp:
+    with atomic_dir(target, owned=True) as tmp:  # the cache is ffnmem's: a damaged copy is replaced
         model.save_pretrained(str(tmp))
         tok.save_pretrained(str(tmp))
         atomic_write_json(tmp / "source.json", {"gguf": str(gguf), "gguf_sha256": file_sha256(gguf),

@@ -7,8 +7,9 @@ Layout of a saved result::
       tables/NAME.parquet  one file per table
       tensors.safetensors  all tensors
 
-Writes go to a temp folder that replaces the target in one rename: an interrupted save never
-leaves a half-written result, and an older result at the same path stays intact until then.
+Writes go to a temp folder that then replaces the target as a whole (:func:`ffnmem.paths.atomic_dir`):
+an interrupted save never leaves a half-written result, an older result at the same path stays intact
+until then, and a folder ffnmem did not write is never replaced.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ffnmem.errors import BadInput, FfnmemError
-from ffnmem.paths import atomic_dir, atomic_write_json
+from ffnmem.paths import atomic_dir, atomic_write_json, recover
 
 SCHEMA_VERSION = 1
 
@@ -71,6 +72,8 @@ class Result:
     @classmethod
     def load(cls, path: str | Path) -> Result:
         path = Path(path)
+        if not path.exists():
+            recover(path)  # a save killed between its two renames leaves the old result as a backup
         header_path = path / "header.json"
         if not header_path.exists():
             raise BadInput(f"{path} is not an ffnmem result (no header.json)")

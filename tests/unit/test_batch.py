@@ -114,10 +114,10 @@ def test_live_lock_refuses_and_stale_lock_is_taken_over(tmp_path):
     assert not (run / "run.json").exists()  # the refused run wrote nothing
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    (run / ".lock").write_text(f"{dead.pid}@{os.uname().nodename}")
-    with C.run_lock(run):  # stale: its process is gone
-        assert (run / ".lock").read_text().startswith(str(os.getpid()))
-    assert not (run / ".lock").exists()
+    lock = tmp_path / ".run.lock"
+    lock.write_text(f"{dead.pid}@{os.uname().nodename}")  # what a killed writer leaves: text, but no flock
+    with C.run_lock(run):
+        assert lock.read_text().startswith(str(os.getpid()))
 
 
 def test_sigkill_mid_run_then_resume(tmp_path):
@@ -134,7 +134,7 @@ def test_sigkill_mid_run_then_resume(tmp_path):
     proc.wait()
     done_before = {p.parent.name for p in (run / "units").glob("*/header.json")}
     assert 3 <= len(done_before) < 18, "kill the run mid-way"
-    assert (run / ".lock").exists()  # left behind by the killed process: stale
+    assert (tmp_path / ".run.lock").exists()  # left behind by the killed process, its flock gone with it
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     units = C.query(run, "SELECT unit_id, status FROM units")

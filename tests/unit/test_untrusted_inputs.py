@@ -47,6 +47,8 @@ def test_train_cli_on_a_crafted_run_folder_is_one_line(tmp_path, cli):
     step.mkdir(parents=True)
     torch.save(_Payload(marker), step / "state.pt")
     r = cli("train", "-o", tmp_path / "run", "--steps", "2", "--device", "cpu")
+    assert r.returncode == 2 and "did not write" in r.stderr  # a folder ffnmem did not write: refused
+    r = cli("train", "-o", tmp_path / "run", "--steps", "2", "--device", "cpu", "--force")  # adopted anyway
     assert r.returncode != 0 and "never loads" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not marker.exists()
 

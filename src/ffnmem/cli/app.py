@@ -28,6 +28,8 @@ out = Console(markup=False)
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Model spec: smollm2-135m, tiny-2l, a GGUF file, "
                                        "a Hugging Face folder or an ffnmem checkpoint. See `ffnmem models`.")]
 DeviceOpt = Annotated[str, typer.Option(help="cpu, cuda, or auto (CUDA when present).")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Write into (or replace) an existing non-empty folder "
+                                         "that ffnmem did not write.")]
 TextOpt = Annotated[list[Path] | None, typer.Option(help="Corpus files (.txt, .jsonl, .parquet, saved HF dataset); "
                                                     "default: the built-in stdlib-docstring corpus.")]
 

@@ -8,8 +8,10 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ffnmem.cli.app import SEED_MAX, check_range, DeviceOpt, app, out
+from ffnmem.cli.app import SEED_MAX, DeviceOpt, ForceOpt, app, check_range, out
 from ffnmem.errors import BadInput
+
+from ffnmem.outputs import claim
 
 
 @app.command("compare-architectures")
@@ -22,6 +24,7 @@ def compare_architectures(
     seed: Annotated[int | None, typer.Option(min=0, max=SEED_MAX, help="Seed of the corpus and of every variant's training.")] = None,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for report.md, PNGs and result/.")] = Path("ffnmem-out/architectures"),
     device: DeviceOpt = "cpu",
+    force: ForceOpt = False,
 ) -> None:
     """Causal vs prefix vs masked LM, with and without positions, trained on the same synthetic
     facts: recall by exposure, bits/param, CE = H + KL, signal fraction, position probe, FFN share
@@ -43,6 +46,7 @@ def compare_architectures(
         changes["mask_rate"] = mask_rate
     cfg = dataclasses.replace(cfg, **changes)
     cfg.objectives()  # validate before training anything
+    claim(out_dir, force=force)
     rows = write_report(compare(cfg, device=device), cfg, out_dir)
     table = Table("variant", "recall", "bits/param", "probe MAE (last)", "FFN share", title="architectures")
     for r in rows:

@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ffnmem.cli.app import app, out
+from ffnmem.cli.app import ForceOpt, app, out
+from ffnmem.outputs import Lock, claim
 
 
 @app.command("run")
@@ -18,6 +19,7 @@ def run_cmd(
     executor: Annotated[str, typer.Option(help="local (this process) or ray (tasks on a Ray cluster).")] = "local",
     address: Annotated[str | None, typer.Option(help="Ray address (default: start or join a local instance).")] = None,
     check: Annotated[bool, typer.Option("--check", help="Validate the batch (models resolvable offline, device, facts, parameters) and list its units; load and run nothing.")] = False,
+    force: ForceOpt = False,
 ) -> None:
     """Run a batch: validate it, split it into units, run the unfinished ones, record them in the catalogue.
 
@@ -38,6 +40,7 @@ def run_cmd(
         out.print(f"{batch}: valid, {len(units)} units")
         return
     run_dir = B.run_dir_for(b, out_dir)
+    claim(run_dir, force=force)
     B.run_batch(b, run_dir, executor=executor, address=address)
     done = C.query(run_dir, "SELECT count(*) AS n FROM units WHERE status = 'done'")["n"][0]
     out.print(f"{run_dir}: {done}/{len(units)} units done; query with ffnmem.catalog.query({str(run_dir)!r}, sql)")
@@ -50,8 +53,11 @@ def run_cmd(
 @app.command()
 def report(run: Annotated[Path, typer.Argument(help="A run folder written by `ffnmem run`.")]) -> None:
     """Write RUN/report.html: a self-contained HTML report (plots, tables, provenance)."""
+    from ffnmem.catalog import read_manifest
     from ffnmem.report import write_report
 
+    read_manifest(run)  # a run folder, or one clear line
+    Lock(run)  # not while `ffnmem run` writes it
     out.print(str(write_report(run)))
 
 

@@ -8,8 +8,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ffnmem.cli.app import TextOpt, DeviceOpt, ModelOpt, _corpus_tokens, _load, app, console, out, parse_layers
+from ffnmem.cli.app import TextOpt, DeviceOpt, ForceOpt, ModelOpt, _corpus_tokens, _load, app, console, out, parse_layers
 from ffnmem.errors import BadInput
+from ffnmem.outputs import claim
 
 
 @app.command()
@@ -29,11 +30,13 @@ def demo(
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for report.md, plots and result/.")] = Path("ffnmem-out/demo"),
     top: Annotated[int, typer.Option(min=1, help="FFN memories shown per fact.")] = 8,
     device: DeviceOpt = "auto",
+    force: ForceOpt = False,
 ) -> None:
     """The main job: recall of shipped capital-city facts, the FFN memories that write each answer
     (direct logit attribution per neuron) and their value vectors in vocabulary space."""
     from ffnmem.demo import run_demo
 
+    claim(out_dir, force=force)
     wb = _load(model, device)
     with console.status("attributing facts to FFN memories …"):
         report = run_demo(wb, out_dir, top_neurons=top)
@@ -54,11 +57,15 @@ def capture(
     shards: Annotated[bool, typer.Option(help="Also write every activation to disk in shards (float16).")] = False,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Result folder.")] = Path("ffnmem-out/capture"),
     device: DeviceOpt = "auto",
+    force: ForceOpt = False,
 ) -> None:
     """Stream FFN activations over a corpus: per-unit statistics and top-k examples, with bounded memory."""
     from ffnmem import capture as cap
     from ffnmem.results import Result, make_provenance
 
+    claim(out_dir, force=force, whole=True)
+    if shards:
+        claim(out_dir.with_name(out_dir.name + "-shards"), force=force)
     wb = _load(model, device)
     names = cap.hook_names(wb, kind, parse_layers(layers, wb.n_layers))  # checked before the corpus is read
     tokens = _corpus_tokens(wb, text, window, max_tokens)

@@ -8,8 +8,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ffnmem.cli.app import SEED_MAX, DeviceOpt, ModelOpt, _load, app, out
+from ffnmem.cli.app import SEED_MAX, DeviceOpt, ModelOpt, _load, app, out, ForceOpt
 from ffnmem.errors import BadInput
+from ffnmem.outputs import claim
 
 
 FactsOpt = Annotated[list[str], typer.Option("--facts", "-f", help="Fact file(s) (.jsonl), a folder, or 'all' "
@@ -39,6 +40,7 @@ def recall(
     run: Annotated[Path | None, typer.Option(help="A run folder of `ffnmem train`: measure recall against "
                                                   "exposure on its synthetic facts instead (as `ffnmem exposure`).")] = None,
     device: DeviceOpt = "auto",
+    force: ForceOpt = False,
 ) -> None:
     """Recall of a fact set: top-1/top-k accuracy, p(answer), rank and loss in bits, per relation;
     with --popularity, recall vs entity popularity and the substitution rate against chance.
@@ -49,8 +51,10 @@ def recall(
     if run is not None:
         from ffnmem.cli.synthetic import run_exposure
 
+        claim(out_dir, force=force)
         run_exposure(run, None, out_dir, device=device)
         return
+    claim(out_dir, force=force)
     fs = _facts(facts, relation, limit)
     wb = _load(model, device)
     res = run_recall(wb, fs, scoring=scoring, k=k, batch_size=batch_size, progress=True)
@@ -102,6 +106,7 @@ def attribute(
                                                      "attribution patching.")] = None,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Result folder.")] = Path("ffnmem-out/attribute"),
     device: DeviceOpt = "auto",
+    force: ForceOpt = False,
 ) -> None:
     """Which FFN neurons write ANSWER after PROMPT: direct logit attribution per neuron and per layer,
     optionally integrated gradients (knowledge neurons) and attribution patching."""
@@ -109,6 +114,7 @@ def attribute(
 
     if distractor is not None and distractor.strip() == answer.strip():
         raise BadInput(f"--distractor {distractor!r} is the answer itself; give a wrong answer to contrast with")
+    claim(out_dir, force=force)
     wb = _load(model, device)
     rows, where = run_attribute(wb, prompt, answer, out_dir, distractor=distractor, top=top, ig_steps=ig_steps,
                                 corrupt=corrupt)
@@ -132,11 +138,13 @@ def trace(
     kind: Annotated[list[str], typer.Option(help="States restored: resid, mlp, attn.")] = ["resid", "mlp", "attn"],  # noqa: B006
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Result folder.")] = Path("ffnmem-out/trace"),
     device: DeviceOpt = "auto",
+    force: ForceOpt = False,
 ) -> None:
     """Causal tracing (Meng et al. 2022) over a fact set: per-fact heatmaps, written as each fact
     finishes, and the average aligned on subject / last tokens."""
     from ffnmem.trace_cmd import run_trace
 
+    claim(out_dir, force=force)
     fs = _facts(facts, relation, limit)
     wb = _load(model, device)
     peaks = run_trace(wb, fs, out_dir, n_samples=samples, window=window, seed=seed, max_rows=max_rows,

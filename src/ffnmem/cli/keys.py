@@ -7,8 +7,9 @@ from typing import Annotated
 
 import typer
 
-from ffnmem.cli.app import SEED_MAX, TextOpt, DeviceOpt, ModelOpt, _corpus_tokens, _load, app, out, parse_layers
+from ffnmem.cli.app import SEED_MAX, TextOpt, DeviceOpt, ModelOpt, _corpus_tokens, _load, app, out, parse_layers, ForceOpt
 from ffnmem.errors import BadInput
+from ffnmem.outputs import claim
 
 
 @app.command()
@@ -26,12 +27,14 @@ def keys(
     batch_size: Annotated[int, typer.Option(min=1, help="Windows per forward pass.")] = 8,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("ffnmem-out/keys"),
     device: DeviceOpt = "auto",
+    force: ForceOpt = False,
 ) -> None:
     """Key-value memories: mine each key's top trigger examples over a corpus, read values in
     vocabulary space, measure key-value agreement by layer against a shuffled baseline, and write
     neuron cards and a report (Markdown + HTML)."""
     from ffnmem.keys_job import run_keys
 
+    claim(out_dir, force=force)
     wb = _load(model, device)
     chosen = parse_layers(layers, wb.n_layers)
     tokens = _corpus_tokens(wb, text, window, max_tokens)
@@ -57,19 +60,24 @@ def neuron(
     k: Annotated[int, typer.Option(min=1, help="Trigger examples shown.")] = 10,
     out_file: Annotated[Path | None, typer.Option("--out", "-o", help="HTML file (default ffnmem-out/neuron-L-N.html).")] = None,
     device: DeviceOpt = "auto",
+    force: ForceOpt = False,
 ) -> None:
     """A neuron card: one memory's trigger examples, value tokens and activation histogram, as HTML."""
     from ffnmem import triggers as T
     from ffnmem.cards import neuron_card
 
+    if out_file is not None:
+        claim(out_file, force=force, file=True)
     wb = _load(model, device)
     layer = wb.check_layer(layer)
+    out_file = out_file or Path(f"ffnmem-out/neuron-{layer}-{index}.html")
+    claim(out_file, force=force, file=True)
     if triggers is not None:
         tr = T.from_result(_triggers_of(triggers, wb))
     else:
         tr = T.mine(wb, _corpus_tokens(wb, text, window, max_tokens), [layer], k=k, progress="mining")
     card = neuron_card(wb, tr, layer, index, n_examples=k)
-    path = card.save(out_file or Path(f"ffnmem-out/neuron-{layer}-{index}.html"))
+    path = card.save(out_file)
     for r in card.examples[:5]:
         out.print(f"  m={r['coeff']:7.3f}  …{r['context'][-40:]!r} [{r['trigger']!r}] → {r['next']!r}", highlight=False)
     out.print(f"value promotes: {', '.join(repr(t) for t, _ in card.top_tokens)}", highlight=False)

@@ -8,8 +8,9 @@ from typing import Annotated
 
 import typer
 
-from ffnmem.cli.app import SEED_MAX, check_range, TextOpt, DeviceOpt, ModelOpt, _corpus_tokens, _load, app, out, parse_layers
+from ffnmem.cli.app import SEED_MAX, check_range, TextOpt, DeviceOpt, ModelOpt, _corpus_tokens, _load, app, out, parse_layers, ForceOpt
 from ffnmem.errors import BadInput
+from ffnmem.outputs import claim
 
 
 @app.command()
@@ -24,12 +25,14 @@ def probe(
     seed: Annotated[int, typer.Option(min=0, max=SEED_MAX, help="Seed of folds and control labels.")] = 0,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("ffnmem-out/probe"),
     device: DeviceOpt = "auto",
+    force: ForceOpt = False,
 ) -> None:
     """Linear probes per layer at the last (subject) token, with Hewitt-Liang control tasks and
     selectivity; writes curves.png, the cached representation datasets and a result table."""
     check_range("--C", C, 0, math.inf, lo_open=True)
     from ffnmem.probe_jobs import builtin_task, read_task, run_probe
 
+    claim(out_dir, force=force)
     tasks = {t: builtin_task(t) for t in (task or ([] if prompts else ["city_continent", "word_category"]))}
     if prompts:
         tasks[prompts.stem] = read_task(prompts)
@@ -46,6 +49,7 @@ def toy_superposition(
     grid: Annotated[int, typer.Option(min=2, help="Phase diagram grid size (sparsity × importance).")] = 7,
     seed: Annotated[int, typer.Option(min=0, max=SEED_MAX, help="Seed.")] = 0,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("ffnmem-out/toy"),
+    force: ForceOpt = False,
 ) -> None:
     """Toy models of superposition (Elhage et al. 2022): sparsity sweep with WᵀW pictures and
     dimensionality, and the n=2, m=1 phase diagram; all instances trained at once on CPU."""
@@ -53,6 +57,7 @@ def toy_superposition(
 
     if n_hidden >= n_features or n_hidden < 1 or steps < 1 or grid < 2:
         raise BadInput("need 1 <= --n-hidden < --n-features, --steps >= 1 and --grid >= 2")
+    claim(out_dir, force=force)
     folder = run_toy(out_dir, n_features=n_features, n_hidden=n_hidden, steps=steps, seed=seed, grid=grid,
                      phase_steps=min(1500, steps))
     out.print(f"toy models written to {folder} (wtw.png, dimensionality.png, phase.png, result)")
@@ -71,6 +76,7 @@ def sae(
     seed: Annotated[int, typer.Option(min=0, max=SEED_MAX, help="Seed.")] = 0,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("ffnmem-out/sae"),
     device: DeviceOpt = "auto",
+    force: ForceOpt = False,
 ) -> None:
     """Transcoder and SAE (on FFN coefficients) trained with eai-sparsify on one FFN layer:
     held-out FVU, L0, dead latents, top examples per latent, and a latents-vs-neurons
@@ -79,6 +85,7 @@ def sae(
 
     if expansion < 1 or k < 1 or epochs < 1:
         raise BadInput("--expansion, --k and --epochs must be at least 1")
+    claim(out_dir, force=force)
     wb = _load(model, device)
     tokens = _corpus_tokens(wb, text, window, max_tokens)
     folder, rows = run_sae(wb, tokens, wb.check_layer(layer), out_dir, expansion=expansion, k=k, epochs=epochs, seed=seed)

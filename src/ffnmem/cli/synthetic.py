@@ -8,9 +8,10 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ffnmem.cli.app import SEED_MAX, check_range, DeviceOpt, app, out
+from ffnmem.cli.app import SEED_MAX, check_range, DeviceOpt, app, out, ForceOpt
 from ffnmem.errors import BadInput
 from ffnmem.synthetic import MAX_ENTITIES, MAX_EXPOSURE
+from ffnmem.outputs import claim
 
 
 facts_app = typer.Typer(help="Synthetic fact corpora with controlled exposure.", no_args_is_help=True)
@@ -53,6 +54,7 @@ def facts_make(
     noise: Annotated[float | None, typer.Option(help="Share of mentions with a random value (sets the data entropy).")] = None,
     junk: Annotated[float | None, typer.Option(help="Share of junk documents.")] = None,
     seed: Annotated[int | None, typer.Option(min=0, max=SEED_MAX, help="Generator seed.")] = None,
+    force: ForceOpt = False,
 ) -> None:
     """Generate a synthetic biography corpus: invented entities, attributes, exposure per entity."""
     import dataclasses
@@ -63,6 +65,7 @@ def facts_make(
     check_range("--zipf-a", zipf_a, 0, 5, lo_open=True)
     check_range("--noise", noise, 0, 1, hi_open=True)
     check_range("--junk", junk, 0, 1, hi_open=True)
+    claim(out_dir, force=force, whole=True)
     cfg, _ = get_preset(preset)
     bin_tuple = tuple(_ints(bins, "--bins", "1,2,4,8")) if bins is not None else None
     changes = {k: v for k, v in dict(n_entities=entities, law=law, bins=bin_tuple, zipf_a=zipf_a,
@@ -86,10 +89,12 @@ def train(
     seed: Annotated[int | None, typer.Option(min=0, max=SEED_MAX, help="Training seed (init and data order).")] = None,
     resume: Annotated[bool, typer.Option(help="Resume from the latest checkpoint in --out.")] = True,
     device: DeviceOpt = "auto",
+    force: ForceOpt = False,
 ) -> None:
     """Train a small TransformerLens-native model on a synthetic fact corpus (resumable)."""
     from ffnmem.training import train as run_train
 
+    claim(out_dir, force=force)
     corpus, cfg = _corpus_and_config(preset, facts, steps=steps, d_model=d_model, d_mlp=d_mlp, n_layers=layers,
                                      seed=seed)
     run = run_train(corpus, cfg, out_dir, device=device, resume=resume)
@@ -109,12 +114,14 @@ def capacity(
     steps: Annotated[int | None, typer.Option(min=1, help="Optimizer steps per model (default: the preset's).")] = None,
     seed: Annotated[int | None, typer.Option(min=0, max=SEED_MAX, help="Training seed, the same for every width.")] = None,
     device: DeviceOpt = "auto",
+    force: ForceOpt = False,
 ) -> None:
     """Knowledge capacity vs model size: train one model per width on the same facts (resumable,
     in OUT/runs/d{width}) and report bits stored and bits per parameter for each."""
     from ffnmem.capacity import capacity_report
 
     ws = _ints(widths, "--widths", "16,32,64")
+    claim(out_dir, force=force)
     corpus, tcfg = _corpus_and_config(preset, facts, steps=steps, seed=seed)
     res = capacity_report(corpus, tcfg, ws, out_dir, mlp_ratio=mlp_ratio, device=device)
     table = Table("d_model", "d_mlp", "params", "bits stored", "bits/param", "recall", title="capacity vs size")
@@ -134,11 +141,13 @@ def exposure(
     n_boot: Annotated[int, typer.Option(min=1, help="Bootstrap resamples for the CIs.")] = 1000,
     seed: Annotated[int, typer.Option(min=0, max=SEED_MAX, help="Bootstrap seed.")] = 0,
     device: DeviceOpt = "auto",
+    force: ForceOpt = False,
 ) -> None:
     """Recall vs exposure of a trained run: per-bin accuracy and loss bits with CIs, logistic fit,
     bits per parameter, cross-entropy = data entropy + KL gap over training, and where each bin's
     answers are written (direct logit attribution to FFN vs attention, per layer).
     `ffnmem recall --run DIR` runs the same with these defaults."""
+    claim(out_dir, force=force)
     run_exposure(run_dir, facts, out_dir, heldout=heldout, n_boot=n_boot, seed=seed, device=device)
 
 
