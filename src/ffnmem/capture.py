@@ -193,12 +193,14 @@ class TopK:
     def update(self, name: str, acts: Float[Tensor, "batch pos d"], start: int) -> None:
         b, p, d = acts.shape
         flat = acts.reshape(b * p, d).float().contiguous()
+        blocks = _block_maxima(flat)
+        nan = bool(blocks.isnan().any() or flat[len(blocks) * _BLOCK :].isnan().any())
         held = self.state.get(name)
         if held is not None and held[0].shape[0] == self.k:
             # Only values above the k-th largest held can enter: an equal one comes later and loses the tie.
-            unit, row = _candidates(flat, held[0][-1], strict=True, blocks=_block_maxima(flat))
+            unit, row = _candidates(flat, held[0][-1], blocks, strict=True, nan=nan)
         else:
-            unit, row = _candidates(flat, _fill_bound(flat, self.k), strict=False)
+            unit, row = _candidates(flat, _fill_bound(flat, blocks, self.k), None, strict=False, nan=nan)
         if unit.numel():
             self.state[name] = _merge_top(held, flat, unit, row, start * p, self.k)
 
@@ -215,7 +217,7 @@ def _block_maxima(flat: Float[Tensor, "rows d"]) -> Float[Tensor, "blocks d"]:
     return flat[: n * _BLOCK].view(n, _BLOCK, flat.shape[1]).amax(1)  # amax propagates NaN
 
 
-def _fill_bound(flat: Float[Tensor, "rows d"], k: int) -> Tensor:
+def _fill_bound(flat: Float[Tensor, "rows d"], blocks: Float[Tensor, "blocks d"], k: int) -> Tensor:
     """A lower bound of each unit's k-th largest value in the batch (-inf when it has fewer rows).
 
     The k-th largest of ``g >= k`` disjoint blocks' maxima is at most the k-th largest entry. With
@@ -224,33 +226,41 @@ def _fill_bound(flat: Float[Tensor, "rows d"], k: int) -> Tensor:
     """
     if flat.shape[0] <= k:
         return flat.new_full(flat.shape[1:], float("-inf"))
-    blocks = _block_maxima(flat)
     if blocks.shape[0] >= 2 * k:
         return blocks.t().topk(k, dim=1).values[:, -1]
     return flat.topk(k, dim=0).values[-1]
 
 
-def _above(x: Tensor, bound: Tensor, strict: bool) -> Tensor:
-    """``x > bound`` (strict) or ``x >= bound``, and NaN in either: NaN ranks above every number."""
-    return ~(x <= bound) if strict else ~(x < bound)
+def _above(x: Tensor, bound: Tensor, strict: bool, nan: bool) -> Tensor:
+    """``x > bound`` (strict) or ``x >= bound``; with ``nan``, NaN in either too (NaN ranks first).
+
+    Keeping NaN costs a second pass (the negation), so it is only done for batches that hold NaN.
+    """
+    if nan:
+        return ~(x <= bound) if strict else ~(x < bound)
+    return x > bound if strict else x >= bound
 
 
-def _candidates(flat: Float[Tensor, "rows d"], bound: Float[Tensor, " d"], strict: bool,
-                blocks: Float[Tensor, "blocks d"] | None = None) -> tuple[Tensor, Tensor]:
+def _candidates(flat: Float[Tensor, "rows d"], bound: Float[Tensor, " d"], blocks: Float[Tensor, "blocks d"] | None,
+                strict: bool, nan: bool) -> tuple[Tensor, Tensor]:
     """``(unit, row)`` of the entries above ``bound``, sorted by unit, then row.
 
     With ``blocks`` (their maxima), only the blocks whose maximum is above the bound are read
-    again: when candidates are few (a running threshold) that is cheaper than a full mask and its
-    scan; when they are many (the first batch), the gather would cost more than the mask. Masks
-    are transposed (unit-major) before ``nonzero``, which then yields the order wanted.
+    again: when candidates are few (a running threshold after a few batches) that is cheaper than
+    a full mask and its scan; when they are many (the first batches), the gather would cost more
+    than the mask. Masks are transposed (unit-major) before ``nonzero``, which then yields the
+    order wanted.
     """
-    n = 0 if blocks is None else blocks.shape[0] * _BLOCK
-    unit, row = _nonzero_t(_above(flat[n:], bound, strict))
+    hit = None if blocks is None else _above(blocks, bound, strict, nan)
+    if hit is not None and hit.sum() * 6 > hit.numel():
+        hit = None  # gathering a sixth of the blocks or more costs more than the mask (measured)
+    n = 0 if hit is None else blocks.shape[0] * _BLOCK
+    unit, row = _nonzero_t(_above(flat[n:], bound, strict, nan))
     if not n:
         return unit, row
-    blk_unit, blk = _nonzero_t(_above(blocks, bound, strict))
+    blk_unit, blk = _nonzero_t(hit)
     vals = flat[:n].view(blocks.shape[0], _BLOCK, flat.shape[1])[blk, :, blk_unit]  # [hit blocks, _BLOCK]
-    hit, offset = _above(vals, bound[blk_unit, None], strict).nonzero(as_tuple=True)
+    hit, offset = _above(vals, bound[blk_unit, None], strict, nan).nonzero(as_tuple=True)
     if not unit.numel():
         return blk_unit[hit], blk[hit] * _BLOCK + offset
     unit, row = torch.cat([blk_unit[hit], unit]), torch.cat([blk[hit] * _BLOCK + offset, row + n])
