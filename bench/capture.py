@@ -19,8 +19,8 @@ Every hook is ``blocks.{l}.mlp.hook_post`` for all layers, so ``last + 1`` is th
 layers: early stop skips the final norm and the ``[batch, pos, d_vocab]`` logits. Each method runs
 in a fresh subprocess (so peak RSS values do not mix); inside it, timed passes of the method
 alternate with timed plain forward passes, with and without early stop, so the ratios
-"× forward" and "× forward stop" are paired and robust to other load on the machine. Times are
-the best of ``--repeats`` passes. ``--memory`` checks the memory budget: TopK(20) + NeuronStats
+"× forward" and "× forward stop" are paired: the median over ``--repeats`` rounds of the ratio
+within a round, robust to other load on the machine. tokens/s is from the best pass. ``--memory`` checks the memory budget: TopK(20) + NeuronStats
 over all SmolLM2 layers on 50k tokens, peak RSS above the loaded model. ``--micro`` times the
 reducers alone on SmolLM2-shaped activations (``[8, 128, 1536]`` random floats), today's against
 a frozen copy of the ones before issue 13 (one ``torch.topk`` over state and batch).
@@ -37,6 +37,7 @@ import json
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -200,11 +201,16 @@ def worker(spec: dict) -> dict:
                 times[key].append(time.perf_counter() - t0)
                 del out
                 gc.collect()
-        best = {key: min(v) for key, v in times.items() if v}
-        best.setdefault(spec["method"], best["method"])
+        if spec["method"] in bases:  # a baseline's own times stand in for its pair
+            times[spec["method"]] = times["method"]
+        best = {key: min(v) for key, v in times.items()}
+
+        def paired(base):  # median over repeats of base / method, each pair timed back to back
+            return statistics.median(b / m for b, m in zip(times[base], times["method"]))
+
         row.update(seconds=best["method"], seconds_forward=best["forward"], seconds_forward_stop=best["forward stop"],
                    tokens_per_s=tokens.numel() / best["method"], forward_tokens_per_s=tokens.numel() / best["forward"],
-                   ratio=best["forward"] / best["method"], ratio_stop=best["forward stop"] / best["method"], note="")
+                   ratio=paired("forward"), ratio_stop=paired("forward stop"), times=times, note="")
     except Exception as exc:  # noqa: BLE001 - a peer that cannot wrap the model is a result, not a crash
         row.update(tokens_per_s=None, ratio=None, note=f"failed: {type(exc).__name__}: {str(exc)[:200]}")
     row.update(peak_rss_mb=peak_rss_mb(), torch_threads=torch.get_num_threads())
@@ -282,7 +288,6 @@ def micro(spec: dict) -> dict:
     16 windows are 2 batches) and the 50th (a 50k-token capture): the running threshold makes
     later batches cheaper. Before and after alternate, so load on the machine hits both alike.
     """
-    import statistics
 
     import torch
 
@@ -406,7 +411,7 @@ def _run_methods(args, base: dict, console) -> list[dict]:
                           f"× forward stop {r.get('ratio_stop') or 0:.2f}, peak RSS {r.get('peak_rss_mb', 0):,.0f} MB "
                           f"{r.get('note', '')}", highlight=False)
     console.print(_table(rows, f"FFN coefficient capture, all layers, {args.windows}×{args.window} tokens, "
-                               f"batch {args.batch_size}, best of {args.repeats}"))
+                               f"batch {args.batch_size}, ratios: median of {args.repeats} paired rounds"))
     return rows
 
 
