@@ -95,3 +95,122 @@ def test_bad_input(tiny):
         cap.hook_names(tiny, ["post"], [5])
     with pytest.raises(BadInput, match="unknown activation kind"):
         cap.hook_names(tiny, ["nope"], [0])
+
+
+# --- reducers against the implementation they replaced ------------------------------------------
+
+class _TopKBefore:
+    """Frozen copy of TopK.update as of a931641 (one torch.topk over the state and the batch)."""
+
+    def __init__(self, k):
+        self.k, self.state = k, {}
+
+    def update(self, name, acts, start):
+        b, p, d = acts.shape
+        flat = acts.reshape(b * p, d).float()
+        idx = torch.arange(start * p, start * p + b * p, device=acts.device).unsqueeze(1).expand(-1, d)
+        if name in self.state:
+            vals, ids = self.state[name]
+            flat, idx = torch.cat([vals, flat]), torch.cat([ids, idx])
+        top = flat.topk(min(self.k, flat.shape[0]), dim=0)
+        self.state[name] = (top.values, idx.gather(0, top.indices))
+
+
+class _NeuronStatsBefore:
+    """Frozen copy of NeuronStats as of a931641."""
+
+    def __init__(self):
+        self.s = {"sum": 0, "sq": 0, "pos": 0, "max": None, "n": 0}
+
+    def update(self, name, acts, start):
+        flat, s = acts.reshape(-1, acts.shape[-1]).float(), self.s
+        s["sum"] = s["sum"] + flat.sum(0).double()
+        s["sq"] = s["sq"] + (flat * flat).sum(0).double()
+        s["pos"] = s["pos"] + (flat > 0).sum(0)
+        m = flat.max(0).values
+        s["max"] = m if s["max"] is None else torch.maximum(s["max"], m)
+        s["n"] += flat.shape[0]
+
+    def result(self):
+        s = self.s
+        mean = s["sum"] / s["n"]
+        var = (s["sq"] / s["n"] - mean * mean).clamp_min(0)
+        return {"mean": mean.float(), "var": var.float(), "max": s["max"].float(),
+                "frac_active": (s["pos"].double() / s["n"]).float()}
+
+
+def _stream(seed, n_batches, pos, d, *, ties, max_windows=30):
+    """Random batches of varied size; with ties, small integers (most values repeat many times)."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n_batches):
+        b = int(torch.randint(1, max_windows + 1, (1,), generator=g))
+        out.append(torch.randint(-3, 4, (b, pos, d), generator=g).float() if ties else torch.randn(b, pos, d, generator=g))
+    return out
+
+
+def _fold(reducer, batches):
+    start = 0
+    for a in batches:
+        reducer.update("h", a, start)
+        start += a.shape[0]
+    return reducer
+
+
+def _stable_top(batches, k):
+    """Reference: the k largest per unit over the whole stream, ties to the earlier token."""
+    flat = torch.cat([a.reshape(-1, a.shape[-1]) for a in batches])
+    vals, order = flat.sort(dim=0, descending=True, stable=True)
+    return vals[:k], order[:k]
+
+
+@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize(("k", "n_batches", "pos", "max_windows"), [
+    (5, 12, 8, 30),     # many batches, k below one batch
+    (40, 9, 3, 4),      # k above the rows of one batch (several batches to fill)
+    (500, 3, 4, 6),     # k above all rows seen: everything is kept
+    (20, 6, 64, 8),     # batches of >= 40 blocks: the first batch takes the block-maxima bound
+    (1, 5, 128, 8),
+])
+def test_topk_matches_the_reducer_it_replaced(ties, k, n_batches, pos, max_windows):
+    for seed in range(3):
+        batches = _stream(seed, n_batches, pos, 23, ties=ties, max_windows=max_windows)
+        new = _fold(cap.TopK(k), batches).result()["h"]
+        old_vals, old_ids = _fold(_TopKBefore(k), batches).state["h"]
+        assert torch.equal(new["values"], old_vals)  # the same values, exactly
+        ref_vals, ref_ids = _stable_top(batches, k)
+        assert torch.equal(new["values"], ref_vals)
+        assert torch.equal(new["index"], ref_ids)  # ties go to the earlier token
+        if not ties:  # without ties the index is unique, and the old reducer found it too
+            assert torch.equal(new["index"], old_ids)
+
+
+def test_topk_ties_do_not_depend_on_the_batch_size():
+    acts = _stream(7, 1, 16, 11, ties=True, max_windows=1)[0].expand(12, 16, 11).clone()
+    acts[:, 0] = float("-inf")  # what trigger mining feeds for the BOS position
+    one = _fold(cap.TopK(30), [acts]).result()["h"]
+    parts = _fold(cap.TopK(30), list(acts.split(5))).result()["h"]
+    assert torch.equal(one["values"], parts["values"]) and torch.equal(one["index"], parts["index"])
+
+
+def test_topk_ranks_nan_first_like_torch_topk():
+    acts = torch.randn(4, 64, 6, generator=torch.Generator().manual_seed(3))
+    acts[1, 5, 2] = acts[3, 7, 2] = float("nan")
+    top = _fold(cap.TopK(3), list(acts.split(1))).result()["h"]
+    assert top["values"][:2, 2].isnan().all() and top["index"][:2, 2].tolist() == [1 * 64 + 5, 3 * 64 + 7]
+    torch.testing.assert_close(top["values"][:, 0], acts[..., 0].flatten().topk(3).values)
+
+
+def test_neuron_stats_match_the_reducer_they_replaced():
+    batches = _stream(4, 10, 7, 33, ties=False)
+    batches = [a.clamp_min(0) for a in batches]  # exact zeros: frac_active counts only > 0
+    new = _fold(cap.NeuronStats(), batches).result()["h"]
+    old = _fold(_NeuronStatsBefore(), batches).result()
+    for key in ("mean", "var", "max", "frac_active"):
+        assert torch.equal(new[key], old[key]), key
+
+
+@pytest.mark.parametrize("k", [0, -3, True])
+def test_topk_needs_k_of_at_least_one(k):
+    with pytest.raises(BadInput, match="k of at least 1"):
+        cap.TopK(k)
