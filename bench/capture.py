@@ -1,14 +1,14 @@
 """Benchmark: FFN-coefficient capture for all layers vs a plain forward pass, and vs peers.
 
-What is timed, on the same token windows of the default corpus (``ffnmem.corpus``), in batches:
+What is timed, on the same token windows of the default corpus (``ffnmem.data.corpus``), in batches:
 
 * ``forward``            plain ``bridge(tokens, return_type=None)``, no hooks: the reference;
 * ``forward stop``       ``bridge(tokens, stop_at_layer=last + 1)``: the blocks only, no final
   norm and unembedding (what every method below that stops early runs);
-* ``ffnmem noop``        :func:`ffnmem.capture.run_hooks` with a sink that does nothing (hook cost);
-* ``ffnmem collect``     :func:`ffnmem.capture.collect` (every coefficient kept in RAM);
-* ``ffnmem topk``        :func:`ffnmem.capture.reduce` with ``TopK(k)``;
-* ``ffnmem topk+stats``  :func:`ffnmem.capture.stats_and_top`: ``NeuronStats`` and ``TopK(k)``,
+* ``ffnmem noop``        :func:`ffnmem.methods.capture.run_hooks` with a sink that does nothing (hook cost);
+* ``ffnmem collect``     :func:`ffnmem.methods.capture.collect` (every coefficient kept in RAM);
+* ``ffnmem topk``        :func:`ffnmem.methods.capture.reduce` with ``TopK(k)``;
+* ``ffnmem topk+stats``  :func:`ffnmem.methods.capture.stats_and_top`: ``NeuronStats`` and ``TopK(k)``,
   what the ``ffnmem capture`` job folds;
 * ``TL run_with_cache``  TransformerLens ``run_with_cache(names_filter=hooks, stop_at_layer=last + 1)``
   keeping the coefficients (its best settings: only the hooks asked for, no logits);
@@ -91,7 +91,7 @@ def _make_method(name: str, wb, names: list[str], batch_size: int, k: int):
     """A callable ``run(tokens)`` for method ``name`` (imports happen here, untimed)."""
     import torch
 
-    from ffnmem import capture
+    from ffnmem.methods import capture
 
     stop = 1 + max(int(n.split(".")[1]) for n in names)  # every hook is in a block
     kw = dict(batch_size=batch_size, progress=False)
@@ -162,7 +162,7 @@ def _nnsight_method(wb, names: list[str], batches):
 
 
 def _tokens(wb, n_windows: int, window: int):
-    from ffnmem.corpus import default_corpus, windows
+    from ffnmem.data.corpus import default_corpus, windows
 
     toks = windows(wb, default_corpus(), window=window, max_windows=n_windows)
     if toks.shape[0] < n_windows:
@@ -175,7 +175,7 @@ def worker(spec: dict) -> dict:
     import torch
 
     import ffnmem
-    from ffnmem.capture import hook_names
+    from ffnmem.methods.capture import hook_names
 
     row = {"model": spec["model"], "method": spec["method"]}
     rss_start = rss_mb()
@@ -221,7 +221,7 @@ def worker(spec: dict) -> dict:
 def memory_worker(spec: dict) -> dict:
     """The issue's memory check: TopK(k) + NeuronStats on all layers over ``tokens`` tokens."""
     import ffnmem
-    from ffnmem.capture import hook_names, stats_and_top
+    from ffnmem.methods.capture import hook_names, stats_and_top
 
     wb = ffnmem.load_model(spec["model"], device=spec["device"])
     n_windows = -(-spec["memory_tokens"] // spec["window"])
@@ -291,7 +291,7 @@ def micro(spec: dict) -> dict:
 
     import torch
 
-    from ffnmem.capture import NeuronStats, TopK
+    from ffnmem.methods.capture import NeuronStats, TopK
 
     g = torch.Generator().manual_seed(0)
     shape = (spec["batch_size"], spec["window"], spec["d"])

@@ -18,8 +18,8 @@ def one(model: str, layers: list[int], n_windows: int, window: int) -> dict:
     import torch
 
     import ffnmem
-    from ffnmem import triggers as T
-    from ffnmem.corpus import default_corpus, windows
+    from ffnmem.methods import triggers as T
+    from ffnmem.data.corpus import default_corpus, windows
 
     wb = ffnmem.load_model(model, device="cpu")
     tokens = windows(wb, default_corpus(), window=window, max_windows=n_windows)

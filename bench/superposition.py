@@ -14,7 +14,7 @@ import torch
 
 
 def toy(instances: int, steps: int) -> dict:
-    from ffnmem import superposition as sp
+    from ffnmem.methods import superposition as sp
 
     cfg = sp.ToyConfig(n_features=20, n_hidden=5, sparsity=tuple([0.9] * instances), steps=steps, batch=1024)
     t = time.perf_counter()
@@ -26,8 +26,8 @@ def toy(instances: int, steps: int) -> dict:
 
 def extraction(model: str, n_prompts: int) -> dict:
     import ffnmem
-    from ffnmem import probes as P
-    from ffnmem.probe_jobs import builtin_task
+    from ffnmem.methods import probes as P
+    from ffnmem.jobs.probe import builtin_task
 
     wb = ffnmem.load_model(model, device="cpu")
     prompts = (builtin_task("city_continent")[0] * 4)[:n_prompts]

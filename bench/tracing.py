@@ -14,9 +14,9 @@ from pathlib import Path
 import torch
 
 import ffnmem
-from ffnmem.facts import encode_facts, load_facts
-from ffnmem.patching import activation_patching, attribution_patching
-from ffnmem.tracing import trace, trace_one_cell_per_forward
+from ffnmem.data.facts import encode_facts, load_facts
+from ffnmem.methods.patching import activation_patching, attribution_patching
+from ffnmem.methods.tracing import trace, trace_one_cell_per_forward
 
 
 def main() -> None:

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import torch
 
-from ffnmem.frequency import by_exposure, capacity_bits, score_queries, spearman_over_bins
-from ffnmem.synthetic import generate
-from ffnmem.training import preset, train
+from ffnmem.methods.frequency import by_exposure, capacity_bits, score_queries, spearman_over_bins
+from ffnmem.data.synthetic import generate
+from ffnmem.methods.training import preset, train
 
 
 def throughput(device: str, steps: int = 60) -> dict:

@@ -19,11 +19,11 @@ import torch
 
 import ffnmem
 from ffnmem import viz
-from ffnmem.capture import NeuronStats, TopK, hook_names, reduce, tokens_hash
-from ffnmem.corpus import default_corpus, windows
-from ffnmem.demo import run_demo
-from ffnmem.keyvalue import value_tokens
-from ffnmem.results import Result, make_provenance, table_from_rows
+from ffnmem.methods.capture import NeuronStats, TopK, hook_names, reduce, tokens_hash
+from ffnmem.data.corpus import default_corpus, windows
+from ffnmem.jobs.demo import run_demo
+from ffnmem.methods.keyvalue import value_tokens
+from ffnmem.store.results import Result, make_provenance, table_from_rows
 
 torch.set_num_threads(2)
 wb = ffnmem.load_model("smollm2-135m", device="cpu")

@@ -9,8 +9,8 @@ cells = [
            "*trigger examples* over a corpus); values promote tokens (read through the final norm and the "
            "unembedding). Geva et al. (2021) found that a value's top token matches its key's trigger next token "
            "more often in upper layers. We measure that here on a small slice of the built-in corpus."),
-    ("code", "import ffnmem\nfrom ffnmem import triggers as T, updates as U\nfrom ffnmem.cards import neuron_card\n"
-             "from ffnmem.corpus import default_corpus, windows\n\n"
+    ("code", "import ffnmem\nfrom ffnmem.methods import triggers as T, updates as U\nfrom ffnmem.viz.cards import neuron_card\n"
+             "from ffnmem.data.corpus import default_corpus, windows\n\n"
              "wb = ffnmem.load_model('smollm2-135m', device='cpu')\n"
              "tokens = windows(wb, default_corpus(), window=64, max_windows=32)\ntokens.shape"),
     ("md", "## Trigger examples per key\nRanked by the signed coefficient m (gated SiLU coefficients can be "

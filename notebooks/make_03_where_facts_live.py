@@ -9,14 +9,14 @@ cells = [
            "(direct logit attribution), what happens when they are ablated, and causal tracing (Meng et al. 2022). "
            "Small samples so the notebook runs in about two minutes on a CPU; the CLI (`ffnmem recall/attribute/trace`) "
            "runs the full sets."),
-    ("code", "import torch\nimport ffnmem\nfrom ffnmem.facts import load_facts, encode_facts\nfrom ffnmem.recall import recall\n"
-             "from ffnmem.ablation import top_vs_random, summarise_drops\nfrom ffnmem.tracing import trace\n"
+    ("code", "import torch\nimport ffnmem\nfrom ffnmem.data.facts import load_facts, encode_facts\nfrom ffnmem.methods.recall import recall\n"
+             "from ffnmem.methods.ablation import top_vs_random, summarise_drops\nfrom ffnmem.methods.tracing import trace\n"
              "from ffnmem import viz\n\ntorch.manual_seed(0)\nwb = ffnmem.load_model('smollm2-135m', device='cpu')\nwb"),
     ("md", "## Recall per relation (3 facts per relation, first-token scoring)"),
     ("code", "facts = load_facts('all', limit_per_relation=3)\nres = recall(wb, facts, scoring='first_token', k=5)\n"
              "res.table('relations').round(3)"),
     ("md", "## Which FFN neurons write ' Paris'?"),
-    ("code", "from ffnmem.attribution import direct_effects\nparis = wb.answer_token(' Paris')\n"
+    ("code", "from ffnmem.methods.attribution import direct_effects\nparis = wb.answer_token(' Paris')\n"
              "fx = direct_effects(wb, ['The capital of France is'], [paris])\n"
              "[(l, n, round(e, 3)) for l, n, e in fx.top(0, 8)]"),
     ("md", "## Ablating the top-20 DLA neurons vs 20 random neurons (zero, last position)"),

@@ -15,9 +15,9 @@ cells = [
     nbf.v4.new_code_cell(
         "import dataclasses\n"
         "import torch\n"
-        "from ffnmem.synthetic import generate\n"
-        "from ffnmem.training import preset, train\n"
-        "from ffnmem import frequency as fq, viz\n"
+        "from ffnmem.data.synthetic import generate\n"
+        "from ffnmem.methods.training import preset, train\n"
+        "from ffnmem import viz\nfrom ffnmem.methods import frequency as fq\n"
         "torch.set_num_threads(2)\n"
         "facts_cfg, train_cfg = preset('tiny')\n"
         "facts_cfg = dataclasses.replace(facts_cfg, n_entities=70, bins=(1, 4, 16, 64))\n"
@@ -51,7 +51,7 @@ cells = [
         "viz.plot_loss_decomposition(run.evals);"),
     nbf.v4.new_markdown_cell(
         "## Where frequent and rare facts live\n\n"
-        "Direct logit attribution (`ffnmem.attribution.direct_effects`) of each fact's *margin*: the answer's logit "
+        "Direct logit attribution (`ffnmem.methods.attribution.direct_effects`) of each fact's *margin*: the answer's logit "
         "minus the mean logit of the attribute's other values, split into FFN and attention layers. On the `tiny` "
         "preset the FFN layers write about 70% of |DLA| in every exposure bin; what changes with exposure is the "
         "size of the margin, not where it is written (tests/claims/test_frequency_claims.py)."),
@@ -67,7 +67,7 @@ cells = [
         "One model per width on the same facts (`ffnmem capacity` runs the full sweep). When the fact table holds "
         "fewer bits than a model can store, bits/parameter falls as the model grows: the ceiling is the corpus."),
     nbf.v4.new_code_cell(
-        "from ffnmem.capacity import sweep_widths\n"
+        "from ffnmem.methods.capacity import sweep_widths\n"
         "sizes = sweep_widths(corpus, train_cfg, [16, 32, 64], device='cpu', progress=False)\n"
         "for r in sizes:\n"
         "    print(f\"d_model {r['d_model']:>3}: {r['params']:>7,} params, {r['bits']:6.0f} of {r['max_bits']:.0f} bits, \"\n"

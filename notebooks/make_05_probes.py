@@ -8,8 +8,8 @@ cells = [
     ("md", "# Linear probes with control tasks (SmolLM2-135M)\n\nWhat can be read off the residual stream at the "
            "last subject token, layer by layer? A logistic probe (scikit-learn estimator contract) is cross-validated "
            "on the task and on a Hewitt & Liang *control task* (random labels per subject); selectivity is the gap."),
-    ("code", "import numpy as np, pandas as pd\nimport ffnmem\nfrom ffnmem import probes as P, viz\n"
-             "from ffnmem.probe_jobs import builtin_task\n\n"
+    ("code", "import numpy as np, pandas as pd\nimport ffnmem\nfrom ffnmem import viz\nfrom ffnmem.methods import probes as P\n"
+             "from ffnmem.jobs.probe import builtin_task\n\n"
              "wb = ffnmem.load_model('smollm2-135m', device='cpu')\n"
              "tasks = {t: builtin_task(t) for t in ['city_continent', 'word_category']}\n"
              "tasks['city_continent'][0][:3], tasks['city_continent'][1][:3]"),

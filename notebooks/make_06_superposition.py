@@ -9,7 +9,7 @@ cells = [
            "with sparse features, a model with m hidden dimensions stores more than m features, in superposition. "
            "All instances below train at once (a batch dimension over instances) on CPU."),
     ("code", "import pandas as pd\n"
-             "from ffnmem import superposition as sp, viz\n\n"
+             "from ffnmem import viz\nfrom ffnmem.methods import superposition as sp\n\n"
              "models = sp.sparsity_sweep([0.0, 0.7, 0.9, 0.99, 0.999], n_features=20, n_hidden=5, steps=1500)\n"
              "pd.DataFrame({'sparsity': models.config.sparsity, 'represented': models.metrics['represented'],\n"
              "              'dims_per_feature': models.metrics['dims_per_feature']})"),
@@ -21,7 +21,7 @@ cells = [
     ("md", "## Sparse dictionaries on a real FFN (eai-sparsify)\nA transcoder (FFN input → FFN output) and an "
            "SAE on the coefficients of tiny-2l layer 1, trained by `sparsify.Trainer`; held-out FVU, L0, dead "
            "latents, and the monosemanticity proxy (entropy of the top-10 example tokens; lower = fewer contexts)."),
-    ("code", "import ffnmem\nfrom ffnmem import sae as S\nfrom ffnmem.corpus import default_corpus, windows\n"
+    ("code", "import ffnmem\nfrom ffnmem.methods import sae as S\nfrom ffnmem.data.corpus import default_corpus, windows\n"
              "wb = ffnmem.load_model('tiny-2l', device='cpu')\ntokens = windows(wb, default_corpus(), window=64, max_windows=48)\n"
              "x, y, ids = S.capture_pairs(wb, tokens, 1, target='post')\nn = len(x) * 3 // 4\n"
              "coder = S.train(x[:n], y[:n], transcode=False, expansion=4, k=16, epochs=3)\n"

@@ -17,8 +17,8 @@ cells = [
     nbf.v4.new_code_cell(
         "import dataclasses, tempfile\n"
         "import torch\n"
-        "from ffnmem import architectures as arch\n"
-        "from ffnmem.positions import train_order_model\n"
+        "from ffnmem.methods import architectures as arch\n"
+        "from ffnmem.methods.positions import train_order_model\n"
         "torch.set_num_threads(1)  # tiny models: one thread is faster on a shared machine\n"
         "out = tempfile.mkdtemp()  # keep the report out of the repository\n"
         "cfg = arch.preset('tiny')\n"

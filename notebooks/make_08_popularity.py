@@ -11,8 +11,8 @@ cells = [
            "shipped facts: is recall better for popular subjects and answers, and when the model is wrong, does it "
            "name a *more frequent* entity of the same type (Istanbul for Ankara) more often than chance? About a "
            "minute on a CPU; `ffnmem recall` runs the same analysis."),
-    ("code", "import ffnmem\nfrom ffnmem.facts import load_facts\nfrom ffnmem.recall import recall\n"
-             "from ffnmem.popularity import popularity, popularity_analysis, shipped_facts\n"
+    ("code", "import ffnmem\nfrom ffnmem.data.facts import load_facts\nfrom ffnmem.methods.recall import recall\n"
+             "from ffnmem.methods.popularity import popularity, popularity_analysis, shipped_facts\n"
              "from ffnmem import viz\n\n"
              "wb = ffnmem.load_model('smollm2-135m', device='cpu')\n"
              "{name: popularity(name) for name in ['Paris', 'Sydney', 'Canberra', 'New Delhi', 'Herzogenaurach']}"),

@@ -4,11 +4,11 @@ Start with :func:`load_model`; everything else reads the model through the retur
 :class:`Workbench` and its FFN views (:class:`FFNView`).
 """
 
-from ffnmem.errors import FfnmemError
-from ffnmem.ffn import FFNView
-from ffnmem.models import DEFAULT_MODEL, PRESETS, list_models, load_checkpoint, load_model, save_checkpoint
-from ffnmem.results import Result
-from ffnmem.workbench import Workbench, hook_name
+from ffnmem.core.errors import FfnmemError
+from ffnmem.core.ffn import FFNView
+from ffnmem.core.models import DEFAULT_MODEL, PRESETS, list_models, load_checkpoint, load_model, save_checkpoint
+from ffnmem.store.results import Result
+from ffnmem.core.workbench import Workbench, hook_name
 
 __version__ = "0.1.0"
 

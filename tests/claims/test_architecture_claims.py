@@ -9,12 +9,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ffnmem.architectures import CompareConfig, compare, table_rows
-from ffnmem.models import _boot_native
-from ffnmem.objectives import Objective, prepare
-from ffnmem.positions import permutation_gap, train_order_model
-from ffnmem.synthetic import FactConfig
-from ffnmem.training import TrainConfig
+from ffnmem.methods.architectures import CompareConfig, compare, table_rows
+from ffnmem.core.models import _boot_native
+from ffnmem.methods.objectives import Objective, prepare
+from ffnmem.methods.positions import permutation_gap, train_order_model
+from ffnmem.data.synthetic import FactConfig
+from ffnmem.methods.training import TrainConfig
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from ffnmem.claims import claims_table
+from ffnmem.batch.claims import claims_table
 from ffnmem.cli import app
 
 ROOT = Path(__file__).resolve().parents[2]

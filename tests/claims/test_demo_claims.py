@@ -2,7 +2,7 @@
 
 import pytest
 
-from ffnmem.demo import run_demo
+from ffnmem.jobs.demo import run_demo
 
 pytestmark = pytest.mark.slow
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ffnmem.frequency import by_exposure, capacity_bits, score_queries, spearman_over_bins
-from ffnmem.synthetic import FactConfig, generate
-from ffnmem.training import TrainConfig, checkpoints, preset, train
+from ffnmem.methods.frequency import by_exposure, capacity_bits, score_queries, spearman_over_bins
+from ffnmem.data.synthetic import FactConfig, generate
+from ffnmem.methods.training import TrainConfig, checkpoints, preset, train
 
 
 @pytest.fixture(scope="session")
@@ -93,7 +93,7 @@ def test_where_frequent_and_rare_facts_live(tiny_run):
     0.89 [0.88, 0.90] to 0.83 [0.81, 0.85]: a generic "a value comes next" push from FFN layer 0 that
     does not depend on the fact is a smaller part of the logit of well-known facts.
     """
-    from ffnmem.frequency import dla_by_exposure, dla_rows
+    from ffnmem.methods.frequency import dla_by_exposure, dla_rows
 
     run, _ = tiny_run
     qs = [q for q in run.corpus.queries if not q["heldout"]]

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 import ffnmem
-from ffnmem import triggers as T
-from ffnmem.corpus import default_corpus, windows
-from ffnmem.keyvalue import value_tokens
+from ffnmem.methods import triggers as T
+from ffnmem.data.corpus import default_corpus, windows
+from ffnmem.methods.keyvalue import value_tokens
 
 
 def test_planted_memory_is_found():

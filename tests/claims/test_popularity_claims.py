@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import pytest
 
-from ffnmem.facts import load_facts
-from ffnmem.popularity import popularity_analysis, shipped_facts
-from ffnmem.recall import recall
+from ffnmem.data.facts import load_facts
+from ffnmem.methods.popularity import popularity_analysis, shipped_facts
+from ffnmem.methods.recall import recall
 
 
 @pytest.fixture(scope="module")

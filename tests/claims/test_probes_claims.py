@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 import ffnmem
-from ffnmem import probes as P
+from ffnmem.methods import probes as P
 
 
 def test_planted_feature_is_probed_and_named():

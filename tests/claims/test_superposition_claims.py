@@ -6,7 +6,7 @@ it represents 13 with 0.39 dimensions per feature. (3000 steps, batch 1024: 5 an
 0.41; 1000 steps: 8 and 12 — at S=0 the count needs training to converge, m/‖W‖_F² does not.)
 """
 
-from ffnmem import superposition as sp
+from ffnmem.methods import superposition as sp
 
 
 def test_sparsity_gives_superposition():

@@ -211,12 +211,12 @@ def test_triggers_of_another_model_are_refused(cli, hostile):
 
 
 def test_internal_error_is_one_line_unless_debugging(cli, hostile, monkeypatch):
-    import ffnmem.models
+    import ffnmem.core.models
 
     def broken(*args, **kwargs):
         raise RuntimeError("boom\nsecond line [red]")
 
-    monkeypatch.setattr(ffnmem.models, "load_model", broken)
+    monkeypatch.setattr(ffnmem.core.models, "load_model", broken)
     r = cli("capture", *T)
     assert r.returncode == 1 and _lines(r.stderr) == [
         "internal error: RuntimeError: boom second line [red] (set FFNMEM_DEBUG=1 for the traceback)"], r.stderr
@@ -227,12 +227,12 @@ def test_internal_error_is_one_line_unless_debugging(cli, hostile, monkeypatch):
 
 def test_ctrl_c_in_process_exits_130(cli, hostile, monkeypatch):
     """Typer turns KeyboardInterrupt into a *returned* 130 in non-standalone mode; main must exit 130."""
-    import ffnmem.models
+    import ffnmem.core.models
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(ffnmem.models, "load_model", interrupted)
+    monkeypatch.setattr(ffnmem.core.models, "load_model", interrupted)
     r = cli("capture", *T)
     assert r.returncode == 130 and _lines(r.stderr) == [
         "interrupted: stopped by Ctrl-C; results already written are intact"], r.stderr
@@ -285,7 +285,7 @@ def test_permission_error_while_writing_is_one_line(cli, hostile, monkeypatch):
     """What a read-only output folder raises (root, who runs CI here, can write into one)."""
     import errno
 
-    from ffnmem.synthetic import FactCorpus
+    from ffnmem.data.synthetic import FactCorpus
 
     def denied(self, path):
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
@@ -312,7 +312,7 @@ def test_parse_layers_reads_what_it_should(spec, n, layers):
 ])
 def test_parse_layers_refuses_before_building(spec, message):
     from ffnmem.cli import parse_layers
-    from ffnmem.errors import BadInput
+    from ffnmem.core.errors import BadInput
 
     with pytest.raises(BadInput, match=re.escape(message)):
         parse_layers(spec, 3)

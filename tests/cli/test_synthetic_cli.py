@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ffnmem.results import Result
+from ffnmem.store.results import Result
 
 
 def test_make_train_recall_and_capacity(tmp_path, cli):

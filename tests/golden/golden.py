@@ -21,8 +21,8 @@ def _tiny():
 
 
 def golden_capture():
-    from ffnmem.capture import NeuronStats, TopK, hook_names, reduce
-    from ffnmem.corpus import default_corpus, windows
+    from ffnmem.methods.capture import NeuronStats, TopK, hook_names, reduce
+    from ffnmem.data.corpus import default_corpus, windows
 
     wb = _tiny()
     tokens = windows(wb, default_corpus(), window=32, max_windows=12)
@@ -37,7 +37,7 @@ def golden_capture():
 
 
 def golden_trace():
-    from ffnmem.tracing import trace
+    from ffnmem.methods.tracing import trace
 
     wb = _tiny()
     tensors, rows = {}, []
@@ -53,7 +53,7 @@ def golden_trace():
 
 
 def golden_demo():
-    from ffnmem.attribution import direct_effects
+    from ffnmem.methods.attribution import direct_effects
 
     wb = _tiny()
     answers = [wb.encode(a, prepend_bos=False)[0] for _, a, _ in PROMPTS]
@@ -65,9 +65,9 @@ def golden_demo():
 
 
 def golden_exposure():
-    from ffnmem.frequency import by_exposure, dla_by_exposure, dla_rows, score_queries
-    from ffnmem.synthetic import FactConfig, generate
-    from ffnmem.training import TrainConfig, train
+    from ffnmem.methods.frequency import by_exposure, dla_by_exposure, dla_rows, score_queries
+    from ffnmem.data.synthetic import FactConfig, generate
+    from ffnmem.methods.training import TrainConfig, train
 
     corpus = generate(FactConfig(n_entities=12, bins=(1, 4), n_values=6, seed=1))
     cfg = TrainConfig(n_layers=2, d_model=32, n_heads=2, d_mlp=64, steps=30, batch_size=8, warmup=3, eval_every=30,
@@ -84,7 +84,7 @@ def golden_exposure():
 
 
 def golden_toy():
-    from ffnmem.superposition import sparsity_sweep
+    from ffnmem.methods.superposition import sparsity_sweep
 
     models = sparsity_sweep([0.0, 0.9], steps=200, batch=256, seed=0)
     return {"W": models.W.detach(), "b": models.b.detach()}, {}

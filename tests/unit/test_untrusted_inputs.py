@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from ffnmem import batch as B
-from ffnmem import catalog as C
-from ffnmem.errors import BadInput
-from ffnmem.synthetic import FactConfig, generate
-from ffnmem.training import TrainConfig, train
+from ffnmem.batch import runner as B
+from ffnmem.store import catalog as C
+from ffnmem.core.errors import BadInput
+from ffnmem.data.synthetic import FactConfig, generate
+from ffnmem.methods.training import TrainConfig, train
 
 FACTS = FactConfig(n_entities=8, bins=(1, 2), n_values=6, seed=1)
 CFG = TrainConfig(n_layers=1, d_model=32, n_heads=2, d_mlp=64, n_ctx=64, steps=3, batch_size=4, warmup=1,
@@ -133,7 +133,7 @@ def _batch_of(run: Path):
 
 @pytest.mark.parametrize("select, shown", [("'high'", "'high'"), ("NULL", "NULL"), ("avg(rank) FILTER (WHERE false)", "NULL")])
 def test_claim_value_that_is_not_a_number_is_one_line(run, select, shown):
-    from ffnmem.claims import Claim, measure
+    from ffnmem.batch.claims import Claim, measure
 
     claim = Claim("c", "s", f"SELECT {select} AS v FROM recall_facts", 0.0, None, _batch_of(run))
     with pytest.raises(BadInput, match=f"claim c: its query returned {shown}, not a number"):
@@ -141,7 +141,7 @@ def test_claim_value_that_is_not_a_number_is_one_line(run, select, shown):
 
 
 def test_broken_claim_is_an_error_row_not_a_crash(run, tmp_path):
-    from ffnmem.claims import claims_table
+    from ffnmem.batch.claims import claims_table
 
     probes = tmp_path / "claims"
     probes.mkdir()
@@ -162,8 +162,8 @@ def _param(wb, name: str) -> torch.Tensor:
 
 
 def test_nan_weights_are_refused_at_load_naming_the_parameter(tmp_path):
-    from ffnmem.errors import CorruptWeights
-    from ffnmem.models import load_model, save_checkpoint
+    from ffnmem.core.errors import CorruptWeights
+    from ffnmem.core.models import load_model, save_checkpoint
 
     wb = load_model("tiny-2l", device="cpu")
     with torch.no_grad():
@@ -175,7 +175,7 @@ def test_nan_weights_are_refused_at_load_naming_the_parameter(tmp_path):
 
 
 def test_recall_on_nan_weights_exits_non_zero_with_one_line(tmp_path, cli):
-    from ffnmem.models import load_model, save_checkpoint
+    from ffnmem.core.models import load_model, save_checkpoint
 
     wb = load_model("tiny-2l", device="cpu")
     with torch.no_grad():
@@ -197,8 +197,8 @@ def test_run_check_refuses_an_unknown_model_without_loading(tmp_path, cli):
 def test_hugging_face_folder_with_nan_weights_is_refused(tmp_path):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from ffnmem.errors import CorruptWeights
-    from ffnmem.models import byte_tokenizer, load_model
+    from ffnmem.core.errors import CorruptWeights
+    from ffnmem.core.models import byte_tokenizer, load_model
 
     cfg = LlamaConfig(vocab_size=384, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                       num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64)

@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from ffnmem.errors import BadInput
+from ffnmem.core.errors import BadInput
 
 app = typer.Typer(
     help="ffnmem: read the feed-forward layers of causal transformers as key-value memories.",
@@ -84,14 +84,14 @@ def _layer_index(i: int, n_layers: int) -> int:
 
 
 def _load(model: str, device: str):
-    from ffnmem.models import load_model
+    from ffnmem.core.models import load_model
 
     with console.status(Text(f"loading {model} …")):  # Text: the spec is not markup
         return load_model(model, device=device)
 
 
 def _corpus_tokens(wb, text, window: int, max_tokens: int | None):
-    from ffnmem.corpus import default_corpus, read_texts, windows
+    from ffnmem.data.corpus import default_corpus, read_texts, windows
 
     if window > wb.n_ctx:
         raise BadInput(f"--window {window} is longer than the context of {wb.model_id} ({wb.n_ctx} tokens)")

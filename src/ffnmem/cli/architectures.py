@@ -9,9 +9,9 @@ import typer
 from rich.table import Table
 
 from ffnmem.cli.app import SEED_MAX, DeviceOpt, ForceOpt, app, check_range, out
-from ffnmem.errors import BadInput
+from ffnmem.core.errors import BadInput
 
-from ffnmem.outputs import claim
+from ffnmem.core.outputs import claim
 
 
 @app.command("compare-architectures")
@@ -31,7 +31,7 @@ def compare_architectures(
     of attribution and attention effective rank; a Markdown report with one PNG per comparison."""
     import dataclasses
 
-    from ffnmem.architectures import compare, preset as get_preset, write_report
+    from ffnmem.methods.architectures import compare, preset as get_preset, write_report
 
     check_range("--mask-rate", mask_rate, 0, 1, lo_open=True, hi_open=True)
     cfg = get_preset(preset)

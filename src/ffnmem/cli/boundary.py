@@ -23,7 +23,7 @@ from typing import NoReturn
 from rich.console import Console
 from rich.text import Text
 
-from ffnmem.errors import FfnmemError
+from ffnmem.core.errors import FfnmemError
 
 INTERRUPTED = 130
 _MODULES = ("click.exceptions", "typer._click.exceptions", "typer.exceptions", "typer.core")

@@ -9,8 +9,8 @@ import typer
 from rich.table import Table
 
 from ffnmem.cli.app import SEED_MAX, DeviceOpt, ModelOpt, _load, app, out, ForceOpt
-from ffnmem.errors import BadInput
-from ffnmem.outputs import claim
+from ffnmem.core.errors import BadInput
+from ffnmem.core.outputs import claim
 
 
 FactsOpt = Annotated[list[str], typer.Option("--facts", "-f", help="Fact file(s) (.jsonl), a folder, or 'all' "
@@ -18,7 +18,7 @@ FactsOpt = Annotated[list[str], typer.Option("--facts", "-f", help="Fact file(s)
 
 
 def _facts(facts: list[str], relation: list[str] | None, limit: int | None):
-    from ffnmem.facts import load_facts
+    from ffnmem.data.facts import load_facts
 
     return load_facts(list(facts), relations=relation or None, limit_per_relation=limit)
 
@@ -45,7 +45,7 @@ def recall(
     """Recall of a fact set: top-1/top-k accuracy, p(answer), rank and loss in bits, per relation;
     with --popularity, recall vs entity popularity and the substitution rate against chance.
     With --run, recall vs exposure of a model trained by `ffnmem train`."""
-    from ffnmem.recall import recall as run_recall
+    from ffnmem.methods.recall import recall as run_recall
     from ffnmem.viz import plot_recall, save_figure
 
     if run is not None:
@@ -72,7 +72,7 @@ def recall(
 
 
 def _popularity(wb, fs, res, out_dir: Path, bins: int) -> None:
-    from ffnmem.popularity import popularity_analysis, shipped_facts
+    from ffnmem.methods.popularity import popularity_analysis, shipped_facts
     from ffnmem.viz import plot_recall_vs_popularity, plot_substitutions, save_figure
 
     pop = popularity_analysis(wb, fs, res, n_bins=bins, pool_facts=shipped_facts())
@@ -110,7 +110,7 @@ def attribute(
 ) -> None:
     """Which FFN neurons write ANSWER after PROMPT: direct logit attribution per neuron and per layer,
     optionally integrated gradients (knowledge neurons) and attribution patching."""
-    from ffnmem.attribute_cmd import run_attribute
+    from ffnmem.jobs.attribute import run_attribute
 
     if distractor is not None and distractor.strip() == answer.strip():
         raise BadInput(f"--distractor {distractor!r} is the answer itself; give a wrong answer to contrast with")
@@ -142,7 +142,7 @@ def trace(
 ) -> None:
     """Causal tracing (Meng et al. 2022) over a fact set: per-fact heatmaps, written as each fact
     finishes, and the average aligned on subject / last tokens."""
-    from ffnmem.trace_cmd import run_trace
+    from ffnmem.jobs.trace import run_trace
 
     claim(out_dir, force=force)
     fs = _facts(facts, relation, limit)

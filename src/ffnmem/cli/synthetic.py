@@ -9,9 +9,9 @@ import typer
 from rich.table import Table
 
 from ffnmem.cli.app import SEED_MAX, check_range, DeviceOpt, app, out, ForceOpt
-from ffnmem.errors import BadInput
-from ffnmem.synthetic import MAX_ENTITIES, MAX_EXPOSURE
-from ffnmem.outputs import claim
+from ffnmem.core.errors import BadInput
+from ffnmem.data.synthetic import MAX_ENTITIES, MAX_EXPOSURE
+from ffnmem.core.outputs import claim
 
 
 facts_app = typer.Typer(help="Synthetic fact corpora with controlled exposure.", no_args_is_help=True)
@@ -33,8 +33,8 @@ def _corpus_and_config(preset: str, facts: Path | None, **overrides):
     """The corpus (a folder, or the preset's) and the preset's training config with ``overrides`` that are set."""
     import dataclasses
 
-    from ffnmem.synthetic import FactCorpus, generate
-    from ffnmem.training import preset as get_preset
+    from ffnmem.data.synthetic import FactCorpus, generate
+    from ffnmem.methods.training import preset as get_preset
 
     fcfg, tcfg = get_preset(preset)
     corpus = FactCorpus.load(facts) if facts else generate(fcfg)
@@ -59,8 +59,8 @@ def facts_make(
     """Generate a synthetic biography corpus: invented entities, attributes, exposure per entity."""
     import dataclasses
 
-    from ffnmem.synthetic import generate
-    from ffnmem.training import preset as get_preset
+    from ffnmem.data.synthetic import generate
+    from ffnmem.methods.training import preset as get_preset
 
     check_range("--zipf-a", zipf_a, 0, 5, lo_open=True)
     check_range("--noise", noise, 0, 1, hi_open=True)
@@ -92,7 +92,7 @@ def train(
     force: ForceOpt = False,
 ) -> None:
     """Train a small TransformerLens-native model on a synthetic fact corpus (resumable)."""
-    from ffnmem.training import train as run_train
+    from ffnmem.methods.training import train as run_train
 
     claim(out_dir, force=force)
     corpus, cfg = _corpus_and_config(preset, facts, steps=steps, d_model=d_model, d_mlp=d_mlp, n_layers=layers,
@@ -118,7 +118,7 @@ def capacity(
 ) -> None:
     """Knowledge capacity vs model size: train one model per width on the same facts (resumable,
     in OUT/runs/d{width}) and report bits stored and bits per parameter for each."""
-    from ffnmem.capacity import capacity_report
+    from ffnmem.methods.capacity import capacity_report
 
     ws = _ints(widths, "--widths", "16,32,64")
     claim(out_dir, force=force)
@@ -156,9 +156,9 @@ def run_exposure(run_dir: Path, facts: Path | None, out_dir: Path, *, heldout: b
     """The exposure job behind `ffnmem exposure` and `ffnmem recall --run`."""
     import json
 
-    from ffnmem.frequency import exposure_report
-    from ffnmem.synthetic import FactConfig, FactCorpus, generate
-    from ffnmem.training import load_run
+    from ffnmem.methods.frequency import exposure_report
+    from ffnmem.data.synthetic import FactConfig, FactCorpus, generate
+    from ffnmem.methods.training import load_run
 
     wb, curves = load_run(run_dir, device=device)
     if facts:

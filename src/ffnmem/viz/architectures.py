@@ -1,5 +1,5 @@
-"""Causal vs prefix vs masked LM comparison (:mod:`ffnmem.architectures`): each function takes the
-list of per-variant result dicts of :func:`~ffnmem.architectures.compare`."""
+"""Causal vs prefix vs masked LM comparison (:mod:`ffnmem.methods.architectures`): each function takes the
+list of per-variant result dicts of :func:`~ffnmem.methods.architectures.compare`."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Direct logit attribution: the demo's per-layer heatmap and top memories, ``ffnmem attribute``'s
-per-layer bars and attention heads (:mod:`ffnmem.attribution`)."""
+per-layer bars and attention heads (:mod:`ffnmem.methods.attribution`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from ffnmem.viz.figures import finish, new_axes, new_grid
 
 def plot_layer_dla(mlp: torch.Tensor, attn: torch.Tensor, subjects: list[str], axes=None):
     """Heatmaps of each fact's direct effect on the answer logit per FFN layer (``mlp``) and per
-    attention layer (``attn``), both ``[facts, layers]`` as in :class:`~ffnmem.attribution.DirectEffects`
+    attention layer (``attn``), both ``[facts, layers]`` as in :class:`~ffnmem.methods.attribution.DirectEffects`
     or the demo's ``mlp_dla`` / ``attn_dla`` tensors, one row per subject. ``axes``: two Axes sharing
     y, or None for a new figure."""
     fig, grid, _ = new_grid(axes, 1, 2, figsize=(12, 0.35 * len(subjects) + 1.8), sharey=True)

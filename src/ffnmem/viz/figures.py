@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ffnmem.errors import BadInput
+from ffnmem.core.errors import BadInput
 
 
 def new_axes(ax=None, *, figsize: tuple[float | int, float | int]):

@@ -1,4 +1,4 @@
-"""Recall against exposure and capacity on synthetic facts (:mod:`ffnmem.frequency`, :mod:`ffnmem.capacity`)."""
+"""Recall against exposure and capacity on synthetic facts (:mod:`ffnmem.methods.frequency`, :mod:`ffnmem.methods.capacity`)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from ffnmem.viz.figures import finish, new_axes, new_grid
 
 
 def plot_recall_vs_exposure(bins: list[dict], curve: dict, ax=None, *, title: str = "recall vs exposure"):
-    """Accuracy per exposure bin (:func:`~ffnmem.frequency.by_exposure`, bootstrap CI bars) with the
-    logistic fit and its band (:func:`~ffnmem.frequency.recall_curve`)."""
+    """Accuracy per exposure bin (:func:`~ffnmem.methods.frequency.by_exposure`, bootstrap CI bars) with the
+    logistic fit and its band (:func:`~ffnmem.methods.frequency.recall_curve`)."""
     fig, ax, owned = new_axes(ax, figsize=(5.5, 3.8))
     x = [b["exposures"] for b in bins]
     acc = np.array([b["accuracy"] for b in bins])
@@ -23,9 +23,9 @@ def plot_recall_vs_exposure(bins: list[dict], curve: dict, ax=None, *, title: st
 
 
 def plot_dla_by_exposure(bins: list[dict], axes=None, *, contrast: bool = True):
-    """Where facts live, per exposure bin (:func:`~ffnmem.frequency.dla_by_exposure`): |DLA| share by
+    """Where facts live, per exposure bin (:func:`~ffnmem.methods.frequency.dla_by_exposure`): |DLA| share by
     layer (FFN vs attention), and the signed direct effects that make up the target. ``contrast``:
-    the bins came from :func:`~ffnmem.frequency.dla_rows` with ``contrast`` (the answer's margin
+    the bins came from :func:`~ffnmem.methods.frequency.dla_rows` with ``contrast`` (the answer's margin
     over the other values) or without. ``axes``: two Axes, or None for a new figure."""
     import matplotlib.pyplot as plt
 
@@ -61,7 +61,7 @@ def plot_dla_by_exposure(bins: list[dict], axes=None, *, contrast: bool = True):
 
 def plot_loss_decomposition(evals: list[dict], ax=None):
     """Cross-entropy at attribute positions = data entropy + KL gap, over training steps (the
-    evaluation rows of :func:`ffnmem.training.train`)."""
+    evaluation rows of :func:`ffnmem.methods.training.train`)."""
     steps = [e["step"] for e in evals]
     fig, ax, owned = new_axes(ax, figsize=(5.5, 3.8))
     ax.stackplot(steps, [e["h_bits"] for e in evals], [e["kl_bits"] for e in evals],
@@ -74,7 +74,7 @@ def plot_loss_decomposition(evals: list[dict], ax=None):
 
 def plot_capacity(rows: list[dict], axes=None):
     """Bits stored and bits per parameter against parameter count (log x), one row per model width
-    (:func:`~ffnmem.capacity.sweep_widths`). ``axes``: two Axes, or None for a new figure."""
+    (:func:`~ffnmem.methods.capacity.sweep_widths`). ``axes``: two Axes, or None for a new figure."""
     params = [r["params"] for r in rows]
     fig, grid, owned = new_grid(axes, 1, 2, figsize=(10, 3.8))
     a, b = grid[0]

@@ -1,5 +1,5 @@
-"""Key-value memories: trigger/value agreement (:mod:`ffnmem.triggers`) and neuron cards' histograms
-(:mod:`ffnmem.cards`)."""
+"""Key-value memories: trigger/value agreement (:mod:`ffnmem.methods.triggers`) and neuron cards' histograms
+(:mod:`ffnmem.viz.cards`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from ffnmem.viz.figures import finish, new_axes
 
 
 def plot_agreement(ag, ax=None, *, title: str = "key-value agreement by layer"):
-    """Agreement of an :class:`~ffnmem.triggers.Agreement` and its shuffled baseline, by layer."""
+    """Agreement of an :class:`~ffnmem.methods.triggers.Agreement` and its shuffled baseline, by layer."""
     fig, ax, owned = new_axes(ax, figsize=(7, 3.5))
     ax.plot(ag.layers, [100 * x for x in ag.observed], "o-", label="keys paired with their own values")
     ax.errorbar(ag.layers, [100 * x for x in ag.baseline], yerr=[100 * x for x in ag.baseline_std],

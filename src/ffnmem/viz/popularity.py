@@ -1,4 +1,4 @@
-"""Recall against entity popularity (:mod:`ffnmem.popularity`)."""
+"""Recall against entity popularity (:mod:`ffnmem.methods.popularity`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from ffnmem.viz.figures import finish, new_axes
 
 def plot_recall_vs_popularity(result, ax=None):
     """Top-1 recall per popularity bin (subject and target), 95% bootstrap CI bars, from a
-    :func:`~ffnmem.popularity.popularity_analysis` Result."""
+    :func:`~ffnmem.methods.popularity.popularity_analysis` Result."""
     bins = result.table("popularity_bins")
     fig, ax, owned = new_axes(ax, figsize=(5.5, 3.8))
     for key, label in (("subject_zipf", "subject"), ("target_zipf", "target (answer)")):

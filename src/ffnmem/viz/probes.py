@@ -1,4 +1,4 @@
-"""Linear probe curves (:mod:`ffnmem.probes`)."""
+"""Linear probe curves (:mod:`ffnmem.methods.probes`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from ffnmem.viz.figures import finish, new_axes
 
 def plot_curves(curves: dict[str, list[dict]], ax=None, *, title: str = "probe accuracy by layer"):
     """Accuracy (solid), control task (dashed) and majority class (dotted) per layer, one colour per
-    task; ``curves`` maps a task to its :func:`~ffnmem.probes.layer_curve` rows."""
+    task; ``curves`` maps a task to its :func:`~ffnmem.methods.probes.layer_curve` rows."""
     fig, ax, owned = new_axes(ax, figsize=(6, 3.6))
     for k, (task, rows) in enumerate(curves.items()):
         layers = [int(r["hook"].split(".")[1]) if r["hook"].startswith("blocks.") else i for i, r in enumerate(rows)]

@@ -1,4 +1,4 @@
-"""Recall of fact sets (:mod:`ffnmem.recall`)."""
+"""Recall of fact sets (:mod:`ffnmem.methods.recall`)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from ffnmem.viz.figures import finish, new_axes
 
 
 def plot_recall(result, ax=None):
-    """Bar chart of top-1 / top-k accuracy per relation of a ``recall`` :class:`~ffnmem.results.Result`."""
+    """Bar chart of top-1 / top-k accuracy per relation of a ``recall`` :class:`~ffnmem.store.results.Result`."""
     rel = result.table("relations")
     k = result.meta["k"]
     fig, ax, owned = new_axes(ax, figsize=(max(6, 0.7 * len(rel)), 3.5))

@@ -1,6 +1,6 @@
 """Figures of ``ffnmem report``: one chart per analysis, drawn from a SQL result over a run's
 catalogue (a pandas DataFrame). :func:`bars` and :func:`lines` make the ``draw(df, ax)`` functions
-that :data:`ffnmem.report.PLOTS` pairs with its queries."""
+that :data:`ffnmem.jobs.report.PLOTS` pairs with its queries."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Toy models of superposition (:mod:`ffnmem.superposition`)."""
+"""Toy models of superposition (:mod:`ffnmem.methods.superposition`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from ffnmem.viz.figures import finish, new_axes, new_grid
 
 
 def plot_wtw(models, axes=None, *, titles: list[str] | None = None):
-    """WᵀW (blue/red) and ‖W_i‖ bars per instance of :class:`~ffnmem.superposition.ToyModels`, as in
+    """WᵀW (blue/red) and ‖W_i‖ bars per instance of :class:`~ffnmem.methods.superposition.ToyModels`, as in
     the paper's figure 2. ``axes``: a 2 × instances grid of Axes, or None for a new figure."""
     import matplotlib.pyplot as plt
 
@@ -29,7 +29,7 @@ def plot_wtw(models, axes=None, *, titles: list[str] | None = None):
 
 
 def plot_phase(diagram: dict[str, Tensor], ax=None):
-    """Phase of :func:`~ffnmem.superposition.phase_diagram` over (relative importance, 1 − sparsity),
+    """Phase of :func:`~ffnmem.methods.superposition.phase_diagram` over (relative importance, 1 − sparsity),
     log axes as in the paper."""
     fig, ax, owned = new_axes(ax, figsize=(4.4, 3.6))
     S, R = diagram["sparsity"], diagram["rel_importance"]

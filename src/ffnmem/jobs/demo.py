@@ -1,0 +1,92 @@
+"""The main job: where does a small real model keep a handful of facts?
+
+For each shipped fact (``data/demo_facts.jsonl``) on the chosen model: top-1 recall, the answer's
+probability, the FFN memories with the largest direct effect on the answer logit, and those
+memories' value vectors read in vocabulary space. Writes ``report.md`` with PNG plots and a
+``result/`` folder (tables + tensors + provenance) to the output folder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from ffnmem.methods.attribution import DirectEffects, direct_effects
+from ffnmem.core.errors import BadInput
+from ffnmem.methods.keyvalue import value_tokens
+from ffnmem.core.paths import atomic_write_text
+from ffnmem.store.results import Result, make_provenance, table_from_rows
+from ffnmem.viz import plot_layer_dla, plot_top_neurons, save_figure
+from ffnmem.core.workbench import Workbench
+
+log = logging.getLogger(__name__)
+
+
+def demo_facts() -> list[dict]:
+    """The facts shipped for the main job (capital cities)."""
+    text = resources.files("ffnmem").joinpath("data/demo_facts.jsonl").read_text(encoding="utf-8")
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def run_demo(wb: Workbench, out_dir: str | Path, *, facts: list[dict] | None = None,
+             top_neurons: int = 8, top_tokens: int = 6) -> Path:
+    """Run the main job and write the report; returns the path of ``report.md``."""
+    facts = demo_facts() if facts is None else facts
+    if not facts:
+        raise BadInput("no facts to run: give at least one")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    answers = [wb.encode(f["target"], prepend_bos=False)[0] for f in facts]  # first-token scoring
+    fx = direct_effects(wb, [f["prompt"] for f in facts], answers)
+    fact_rows, neuron_rows = [], []
+    for b, f in enumerate(facts):
+        fact_rows.append({"subject": f["subject"], "prompt": f["prompt"], "target": f["target"],
+                          "predicted": wb.decode(fx.top_pred[b]), "correct": int(fx.top_pred[b]) == answers[b],
+                          "p_answer": float(fx.probs[b]), "ffn_direct": float(fx.mlp[b].sum()),
+                          "attn_direct": float(fx.attn[b].sum())})
+        for rank, (layer, neuron, effect) in enumerate(fx.top(b, top_neurons)):
+            m = float(fx.coeffs[b, layer, neuron])
+            proj = value_tokens(wb, layer, [neuron], k=top_tokens, signs=torch.tensor([1.0 if m >= 0 else -1.0]))
+            neuron_rows.append({"subject": f["subject"], "rank": rank + 1, "layer": layer, "neuron": neuron,
+                                "direct_effect": effect, "coefficient": m, "answer_rank": proj.rank_of(answers[b])[0],
+                                "value_top_tokens": [wb.decode(i) for i in proj.top_ids[0].tolist()]})
+    result = Result(kind="demo", tables={"facts": table_from_rows(fact_rows), "neurons": table_from_rows(neuron_rows)},
+                    tensors={"neuron_dla": fx.neurons, "mlp_dla": fx.mlp, "attn_dla": fx.attn},
+                    meta={"scoring": "first token of the target", "position": "last prompt token"},
+                    provenance=make_provenance(wb, data_hash="ffnmem:data/demo_facts.jsonl"))
+    result.save(out / "result")
+    save_figure(plot_layer_dla(fx.mlp, fx.attn, [f["subject"] for f in facts]), out / "layer_dla.png",
+                bbox_inches="tight")
+    save_figure(plot_top_neurons(neuron_rows), out / "top_neurons.png")
+    report = out / "report.md"
+    atomic_write_text(report, _markdown(wb, fact_rows, neuron_rows, fx))
+    return report
+
+
+def _markdown(wb: Workbench, facts: list[dict], neurons: list[dict], fx: DirectEffects) -> str:
+    n_ok = sum(r["correct"] for r in facts)
+    lines = [f"# ffnmem report: where {wb.model_id} keeps {len(facts)} facts", "",
+             f"Model `{wb.model_id}` ({wb.n_layers} layers, d_mlp {wb.d_mlp}, weights `{wb.weight_hash[:12]}`), "
+             f"device {wb.device}. Scoring: first token of the target, at the last prompt token.", "",
+             f"**Top-1 recall: {n_ok}/{len(facts)}.** FFN layers' summed direct effect on the answer logit "
+             f"averages {float(fx.mlp.sum(1).mean()):.2f}, attention layers' {float(fx.attn.sum(1).mean()):.2f}.", "",
+             "| subject | target | predicted | p(target) | ok |", "|---|---|---|---|---|"]
+    for r in facts:
+        lines.append(f"| {r['subject']} | `{r['target']}` | `{r['predicted']}` | {r['p_answer']:.3f} | "
+                     f"{'yes' if r['correct'] else 'no'} |")
+    lines += ["", "![direct effect by layer](layer_dla.png)", "", "## Top FFN memories per fact", "",
+              "Direct effect = m_i (v_i · d)/s: coefficient times the value vector's projection on the answer "
+              "direction through the final norm. Value tokens: the value vector projected through the final "
+              "norm weight and the unembedding (the per-position norm scale left out), flipped by the sign of m_i; "
+              f"the answer's rank is its place among the {wb.d_vocab:,} tokens that memory promotes.", "",
+              "![top neurons](top_neurons.png)", "", "| subject | # | memory | m_i | effect | answer's rank | tokens the memory promotes (sign(m)·v) |",
+              "|---|---|---|---|---|---|---|"]
+    for r in neurons:
+        toks = " ".join(f"`{t.strip() or repr(t)}`" for t in r["value_top_tokens"])
+        lines.append(f"| {r['subject']} | {r['rank']} | L{r['layer']}.{r['neuron']} | {r['coefficient']:.2f} | {r['direct_effect']:.3f} | {r['answer_rank']:,} | {toks} |")
+    lines += ["", "Tables and tensors with provenance: `result/` (load with `ffnmem.Result.load`).", ""]
+    return "\n".join(lines)

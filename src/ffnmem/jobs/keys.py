@@ -1,0 +1,100 @@
+"""The ``ffnmem keys`` job: mine trigger examples, measure key-value agreement, write a report.
+
+Writes to the output folder: ``triggers/`` (Result: examples + stats tables, provenance),
+``agreement/`` (Result), ``agreement.png``, ``cards/L{l}_N{n}.html`` for a few memories per layer,
+``prediction/`` (how FFN updates build the predictions of a few prompts), and ``report.md`` /
+``report.html``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from ffnmem.methods import triggers as T
+from ffnmem.methods import updates as U
+from ffnmem.viz.cards import histogram_coefficients, neuron_card
+from ffnmem.core.paths import atomic_write_text
+from ffnmem.store.results import Result, make_provenance, table_from_rows
+from ffnmem.viz import plot_agreement, save_figure
+from ffnmem.core.workbench import Workbench
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PROMPTS = ("The capital of France is", "def read_file(path):\n    with open(path) as f:\n        return f.")
+
+
+def run_keys(wb: Workbench, tokens: torch.Tensor, layers: list[int], out_dir: str | Path, *, k: int = 20,
+             value_k: int = 10, n_triggers: int = 10, n_shuffles: int = 5, seed: int = 0, cards_per_layer: int = 2,
+             context: int = 12, prompts: tuple[str, ...] = DEFAULT_PROMPTS, corpus: str = "",
+             batch_size: int = 8, progress: bool = True) -> Path:
+    """Run the whole job; returns the path of ``report.md``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tr = T.mine(wb, tokens, layers, k=k, batch_size=batch_size, progress="mining triggers" if progress else False)
+    T.to_result(wb, tr, context=context, corpus=corpus, window=tokens.shape[1]).save(out / "triggers")
+    ag = T.agreement_by_layer(wb, tr, value_k=value_k, n_triggers=min(n_triggers, k), n_shuffles=n_shuffles,
+                              seed=seed)
+    prov = make_provenance(wb, data_hash=T.cap.tokens_hash(tokens), seed=seed, corpus=corpus)
+    Result(kind="agreement", tables={"agreement": table_from_rows(ag.rows())}, provenance=prov,
+           meta={"bands": ag.bands(wb.n_layers), "value_k": value_k, "n_triggers": ag.n_triggers}).save(out / "agreement")
+    save_figure(plot_agreement(ag, title=f"{wb.model_id}: key-value agreement by layer"), out / "agreement.png")
+    cards = _write_cards(wb, tr, out / "cards", cards_per_layer, context)
+    builds = {p: U.build_prediction(wb, p) for p in prompts if len(wb.encode(p)) <= wb.n_ctx}
+    if builds:
+        U.to_result(wb, builds).save(out / "prediction")
+    md = _report_md(wb, tr, ag, cards, builds, tokens)
+    atomic_write_text(out / "report.md", md)
+    atomic_write_text(out / "report.html", _md_to_html(md))
+    return out / "report.md"
+
+
+def _write_cards(wb: Workbench, tr: T.Triggers, folder: Path, per_layer: int, context: int) -> list[Path]:
+    """Cards for the memories with the largest top coefficient in each mined layer."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if per_layer < 1:  # --cards 0: no cards, and no histogram pass over nothing
+        return []
+    chosen = {l: tr.values[l][0].topk(min(per_layer, tr.values[l].shape[1])).indices.tolist() for l in tr.layers}
+    hist = histogram_coefficients(wb, tr, chosen)  # one forward pass for every card's histogram
+    paths = []
+    for l, neurons in chosen.items():
+        for j, n in enumerate(neurons):
+            card = neuron_card(wb, tr, l, n, context=context, acts=hist[l][:, j])
+            paths.append(card.save(folder / f"L{l}_N{n}.html"))
+    return paths
+
+
+def _report_md(wb, tr, ag, cards, builds, tokens) -> str:
+    lines = [f"# Key-value memories of {wb.model_id}", "",
+             f"Corpus: {tokens.shape[0]} windows × {tokens.shape[1]} tokens; top-{tr.k} trigger examples per key "
+             "ranked by the signed coefficient m (BOS excluded).", "",
+             f"## Agreement: value top-{ag.value_k} tokens contain the next token of one of the top-{ag.n_triggers} "
+             "trigger examples", "", "![agreement](agreement.png)", "",
+             "| layer | agreement % | shuffled baseline % |", "|---:|---:|---:|"]
+    lines += [f"| {r['layer']} | {100 * r['agreement']:.2f} | {100 * r['baseline']:.2f} ± {100 * r['baseline_std']:.2f} |"
+              for r in ag.rows()]
+    lines += ["", "| band | agreement % | baseline % |", "|---|---:|---:|"]
+    lines += [f"| {b} | {100 * o:.2f} | {100 * s:.2f} |" for b, (o, s) in ag.bands(wb.n_layers).items()]
+    lines += ["", "## Neuron cards", ""] + [f"- [{p.stem}](cards/{p.name})" for p in cards]
+    if builds:
+        lines += ["", "## How FFN updates build a prediction (Geva 2022)", ""]
+        for p, b in builds.items():
+            sh = b.shares()
+            lines += [f"**{p!r}** → `{wb.decode(b.final_token)!r}`: keep {100 * sh['keep']:.0f} %, "
+                      f"single dominant memory {100 * sh['single']:.0f} %, composed {100 * sh['compose']:.0f} % "
+                      "of (position, layer) updates. Top sub-updates at the last token:", ""]
+            lines += [f"- L{r['layer']} N{r['neuron']}: m={r['coeff']:.2f}, effect {r['effect']:+.3f}, "
+                      f"value top token `{r['value_top_token']!r}`" for r in b.updates[:5]]
+            lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def _md_to_html(md: str) -> str:
+    """The Markdown report rendered as one HTML page (python-markdown, tables extension)."""
+    import markdown
+
+    body = markdown.markdown(md, extensions=["tables"])
+    return ("<!doctype html><meta charset=utf-8><body style='font-family:sans-serif;max-width:70em'>"
+            f"{body}</body>")

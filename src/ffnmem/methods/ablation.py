@@ -1,0 +1,150 @@
+"""Ablation of FFN memories: zero, mean or resample the coefficients of chosen neurons or layers.
+
+A neuron set is a list of ``(layer, neuron)`` pairs (:func:`whole_layers` for entire layers). The
+coefficients ``m_i`` at ``blocks.{l}.mlp.hook_post`` are replaced at every position or only the
+last one:
+
+* ``zero``: ``m_i ← 0``;
+* ``mean``: ``m_i ← E[m_i]`` over a reference token set (BOS positions left out);
+* ``resample``: ``m ← m'`` from a random (seeded) reference token's coefficients;
+* ``scale``: ``m_i ← factor · m_i`` (amplification, used by knowledge-neuron experiments).
+
+Rows of a batch may ablate different sets (a boolean mask per row), so "clean", "top-k ablated"
+and "random-k ablated" run in one forward pass.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+from jaxtyping import Bool, Float
+from torch import Tensor
+
+from ffnmem.core.errors import BadInput
+from ffnmem.core.workbench import Workbench, hook_name
+
+MODES = ("zero", "mean", "resample", "scale")
+
+
+def ablate(act: Float[Tensor, "batch pos d_mlp"], mask: Bool[Tensor, "batch d_mlp"],
+           replacement: Float[Tensor, "#batch #pos d_mlp"] | None, *, positions: str = "all",
+           factor: float = 0.0) -> Float[Tensor, "batch pos d_mlp"]:
+    """Replace masked coefficients (pure). ``replacement=None`` means ``factor · act``."""
+    new = act * factor if replacement is None else replacement.expand_as(act).to(act.dtype)
+    sel = mask[:, None, :].expand_as(act).clone()
+    if positions == "last":
+        sel[:, :-1] = False
+    return torch.where(sel, new, act)
+
+
+def whole_layers(wb: Workbench, layers: list[int]) -> list[tuple[int, int]]:
+    """Every neuron of ``layers`` as (layer, neuron) pairs."""
+    return [(wb.check_layer(l), i) for l in layers for i in range(wb.d_mlp)]
+
+
+def masks_for(wb: Workbench, sets: list[list[tuple[int, int]]]) -> dict[int, Bool[Tensor, "batch d_mlp"]]:
+    """One boolean mask per layer touched, one row per neuron set."""
+    masks: dict[int, Tensor] = defaultdict(lambda: torch.zeros(len(sets), wb.d_mlp, dtype=torch.bool))
+    for row, pairs in enumerate(sets):
+        for layer, neuron in pairs:
+            layer = wb.check_layer(int(layer))
+            if not 0 <= int(neuron) < wb.d_mlp:
+                raise BadInput(f"neuron {neuron} is out of range: layers have neurons 0..{wb.d_mlp - 1}")
+            masks[layer][row, int(neuron)] = True
+    return dict(masks)
+
+
+@torch.inference_mode()
+def reference_coefficients(wb: Workbench, tokens: Tensor, layers: list[int], *, batch_size: int = 8,
+                           max_rows: int = 4096, seed: int = 0) -> dict[int, Float[Tensor, "n d_mlp"]]:
+    """Coefficients at up to ``max_rows`` reference tokens per layer (BOS positions left out)."""
+    names = {hook_name("post", l): l for l in layers}
+    rows: dict[int, list[Tensor]] = defaultdict(list)
+    for s in range(0, tokens.shape[0], batch_size):
+        _, cache = wb.bridge.run_with_cache(tokens[s: s + batch_size].to(wb.device),
+                                            names_filter=lambda n: n in names)
+        for name, l in names.items():
+            rows[l].append(cache[name][:, 1:].reshape(-1, wb.d_mlp).float().cpu())
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for l, rs in rows.items():
+        allrows = torch.cat(rs)
+        keep = torch.randperm(len(allrows), generator=g)[:max_rows]
+        out[l] = allrows[keep]
+    return out
+
+
+def make_hooks(wb: Workbench, masks: dict[int, Tensor], mode: str, *, reference: dict[int, Tensor] | None = None,
+               positions: str = "all", factor: float = 0.0, seed: int = 0) -> list[tuple[str, object]]:
+    """Forward hooks that ablate ``masks`` (one row per batch row, or one row for the whole batch)."""
+    if mode not in MODES:
+        raise BadInput(f"unknown ablation mode {mode!r}; choose from {', '.join(MODES)}")
+    if positions not in ("all", "last"):
+        raise BadInput(f"positions must be 'all' or 'last', not {positions!r}")
+    if mode in ("mean", "resample") and (reference is None or not set(masks) <= set(reference)):
+        raise BadInput(f"{mode} ablation needs reference coefficients for layers {sorted(masks)}")
+    g = torch.Generator().manual_seed(seed)
+    hooks = []
+    for layer, mask in masks.items():
+        def hook(act, hook=None, mask=mask, layer=layer):
+            m = mask.to(act.device)
+            m = m.expand(act.shape[0], -1) if m.shape[0] == 1 else m
+            if mode in ("zero", "scale"):
+                return ablate(act, m, None, positions=positions, factor=factor if mode == "scale" else 0.0)
+            ref = reference[layer]
+            if mode == "mean":
+                repl = ref.mean(0)[None, None, :]
+            else:
+                pick = torch.randint(len(ref), (act.shape[0] * act.shape[1],), generator=g)
+                repl = ref[pick].reshape(act.shape[0], act.shape[1], -1)
+            return ablate(act, m, repl.to(act.device), positions=positions)
+        hooks.append((hook_name("post", layer), hook))
+    return hooks
+
+
+@torch.inference_mode()
+def answer_probs(wb: Workbench, tokens: Tensor, answers: Tensor, hooks=()) -> Float[Tensor, " batch"]:
+    """p(answer) at the last position of each row, with ``hooks`` applied."""
+    with wb.bridge.hooks(fwd_hooks=list(hooks)):
+        logits = wb.bridge(tokens.to(wb.device))
+    return logits[:, -1].float().softmax(-1).cpu()[torch.arange(len(answers)), answers.cpu()]
+
+
+def random_neurons(wb: Workbench, k: int, generator: torch.Generator,
+                   layers: list[int] | None = None) -> list[tuple[int, int]]:
+    """``k`` distinct (layer, neuron) pairs drawn uniformly from ``layers`` (default: all)."""
+    layers = list(range(wb.n_layers)) if layers is None else layers
+    flat = torch.randperm(len(layers) * wb.d_mlp, generator=generator)[:k]
+    return [(layers[int(i) // wb.d_mlp], int(i) % wb.d_mlp) for i in flat]
+
+
+def top_vs_random(wb: Workbench, prompts: list[str], answers: list[int], *, k: int = 20, mode: str = "zero",
+                  positions: str = "last", seed: int = 0, reference: dict[int, Tensor] | None = None) -> list[dict]:
+    """Ablate each prompt's top-``k`` DLA neurons vs ``k`` random ones; p(answer) before and after.
+
+    Top neurons: the largest direct effects toward the answer (:func:`ffnmem.methods.attribution.direct_effects`).
+    Random sets: uniform over all layers, from ``torch.Generator().manual_seed(seed)``.
+    """
+    from ffnmem.methods.attribution import direct_effects
+
+    fx = direct_effects(wb, prompts, answers)
+    g = torch.Generator().manual_seed(seed)
+    rows = []
+    for b, prompt in enumerate(prompts):
+        top = [(l, n) for l, n, _ in fx.top(b, k)]
+        rand = random_neurons(wb, k, g)
+        masks = masks_for(wb, [[], top, rand])
+        tokens = wb.to_tokens(prompt).expand(3, -1)
+        hooks = make_hooks(wb, masks, mode, reference=reference, positions=positions, seed=seed + b)
+        p = answer_probs(wb, tokens, torch.tensor([answers[b]] * 3), hooks)
+        rows.append({"prompt": prompt, "p_clean": float(p[0]), "p_top": float(p[1]), "p_random": float(p[2])})
+    return rows
+
+
+def summarise_drops(rows: list[dict]) -> dict:
+    """Mean relative drop in p(answer) for top and random sets, and their ratio (the ablation factor)."""
+    drop_top = sum((r["p_clean"] - r["p_top"]) / r["p_clean"] for r in rows) / len(rows)
+    drop_rand = sum((r["p_clean"] - r["p_random"]) / r["p_clean"] for r in rows) / len(rows)
+    return {"drop_top": drop_top, "drop_random": drop_rand,
+            "factor": drop_top / drop_rand if drop_rand > 0 else float("inf")}

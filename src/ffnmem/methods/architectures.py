@@ -1,0 +1,208 @@
+"""Causal vs prefix vs masked LM (with and without positions) on the same controlled facts.
+
+Every variant is trained by :func:`ffnmem.methods.training.train` on the same synthetic corpus with the
+same seed, model shape and vocabulary (one with ``<mask>``), so parameter counts match except for
+the frozen zero positional table of ``-nopos`` variants (``core_params`` excludes it). Measured
+per variant:
+
+* recall by exposure bin and bits/param (:mod:`ffnmem.methods.frequency`), the query being the prompt
+  itself (causal, prefix) or the prompt followed by ``<mask>`` (masked LM);
+* loss in bits at attribute positions against the exact data entropy (``CE = H + KL``);
+* the fraction of positions that gave a loss term, and training compute ≈ 6·N·tokens FLOPs;
+* a ridge probe's error at predicting the token index from the residual stream, by layer;
+* the share of the answer's direct logit attribution carried by each FFN layer:
+  ``|DLA_mlp,l| / Σ_l (|DLA_mlp,l| + |DLA_attn,l|)`` averaged over well-exposed facts;
+* per layer and head, the effective rank of the attention pattern on the same documents.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ffnmem.core.errors import BadInput
+from ffnmem.methods.frequency import by_exposure, capacity_bits, dla_rows, score_queries, summarize
+from ffnmem.methods.objectives import Objective, core_params, parse, trainable_params
+from ffnmem.data.synthetic import FactConfig, FactCorpus, generate
+from ffnmem.methods.training import TrainConfig, encode_documents, train
+from ffnmem.viz import save_figure
+from ffnmem.viz.architectures import FIGURES
+
+DEFAULT_VARIANTS = ("causal", "causal-rope", "causal-nopos", "prefix", "prefix-rope", "prefix-nopos",
+                    "mlm", "mlm-rope", "mlm-nopos")
+
+
+@dataclass(frozen=True, kw_only=True)
+class CompareConfig:
+    facts: FactConfig
+    train: TrainConfig
+    variants: tuple[str, ...] = DEFAULT_VARIANTS
+    mask_rate: float = 0.15
+    probe_docs: int = 40
+    dla_facts: int = 32
+    match_params: bool = True
+
+    def objectives(self) -> list[Objective]:
+        objs = [parse(v, mask_rate=self.mask_rate) for v in self.variants]
+        if len({o.name for o in objs}) != len(objs):
+            raise BadInput("a variant is listed twice")
+        return objs
+
+
+PRESETS: dict[str, CompareConfig] = {
+    # tiny: ~20 s per variant on one core (nine variants: ~3 min).
+    "tiny": CompareConfig(
+        facts=FactConfig(n_entities=60, bins=(1, 4, 16, 64), n_values=16, value_noise=0.05, seed=0),
+        train=TrainConfig(n_layers=2, d_model=64, n_heads=4, d_mlp=256, n_ctx=64, steps=300, batch_size=32,
+                          eval_every=10_000, checkpoint_every=10_000, seed=0)),
+    "paper": CompareConfig(
+        facts=FactConfig(n_entities=1000, bins=(1, 2, 4, 8, 16, 32, 64, 128), n_values=50, seed=0),
+        train=TrainConfig(n_layers=4, d_model=256, n_heads=8, d_mlp=1024, n_ctx=96, steps=20000, batch_size=128,
+                          lr=1e-3, warmup=500, eval_every=100_000, checkpoint_every=100_000, seed=0)),
+}
+
+
+def preset(name: str) -> CompareConfig:
+    if name not in PRESETS:
+        raise BadInput(f"unknown architecture preset {name!r}; choose from {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+def check_matched(counts: dict[str, int]) -> None:
+    """Raise if the variants' core parameter counts differ (when matching was asked for)."""
+    if len(set(counts.values())) > 1:
+        listed = ", ".join(f"{k}={v}" for k, v in counts.items())
+        raise BadInput(f"variants have mismatched parameter counts ({listed}); give them the same shape or pass --no-match")
+
+
+def probe_tokens(wb, corpus: FactCorpus, n_docs: int, n_ctx: int) -> torch.Tensor:
+    """``[n, L]`` unpadded document prefixes (L = shortest of the first ``n_docs`` documents)."""
+    data = encode_documents(wb.tokenizer, corpus.documents[:n_docs], n_ctx)
+    length = int((data != wb.tokenizer.pad_token_id).sum(1).min())
+    return data[:, :length]
+
+
+def ffn_share(wb, corpus: FactCorpus, obj: Objective, n_facts: int) -> list[float]:
+    """Per layer: |DLA of the FFN| / Σ(|FFN| + |attention|) toward the true value, most-exposed facts."""
+    qs = sorted([q for q in corpus.queries if not q["heldout"]], key=lambda q: -q["exposures"])[:n_facts]
+    rows = dla_rows(wb, qs, suffix=" <mask>" if obj.kind == "mlm" else "")
+    return [float(np.mean([r[f"ffn_share_L{layer}"] for r in rows])) for layer in range(wb.n_layers)]
+
+
+def evaluate_variant(run, obj: Objective, cfg: CompareConfig) -> dict:
+    """Every measurement of one trained variant (plain Python, JSON-ready)."""
+    from ffnmem.methods.positions import attention_ranks, probe_by_layer
+
+    wb, corpus = run.wb, run.corpus
+    rows = score_queries(wb, corpus.queries, value_sets=corpus.values,
+                         value_noise=corpus.config.value_noise, objective=obj)
+    model = wb.bridge.original_model
+    n_train = trainable_params(model)
+    cap = capacity_bits(rows, corpus.config.n_values, n_train)
+    toks = probe_tokens(wb, corpus, cfg.probe_docs, cfg.train.n_ctx)
+    probe = probe_by_layer(wb, toks)
+    closed = {}
+    if obj.kind == "mlm":  # the same query with the sentence closed, as masked values appear in training
+        rows_c = score_queries(wb, corpus.queries, value_sets=corpus.values, value_noise=corpus.config.value_noise,
+                               objective=dataclasses.replace(obj, mask_suffix="."))
+        closed = {"accuracy_closed": summarize(rows_c)["accuracy"],
+                  "bits_per_param_closed": capacity_bits(rows_c, corpus.config.n_values, n_train)["bits_per_param"],
+                  "bins_closed": by_exposure(rows_c, n_boot=200, seed=cfg.train.seed)}
+    return {"variant": obj.name, "kind": obj.kind, "positions": obj.positions,
+            "params": wb.n_params(), "core_params": core_params(model), "trainable_params": n_train,
+            "summary": summarize(rows), "bins": by_exposure(rows, n_boot=200, seed=cfg.train.seed),
+            "capacity": cap, "signal_fraction": run.signal_tokens / max(1, run.tokens_seen),
+            "tokens_seen": run.tokens_seen, "train_flops": 6.0 * n_train * run.tokens_seen,
+            "seconds": run.seconds, "final_loss_nats": run.losses[-1]["loss"],
+            "probe": probe, "ffn_share": ffn_share(wb, corpus, obj, cfg.dla_facts),
+            "attention_erank": attention_ranks(wb, toks).tolist(), "rows": rows, **closed}
+
+
+def compare(cfg: CompareConfig, *, device: str = "cpu", progress: bool = True) -> list[dict]:
+    """Train and measure every variant on the same corpus and seed."""
+    objs = cfg.objectives()
+    corpus = generate(cfg.facts)
+    out = []
+    for obj in tqdm(objs, desc="variants", disable=not progress):
+        run = train(corpus, cfg.train, device=device, progress=False, objective=obj)
+        out.append(evaluate_variant(run, obj, cfg))
+    if cfg.match_params:
+        check_matched({r["variant"]: r["core_params"] for r in out})
+    return out
+
+
+def table_rows(results: list[dict]) -> list[dict]:
+    """One flat row per variant: recall per exposure bin, bits/param, probe error, FFN share."""
+    rows = []
+    for r in results:
+        row = {"variant": r["variant"], "accuracy": r["summary"]["accuracy"],
+               "loss_bits": r["summary"]["loss_bits"], "ce_bits": r["summary"]["ce_bits"],
+               "h_bits": r["summary"]["h_bits"], "kl_bits": r["summary"]["kl_bits"],
+               "bits_per_param": r["capacity"]["bits_per_param"], "bits": r["capacity"]["bits"],
+               "trainable_params": r["trainable_params"], "signal_fraction": r["signal_fraction"],
+               "train_pflops": r["train_flops"] / 1e15, "seconds": r["seconds"],
+               "probe_mae_embed": r["probe"][0]["mae"], "probe_mae_last": r["probe"][-1]["mae"],
+               "probe_baseline": r["probe"][0]["baseline_mae"], "ffn_share": float(sum(r["ffn_share"])),
+               "ffn_share_by_layer": "/".join(f"{x:.2f}" for x in r["ffn_share"]),
+               "erank_mean": float(np.mean(r["attention_erank"]))}
+        row.update({f"recall@{b['exposures']}": b["accuracy"] for b in r["bins"]})
+        row["accuracy_closed"] = r.get("accuracy_closed", float("nan"))
+        row["bits_per_param_closed"] = r.get("bits_per_param_closed", float("nan"))
+        rows.append(row)
+    return rows
+
+
+def _markdown(rows: list[dict], results: list[dict], cfg: CompareConfig) -> str:
+    bins = [k for k in rows[0] if k.startswith("recall@")]
+    head = ["variant", *bins, "bits/param", "CE bits (H + KL)", "signal", "probe MAE emb→last (base)",
+            "FFN share (by layer)", "erank", "PFLOPs"]
+    lines = ["# Architectures and objectives on controlled facts", "",
+             (f"Facts: {cfg.facts.n_entities} entities × {len(cfg.facts.attributes)} attributes, |V| = "
+             f"{cfg.facts.n_values}, value noise {cfg.facts.value_noise}; model {cfg.train.n_layers}L d{cfg.train.d_model} "
+             f"d_mlp {cfg.train.d_mlp}, {cfg.train.steps} steps × {cfg.train.batch_size}, seed {cfg.train.seed}. "
+             "Masked-LM recall reads `<mask>` appended to the prompt."), "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["variant"], *[f"{r[b]:.2f}" for b in bins], f"{r['bits_per_param']:.4f}",
+                 f"{r['ce_bits']:.2f} ({r['h_bits']:.2f} + {r['kl_bits']:.2f})", f"{r['signal_fraction']:.2f}",
+                 f"{r['probe_mae_embed']:.1f}→{r['probe_mae_last']:.1f} ({r['probe_baseline']:.1f})",
+                 f"{r['ffn_share']:.2f} ({r['ffn_share_by_layer']})", f"{r['erank_mean']:.2f}", f"{r['train_pflops']:.4f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    closed = [r for r in rows if not math.isnan(r["accuracy_closed"])]
+    if closed:
+        lines += ["", "Masked LM queried with the sentence closed (`prompt <mask> .`, as masked values appear in "
+                  "training): " + ", ".join(f"{r['variant']} recall {r['accuracy_closed']:.2f}, "
+                                           f"{r['bits_per_param_closed']:.4f} bits/param" for r in closed)]
+    lines += ["", "Trainable parameters: " + ", ".join(f"{r['variant']} {r['trainable_params']}" for r in rows), ""]
+    lines += [f"![{p}]({p})" for p in ("recall_vs_exposure.png", "capacity_entropy_signal.png", "position_probe.png",
+                                       "ffn_share.png", "attention_erank.png")]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(results: list[dict], cfg: CompareConfig, out_dir: str | Path):
+    """Result (tables + meta with provenance), report.md and one PNG per comparison."""
+    from ffnmem.core.paths import atomic_write_text
+    from ffnmem.store.results import Result, make_provenance, table_from_rows
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = table_rows(results)
+    facts = [{"variant": r["variant"], **f} for r in results for f in r["rows"]]
+    meta = {"config": {"facts": cfg.facts.to_dict(), "train": dataclasses.asdict(cfg.train),
+                       "variants": list(cfg.variants), "mask_rate": cfg.mask_rate},
+            "per_variant": [{k: v for k, v in r.items() if k != "rows"} for r in results],
+            "log2_values": math.log2(cfg.facts.n_values)}
+    prov = make_provenance(None, seed=cfg.train.seed, source="ffnmem.methods.architectures",
+                           facts_config=cfg.facts.to_dict())
+    Result(kind="architectures", tables={"variants": table_from_rows(rows), "facts": table_from_rows(facts)},
+           meta=meta, provenance=prov).save(out / "result")
+    for name, plot in FIGURES.items():
+        save_figure(plot(results), out / name)
+    atomic_write_text(out / "report.md", _markdown(rows, results, cfg))
+    return rows

@@ -1,0 +1,167 @@
+"""Causal tracing (Meng et al. 2022): where does restoring a clean state rescue a corrupted fact?
+
+1. Clean run: cache the residual stream (``hook_resid_post``), MLP output (``hook_mlp_out``)
+   and attention output (``hook_attn_out``) at every (layer, position).
+2. Corrupted runs: add Gaussian noise ``N(0, (3σ)²)`` to the subject's token embeddings
+   (``hook_embed``; σ the standard deviation of the embedding matrix's entries), ``n_samples``
+   draws from a seeded generator.
+3. Restored runs: the corrupted run with one clean state put back at (layer, position); for MLP
+   and attention a *window* of ``window`` layers centred on that layer is restored.
+
+Indirect effect ``IE = p_restored(answer) − p_corrupted(answer)``, averaged over noise samples.
+All cells × samples of a chunk run in one batched forward pass (``max_rows`` rows at a time).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from ffnmem.core.errors import BadInput
+from ffnmem.core.workbench import Workbench
+
+KINDS = {"resid": "blocks.{l}.hook_resid_post", "mlp": "blocks.{l}.hook_mlp_out", "attn": "blocks.{l}.hook_attn_out"}
+POSITIONS = ("first_subject", "middle_subject", "last_subject", "first_after", "last")
+
+
+@dataclass(frozen=True)
+class Trace:
+    """One fact traced: ``effects[kind]`` is ``[n_layers, pos]`` of restored p(answer) − p_corrupted."""
+
+    tokens: list[str]
+    subject: tuple[int, int]
+    p_clean: float
+    p_corrupt: float
+    effects: dict[str, Float[Tensor, "n_layers pos"]]
+    window: int
+
+
+def window_layers(layer: int, window: int, n_layers: int) -> range:
+    """Layers restored for a window centred on ``layer`` (clipped to the model)."""
+    lo = max(0, min(layer - window // 2, n_layers - window))
+    return range(lo, min(n_layers, lo + window))
+
+
+def subject_noise(wb: Workbench, span: tuple[int, int], n_samples: int, seed: int,
+                  scale: float = 3.0) -> Float[Tensor, "n_samples subj d_model"]:
+    """Seeded noise ``scale·σ·N(0, 1)`` for the subject positions (σ: std of the embedding matrix)."""
+    sigma = float(wb.bridge.W_E.detach().float().std())
+    g = torch.Generator().manual_seed(seed)
+    return scale * sigma * torch.randn(n_samples, span[1] - span[0], wb.d_model, generator=g)
+
+
+def _probs(wb: Workbench, tokens: Tensor, answer: int, hooks: list) -> Tensor:
+    with torch.inference_mode(), wb.bridge.hooks(fwd_hooks=hooks):
+        logits = wb.bridge(tokens)
+    return logits[:, -1].float().softmax(-1)[:, answer].cpu()
+
+
+def _noise_hook(noise: Tensor, span: tuple[int, int], rows_per_sample: int):
+    def hook(emb, hook=None):
+        emb = emb.clone()
+        rep = noise.to(emb.device, emb.dtype).repeat_interleave(rows_per_sample, 0)[: emb.shape[0]]
+        emb[:, span[0]: span[1]] += rep
+        return emb
+    return hook
+
+
+def _restore_hook(clean: Tensor, mask: Tensor):
+    def hook(act, hook=None):
+        return torch.where(mask[:, :, None].to(act.device), clean.to(act.device, act.dtype), act)
+    return hook
+
+
+def restore_batch(wb: Workbench, tokens: Tensor, answer: int, span: tuple[int, int], noise: Tensor,
+                  clean: dict[int, Tensor], cells: list[tuple[int, int]], kind: str, window: int) -> Tensor:
+    """Mean restored p(answer) for each (layer, pos) cell, all cells × samples in one forward."""
+    n, T = noise.shape[0], tokens.shape[1]
+    rows = len(cells) * n
+    masks: dict[int, Tensor] = {}
+    for c, (layer, pos) in enumerate(cells):
+        for l in (window_layers(layer, window, wb.n_layers) if window > 1 else [layer]):
+            masks.setdefault(l, torch.zeros(rows, T, dtype=torch.bool))[c * n: (c + 1) * n, pos] = True
+    hooks = [("hook_embed", _noise_hook(noise.repeat(len(cells), 1, 1), span, 1))]
+    hooks += [(KINDS[kind].format(l=l), _restore_hook(clean[l], m)) for l, m in masks.items()]
+    p = _probs(wb, tokens.expand(rows, -1), answer, hooks)
+    return p.reshape(len(cells), n).mean(1)
+
+
+def trace(wb: Workbench, prompt: str, answer: int, span: tuple[int, int], *, kinds=("resid", "mlp", "attn"),
+          n_samples: int = 10, window: int = 10, seed: int = 0, max_rows: int = 256,
+          noise_scale: float = 3.0, layers: list[int] | None = None) -> Trace:
+    """Trace one fact over every (layer, position) for each kind (``resid`` uses window 1).
+
+    ``layers`` restricts the traced cells (rows of other layers are NaN); windows still span
+    neighbouring layers.
+    """
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown:
+        raise BadInput(f"unknown trace kind {unknown[0]!r}; choose from {', '.join(KINDS)}")
+    tokens = wb.to_tokens(prompt)
+    T, L = tokens.shape[1], wb.n_layers
+    names = {KINDS[k].format(l=l) for k in kinds for l in range(L)}
+    with torch.inference_mode():
+        logits, cache = wb.bridge.run_with_cache(tokens, names_filter=lambda n: n in names)
+    p_clean = float(logits[0, -1].float().softmax(-1)[answer])
+    noise = subject_noise(wb, span, n_samples, seed, noise_scale)
+    p_corrupt = float(_probs(wb, tokens.expand(n_samples, -1), answer,
+                             [("hook_embed", _noise_hook(noise, span, 1))]).mean())
+    layers = list(range(L)) if layers is None else sorted({wb.check_layer(l) for l in layers})
+    cells = [(l, t) for l in layers for t in range(T)]
+    per_chunk = max(1, max_rows // n_samples)
+    effects = {}
+    for kind in kinds:
+        clean = {l: cache[KINDS[kind].format(l=l)] for l in range(L)}
+        w = 1 if kind == "resid" else window
+        ps = [restore_batch(wb, tokens, answer, span, noise, clean, cells[s: s + per_chunk], kind, w)
+              for s in range(0, len(cells), per_chunk)]
+        eff = torch.full((L, T), float("nan"))
+        eff[layers] = (torch.cat(ps) - p_corrupt).reshape(len(layers), T)
+        effects[kind] = eff
+    return Trace(tokens=wb.str_tokens(tokens[0]), subject=span, p_clean=p_clean, p_corrupt=p_corrupt,
+                 effects=effects, window=window)
+
+
+def trace_one_cell_per_forward(wb: Workbench, prompt: str, answer: int, span: tuple[int, int], *,
+                               kind: str = "resid", n_samples: int = 10, window: int = 1, seed: int = 0,
+                               noise_scale: float = 3.0) -> Float[Tensor, "n_layers pos"]:
+    """Reference implementation (for benchmarks and tests): one forward pass per cell."""
+    tokens = wb.to_tokens(prompt)
+    names = {KINDS[kind].format(l=l) for l in range(wb.n_layers)}
+    with torch.inference_mode():
+        _, cache = wb.bridge.run_with_cache(tokens, names_filter=lambda n: n in names)
+    noise = subject_noise(wb, span, n_samples, seed, noise_scale)
+    clean = {l: cache[KINDS[kind].format(l=l)] for l in range(wb.n_layers)}
+    p_corrupt = float(_probs(wb, tokens.expand(n_samples, -1), answer,
+                             [("hook_embed", _noise_hook(noise, span, 1))]).mean())
+    out = torch.zeros(wb.n_layers, tokens.shape[1])
+    for l in range(wb.n_layers):
+        for t in range(tokens.shape[1]):
+            out[l, t] = restore_batch(wb, tokens, answer, span, noise, clean, [(l, t)], kind, window)[0] - p_corrupt
+    return out
+
+
+def aligned(effect: Float[Tensor, "n_layers pos"], span: tuple[int, int]) -> Float[Tensor, "n_layers 5"]:
+    """Columns: first / middle (mean; NaN if none) / last subject token, first token after, last token."""
+    s0, s1 = span
+    T = effect.shape[1]
+    middle = effect[:, s0 + 1: s1 - 1].mean(1) if s1 - s0 > 2 else torch.full((effect.shape[0],), float("nan"))
+    after = effect[:, s1] if s1 < T else torch.full((effect.shape[0],), float("nan"))
+    return torch.stack([effect[:, s0], middle, effect[:, s1 - 1], after, effect[:, T - 1]], 1)
+
+
+def average_aligned(traces: list[Trace]) -> dict[str, Float[Tensor, "n_layers 5"]]:
+    """Mean aligned indirect effect over facts, per kind (NaN-aware)."""
+    if not traces:
+        raise BadInput("no traces to average: give at least one fact")
+    return {k: torch.stack([aligned(t.effects[k], t.subject) for t in traces]).nanmean(0) for k in traces[0].effects}
+
+
+def peak(avg: Float[Tensor, "n_layers 5"]) -> tuple[int, str, float]:
+    """(layer, aligned position, value) of the largest mean indirect effect."""
+    flat = torch.nan_to_num(avg, nan=float("-inf")).flatten()
+    i = int(flat.argmax())
+    return i // avg.shape[1], POSITIONS[i % avg.shape[1]], float(flat[i])

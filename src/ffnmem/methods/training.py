@@ -1,0 +1,324 @@
+"""Train small TransformerLens-native models on a synthetic fact corpus, resumably.
+
+AdamW with linear warmup and cosine decay, seeded. The data order is a pure function of
+``(seed, step)`` (one permutation of the documents per epoch, from a generator seeded with
+``seed`` and the epoch), so a run that stops and resumes from a checkpoint sees the same batches
+and ends with the same weights as one that never stopped. Checkpoints are written atomically:
+``run/checkpoints/step-NNNNNN/{model/, optimizer.safetensors, state.json}`` where ``model/`` is an
+ffnmem checkpoint (weights, config, word-level tokenizer), ``optimizer.safetensors`` the AdamW
+moments and ``state.json`` the step, optimizer hyperparameters, scheduler, logged curves and the
+run's fingerprint. No pickle anywhere: a run folder from someone else can be resumed without
+running its code (an old ``state.pt`` is refused, never unpickled). No RNG state is saved because
+training draws none from global generators: batches and masks are functions of ``(seed, step)``. Documents are trained one per row (BOS doc EOS, padded; no packing), with
+the loss masked on padding.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ffnmem.core.errors import BadInput, CorruptWeights
+from ffnmem.core.paths import atomic_dir, atomic_write_json
+from ffnmem.data.synthetic import FactConfig, FactCorpus, build_tokenizer
+from ffnmem.core.workbench import Workbench, resolve_device
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """Model shape and optimisation settings. ``steps`` counts optimizer updates."""
+
+    n_layers: int = 2
+    d_model: int = 64
+    n_heads: int = 4
+    d_mlp: int = 256
+    n_ctx: int = 64
+    act_fn: str = "gelu"
+    gated_mlp: bool = False
+    normalization_type: str = "LN"
+    positional_embedding_type: str = "standard"
+    steps: int = 600
+    batch_size: int = 32
+    lr: float = 3e-3
+    weight_decay: float = 0.01
+    warmup: int = 30
+    min_lr_ratio: float = 0.1
+    checkpoint_every: int = 200
+    eval_every: int = 50
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for key in ("n_layers", "d_model", "n_heads", "d_mlp", "n_ctx", "steps", "batch_size",
+                    "checkpoint_every", "eval_every"):
+            if getattr(self, key) < 1:
+                raise BadInput(f"invalid training setting: {key} is {getattr(self, key)}; use at least 1")
+        if self.d_model % self.n_heads:
+            raise BadInput(f"invalid training setting: d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
+        if not (self.lr > 0 and math.isfinite(self.lr)) or self.warmup < 0 or not 0 <= self.min_lr_ratio <= 1:
+            raise BadInput("invalid training setting: need lr > 0, warmup >= 0, 0 <= min_lr_ratio <= 1")
+
+    def tl_config(self, d_vocab: int) -> dict:
+        return dict(n_layers=self.n_layers, d_model=self.d_model, n_heads=self.n_heads,
+                    d_head=self.d_model // self.n_heads, d_mlp=self.d_mlp, d_vocab=d_vocab, n_ctx=self.n_ctx,
+                    act_fn=self.act_fn, gated_mlp=self.gated_mlp, normalization_type=self.normalization_type,
+                    positional_embedding_type=self.positional_embedding_type, attention_dir="causal",
+                    seed=self.seed)
+
+
+# tiny: finishes in about a minute on one CPU core and already shows the frequency effect.
+PRESETS: dict[str, tuple[FactConfig, TrainConfig]] = {
+    "tiny": (FactConfig(n_entities=140, bins=(1, 2, 4, 8, 16, 32, 64), n_values=24, value_noise=0.05, seed=0),
+             TrainConfig(steps=400, batch_size=32, eval_every=100, checkpoint_every=200)),
+    "paper": (FactConfig(n_entities=2000, attributes=("birth_city", "birth_year", "employer", "field", "university", "hobby"),
+                         n_values=100, bins=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512), seed=0),
+              TrainConfig(n_layers=4, d_model=256, n_heads=8, d_mlp=1024, n_ctx=96, steps=20000, batch_size=128,
+                          lr=1e-3, warmup=500, eval_every=1000, checkpoint_every=2000)),
+}
+
+
+def preset(name: str) -> tuple[FactConfig, TrainConfig]:
+    if name not in PRESETS:
+        raise BadInput(f"unknown training preset {name!r}; choose from {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+def encode_documents(tokenizer, documents: list[str], n_ctx: int) -> torch.Tensor:
+    """``[n_docs, length]`` ids: BOS doc EOS, right-padded with the pad id."""
+    rows = [[tokenizer.bos_token_id, *tokenizer(d, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id]
+            for d in documents]
+    longest = max(len(r) for r in rows)
+    if longest > n_ctx:
+        raise BadInput(f"a document has {longest} tokens but the model reads {n_ctx}; raise n_ctx or use fewer attributes")
+    out = torch.full((len(rows), longest), tokenizer.pad_token_id, dtype=torch.long)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = torch.tensor(r)
+    return out
+
+
+def batch_indices(step: int, n_docs: int, batch_size: int, seed: int) -> torch.Tensor:
+    """Rows of the batch for ``step``: a stream of per-epoch permutations, seeded per epoch."""
+    start = step * batch_size
+    idx = []
+    while len(idx) < batch_size:
+        epoch, offset = divmod(start + len(idx), n_docs)
+        perm = torch.randperm(n_docs, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+        idx.extend(perm[offset: offset + batch_size - len(idx)].tolist())
+    return torch.tensor(idx)
+
+
+def lm_loss(logits: torch.Tensor, tokens: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """Mean next-token cross-entropy (nats), padding targets ignored."""
+    return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1), ignore_index=pad_id)
+
+
+def _lr_lambda(cfg: TrainConfig):
+    def f(step: int) -> float:
+        if step < cfg.warmup:
+            return (step + 1) / cfg.warmup
+        frac = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac))
+    return f
+
+
+def _optimizer(wb: Workbench, cfg: TrainConfig):
+    params = list(wb.bridge.original_model.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg))
+
+
+@dataclass
+class TrainRun:
+    """What :func:`train` returns: the trained model and its logged curves."""
+
+    wb: Workbench
+    corpus: FactCorpus
+    config: TrainConfig
+    step: int
+    losses: list[dict]  # step, loss (nats), lr
+    evals: list[dict]  # step + frequency.summarize fields
+    seconds: float
+    tokens_seen: int
+    signal_tokens: int = 0  # positions that gave a loss term (all targets for causal LM)
+
+
+def train(corpus: FactCorpus, cfg: TrainConfig, run_dir: str | Path | None = None, *, device: str = "auto",
+          resume: bool = True, stop_at: int | None = None, progress: bool = True, objective=None) -> TrainRun:
+    """Train a fresh model on ``corpus`` (or resume the latest checkpoint in ``run_dir``).
+
+    ``stop_at`` stops after that many steps (simulating an interruption; a checkpoint is written
+    there). Evaluations every ``eval_every`` steps score the corpus queries (attribute positions).
+    ``objective`` (:class:`ffnmem.methods.objectives.Objective`) swaps the mask and loss (prefix / masked
+    LM, positions off); the vocabulary then carries a ``<mask>`` token for every variant alike.
+    """
+    from ffnmem.methods.frequency import score_queries, summarize
+    from ffnmem.core.models import _boot_native, load_checkpoint
+    from ffnmem.methods.objectives import objective_loss, prepare
+
+    dev = resolve_device(device)
+    run_dir = Path(run_dir) if run_dir is not None else None
+    state = _latest_state(run_dir, corpus, cfg, objective) if (run_dir and resume) else None
+    if state is not None:
+        wb = load_checkpoint(state["model_dir"], device=str(dev))
+    else:
+        tok = build_tokenizer(corpus, mask_token=objective is not None)
+        tl = {**cfg.tl_config(len(tok)), **(objective.tl_overrides() if objective is not None else {})}
+        wb = _boot_native(tl, tok, dev, torch.float32, model_id=f"synthetic-facts@seed={cfg.seed}")
+    wb.source = "ffnmem.methods.training"
+    model = wb.bridge.original_model
+    if objective is not None:
+        prepare(model, objective)
+    opt, sched = _optimizer(wb, cfg)
+    step, losses, evals = 0, [], []
+    if state is not None:
+        _load_optimizer(opt, sched, state)
+        step, losses, evals = state["step"], state["losses"], state["evals"]
+    if run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(run_dir / "config.json", {"train": dataclasses.asdict(cfg), "facts": corpus.config.to_dict()})
+    data = encode_documents(wb.tokenizer, corpus.documents, cfg.n_ctx)
+    pad = wb.tokenizer.pad_token_id
+    end = min(cfg.steps, stop_at) if stop_at is not None else cfg.steps
+    t0, tokens_seen, signal = time.perf_counter(), 0, 0
+    model.train()
+    bar = tqdm(total=end, initial=step, desc="train", disable=not progress, leave=False)
+    while step < end:
+        batch = data[batch_indices(step, len(data), cfg.batch_size, cfg.seed)].to(dev)
+        if objective is None:
+            loss, n_signal = lm_loss(model(batch), batch, pad), int((batch[:, 1:] != pad).sum())
+        else:
+            gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)  # masks/prefixes: f(seed, step)
+            loss, n_signal = objective_loss(model, objective, batch, pad, wb.tokenizer.mask_token_id, gen)
+        signal += n_signal
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        step += 1
+        tokens_seen += int((batch != pad).sum())
+        losses.append({"step": step, "loss": loss.item(), "lr": sched.get_last_lr()[0]})
+        bar.update(1)
+        bar.set_postfix(loss=f"{losses[-1]['loss']:.3f}")
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            model.eval()
+            evals.append({"step": step, **summarize(score_queries(
+                wb, corpus.queries, value_sets=corpus.values, value_noise=corpus.config.value_noise,
+                objective=objective))})
+            model.train()
+        if run_dir is not None and (step % cfg.checkpoint_every == 0 or step == end):
+            _save_state(run_dir, wb, opt, sched, step, losses, evals, corpus, cfg, objective)
+    bar.close()
+    model.eval()
+    return TrainRun(wb=wb, corpus=corpus, config=cfg, step=step, losses=losses, evals=evals,
+                    seconds=time.perf_counter() - t0, tokens_seen=tokens_seen, signal_tokens=signal)
+
+
+def _fingerprint(corpus: FactCorpus, cfg: TrainConfig, objective=None) -> dict:
+    extra = {} if objective is None else {"objective": objective.to_dict()}
+    return {"train": dataclasses.asdict(cfg), "facts": corpus.config.to_dict(), **extra}
+
+
+STATE_FILE, OPTIMIZER_FILE, STATE_FORMAT = "state.json", "optimizer.safetensors", "ffnmem-train-state-v1"
+_MOMENT = re.compile(r"^state\.(\d+)\.([A-Za-z_]+)$")
+
+
+def _save_state(run_dir: Path, wb, opt, sched, step, losses, evals, corpus, cfg, objective=None) -> Path:
+    from safetensors.torch import save_file
+
+    from ffnmem.core.models import save_checkpoint
+
+    target = run_dir / "checkpoints" / f"step-{step:06d}"
+    sd = opt.state_dict()
+    moments = {f"state.{i}.{k}": v.detach().cpu().contiguous() for i, st in sd["state"].items() for k, v in st.items()}
+    with atomic_dir(target) as tmp:
+        save_checkpoint(wb, tmp / "model", extra={"step": step})
+        save_file(moments, str(tmp / OPTIMIZER_FILE))
+        atomic_write_json(tmp / STATE_FILE, {
+            "format": STATE_FORMAT, "step": step, "losses": losses, "evals": evals,
+            "param_groups": sd["param_groups"], "scheduler": sched.state_dict(),
+            "fingerprint": _fingerprint(corpus, cfg, objective)})
+    atomic_write_json(run_dir / "curves.json", {"losses": losses, "evals": evals})
+    return target
+
+
+def _load_optimizer(opt, sched, state: dict) -> None:
+    """Restore AdamW and the scheduler from a checkpoint's JSON and safetensors (no pickle)."""
+    from safetensors.torch import load_file
+
+    where = state["dir"]
+    try:
+        tensors = load_file(str(where / OPTIMIZER_FILE))
+        moments: dict[int, dict] = {}
+        for key, value in tensors.items():
+            m = _MOMENT.match(key)
+            if m is None:
+                raise ValueError(f"unexpected tensor {key!r}")
+            moments.setdefault(int(m.group(1)), {})[m.group(2)] = value
+        groups = [{**g, "betas": tuple(g["betas"])} for g in state["param_groups"]]  # JSON made it a list
+        opt.load_state_dict({"state": moments, "param_groups": groups})
+        sched.load_state_dict(state["scheduler"])
+    except Exception as exc:  # noqa: BLE001 - truncated file, wrong shapes, missing keys
+        raise CorruptWeights(f"cannot resume from {where}: {type(exc).__name__}: {str(exc)[:200]}; "
+                             "delete that checkpoint folder") from None
+
+
+def _fingerprint(corpus: FactCorpus, cfg: TrainConfig, objective=None) -> dict:
+    extra = {} if objective is None else {"objective": objective.to_dict()}
+    # through JSON, as saved: tuples become lists, so a fresh fingerprint compares equal
+    return json.loads(json.dumps({"train": dataclasses.asdict(cfg), "facts": corpus.config.to_dict(), **extra}))
+
+
+def checkpoints(run_dir: str | Path) -> list[Path]:
+    """Complete checkpoints of a run, oldest first (temp folders of interrupted writes skipped)."""
+    root = Path(run_dir) / "checkpoints"
+    return sorted(p for p in root.glob("step-*") if (p / STATE_FILE).exists()) if root.is_dir() else []
+
+
+def _refuse_pickled(run_dir: Path, found: list[Path]) -> None:
+    """An old-format checkpoint (``state.pt``, a pickle) newer than any readable one: refuse it."""
+    root = run_dir / "checkpoints"
+    old = sorted(p for p in root.glob("step-*") if (p / "state.pt").exists() and not (p / STATE_FILE).exists())
+    if old and (not found or old[-1].name > found[-1].name):
+        raise BadInput(f"{old[-1]} holds a pickled state.pt, which ffnmem never loads (unpickling can run code); "
+                       f"delete {root} to train from scratch, or use a new --out folder")
+
+
+def _latest_state(run_dir: Path, corpus: FactCorpus, cfg: TrainConfig, objective=None) -> dict | None:
+    found = checkpoints(run_dir)
+    _refuse_pickled(run_dir, found)
+    if not found:
+        return None
+    try:
+        state = json.loads((found[-1] / STATE_FILE).read_text())
+        if state.get("format") != STATE_FORMAT:
+            raise ValueError(f"format {state.get('format')!r}")
+    except (OSError, ValueError, AttributeError) as exc:
+        raise CorruptWeights(f"cannot read {found[-1]}/{STATE_FILE} ({type(exc).__name__}); "
+                             "delete that checkpoint folder") from None
+    if state.get("fingerprint") != _fingerprint(corpus, cfg, objective):
+        raise BadInput(f"{run_dir} holds checkpoints of another config; use a new --out folder or the same settings")
+    state["model_dir"], state["dir"] = found[-1] / "model", found[-1]
+    return state
+
+
+def load_run(run_dir: str | Path, *, device: str = "auto") -> tuple[Workbench, dict]:
+    """The latest checkpoint's model and the run's logged curves."""
+    from ffnmem.core.models import load_checkpoint
+
+    found = checkpoints(run_dir)
+    if not found:
+        raise BadInput(f"{run_dir} holds no finished checkpoint; run `ffnmem train --out {run_dir}` first")
+    curves = json.loads((Path(run_dir) / "curves.json").read_text()) if (Path(run_dir) / "curves.json").exists() else {}
+    return load_checkpoint(found[-1] / "model", device=device), curves

@@ -1,0 +1,36 @@
+import pytest
+import torch
+
+from ffnmem.methods import sae as S
+from ffnmem.core.errors import BadInput
+
+
+def test_token_entropy_counts():
+    ids = torch.tensor([[1, 2], [1, 3], [1, 4], [1, 5]])
+    ent = S.token_entropy(ids)
+    assert ent[0] == 0 and ent[1] == pytest.approx(2.0)
+
+
+def test_top_examples_match_topk():
+    acts = torch.tensor([[0.0, 5.0], [3.0, 1.0], [2.0, 4.0]])
+    vals, rows = S.top_examples(acts, k=2)
+    assert rows[:, 0].tolist() == [1, 2] and rows[:, 1].tolist() == [0, 2]
+
+
+def test_bad_input(tiny):
+    with pytest.raises(BadInput):
+        S.capture_pairs(tiny, tiny.to_tokens("abc"), 0, target="nope")
+    with pytest.raises(BadInput):
+        S.train(torch.zeros(10, 4), torch.zeros(10, 4), transcode=False)
+
+
+def test_neuron_polysemanticity_from_triggers(tiny):
+    from ffnmem.methods import triggers as T
+    from ffnmem.data.corpus import windows
+
+    tokens = windows(tiny, ["The quick brown fox jumps over the lazy dog. " * 8], window=32)
+    tr = T.mine(tiny, tokens, [0], k=5, progress=False)
+    poly = S.neuron_polysemanticity(tr, 0)
+    assert poly["distinct_triggers"].shape == (tiny.d_mlp,)
+    assert ((poly["distinct_triggers"] >= 1) & (poly["distinct_triggers"] <= 5)).all()
+    assert (poly["entropy_bits"] <= torch.log2(torch.tensor(5.0)) + 1e-5).all()

@@ -1,0 +1,122 @@
+"""Trigger mining and key-value agreement on the tiny native models."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ffnmem.methods import capture as cap
+from ffnmem.methods import triggers as T
+from ffnmem.core.errors import BadInput
+from ffnmem.methods.keyvalue import agreement, derangement, value_top_ids
+
+
+@pytest.fixture(scope="module")
+def tokens(tiny):
+    g = torch.Generator().manual_seed(0)
+    t = torch.randint(32, 127, (6, 24), generator=g)
+    t[:, 0] = tiny.tokenizer.bos_token_id
+    return t
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_mine_matches_brute_force(tiny, tokens, sign):
+    tr = T.mine(tiny, tokens, [0, 1], k=4, sign=sign, batch_size=4, progress=False)
+    acts = cap.collect(tiny, tokens, ["blocks.1.mlp.hook_post"], progress=False)["blocks.1.mlp.hook_post"]
+    body = acts[:, 1:].reshape(-1, acts.shape[-1]) * sign  # BOS position excluded
+    want = body.topk(4, dim=0).values
+    assert torch.allclose(tr.values[1], want, atol=1e-5)
+    # flat indices point at the reported activations, never at position 0
+    assert (tr.index[1] % tokens.shape[1] != 0).all()
+    got = acts.reshape(-1, acts.shape[-1]).gather(0, tr.index[1]) * sign
+    assert torch.allclose(got, tr.values[1], atol=1e-5)
+    assert torch.allclose(tr.stats[1]["max"], acts[:, 1:].reshape(-1, acts.shape[-1]).max(0).values, atol=1e-5)
+    assert tr.values[1].shape == (4, tiny.d_mlp)  # O(k · d_mlp), whatever the corpus size
+
+
+def test_next_tokens_and_rows(tiny, tokens):
+    idx = torch.tensor([1, 23, 24 + 5])
+    nxt = T.next_tokens(tokens, idx)
+    assert nxt.tolist() == [int(tokens[0, 2]), -1, int(tokens[1, 6])]
+    tr = T.mine(tiny, tokens, [0], k=3, progress=False)
+    rows = T.example_rows(tiny, tr, 0, [5], context=4)
+    assert [r["rank"] for r in rows] == [1, 2, 3]
+    r = rows[0]
+    assert r["trigger_id"] == int(tokens.flatten()[r["window"] * 24 + r["pos"]])
+    assert len(r["context"]) <= 4 and r["coeff"] == pytest.approx(float(tr.values[0][0, 5]))
+
+
+def test_result_roundtrip(tiny, tokens, tmp_path):
+    tr = T.mine(tiny, tokens, [1], k=2, progress=False)
+    res = T.to_result(tiny, tr, context=3, corpus="random")
+    back = T.from_result(type(res).load(res.save(tmp_path / "r")))
+    assert torch.equal(back.index[1], tr.index[1]) and back.layers == [1]
+    assert res.tables["examples"].num_rows == 2 * tiny.d_mlp
+    assert set(res.table("stats").columns) >= {"mean", "frac_active", "max"}
+    assert res.provenance["data_hash"] == cap.tokens_hash(tokens)
+
+
+def test_agreement_pure():
+    vids = torch.tensor([[1, 2], [3, 4], [5, 6]])
+    nxt = torch.tensor([[2, -1], [9, 9], [-1, -1]])
+    assert agreement(vids, nxt).tolist() == [True, False, False]
+    perm = torch.tensor([1, 0, 2])
+    assert agreement(vids, torch.tensor([[3], [9], [0]]), perm).tolist() == [False, True, False]
+    for n in (2, 3, 10, 257):
+        p = derangement(n, seed=n)
+        assert sorted(p.tolist()) == list(range(n)) and not (p == torch.arange(n)).any()
+    assert torch.equal(derangement(50, 1), derangement(50, 1))
+
+
+def test_value_top_ids_matches_full_projection(tiny):
+    from ffnmem.methods.keyvalue import value_tokens
+
+    ids = value_top_ids(tiny, 1, k=5, chunk=100)
+    full = value_tokens(tiny, 1, list(range(tiny.d_mlp)), k=5)
+    assert torch.equal(ids, full.top_ids)
+
+
+def test_agreement_by_layer_seeded(tiny, tokens):
+    tr = T.mine(tiny, tokens, [0, 1], k=3, progress=False)
+    a = T.agreement_by_layer(tiny, tr, value_k=20, n_triggers=3, n_shuffles=3, seed=1)
+    b = T.agreement_by_layer(tiny, tr, value_k=20, n_triggers=3, n_shuffles=3, seed=1)
+    assert a == b and len(a.rows()) == 2 and all(0 <= x <= 1 for x in a.observed + a.baseline)
+    assert set(a.bands(tiny.n_layers)) <= {"lower", "middle", "upper"}
+
+
+@pytest.mark.parametrize("kw, msg", [
+    (dict(layers=[5]), "out of range"),
+    (dict(k=10_000), "k=10000 is out of range"),
+    (dict(k=0), "out of range"),
+    (dict(layers=[]), "no layers"),
+])
+def test_mine_bad_input(tiny, tokens, kw, msg):
+    args = dict(layers=[0], k=2) | kw
+    with pytest.raises(BadInput, match=msg):
+        T.mine(tiny, tokens, args["layers"], k=args["k"], progress=False)
+
+
+def test_bad_context_and_empty(tiny, tokens):
+    tr = T.mine(tiny, tokens, [0], k=2, progress=False)
+    with pytest.raises(BadInput, match="context window"):
+        T.example_rows(tiny, tr, 0, [0], context=24)
+    with pytest.raises(BadInput, match="empty corpus"):
+        T.mine(tiny, tokens[:0], [0], k=1, progress=False)
+    with pytest.raises(BadInput, match="n_triggers"):
+        T.agreement_by_layer(tiny, tr, n_triggers=3)
+
+
+def test_card_histograms_from_one_shared_pass_match_a_card_alone(tiny):
+    """keys_job computes every card's histogram in one pass; a card alone re-reads its own."""
+    import torch
+
+    from ffnmem.viz.cards import histogram_coefficients, neuron_card
+    from ffnmem.methods.triggers import mine
+
+    tokens = torch.randint(3, 300, (6, 16), generator=torch.Generator().manual_seed(1))
+    tr = mine(tiny, tokens, [0, 1], k=3, progress=False)
+    shared = histogram_coefficients(tiny, tr, {0: [5, 9], 1: [2]})
+    assert shared[0].shape == (6 * 15, 2) and shared[1].shape == (6 * 15, 1)
+    alone = histogram_coefficients(tiny, tr, {1: [2]})[1][:, 0]
+    torch.testing.assert_close(shared[1][:, 0], alone)
+    assert neuron_card(tiny, tr, 0, 9, acts=shared[0][:, 1]).layer == 0
