@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.stats import spearmanr
 
 from ffnmem import viz
 from ffnmem.core.errors import BadInput
+from ffnmem.stats import bootstrap_ci, logistic_fit, spearman
 from ffnmem.data.synthetic import noisy_entropy_bits
 
 LN2 = math.log(2)
@@ -86,15 +86,6 @@ def summarize(rows: list[dict]) -> dict:
             "min_kl_bits": float(arr["kl_bits"].min()), "accuracy": float(arr["correct"].mean())}
 
 
-def bootstrap_ci(x: np.ndarray, resamples: np.ndarray, level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of ``x``; ``resamples[b]`` indexes resample ``b``.
-
-    Pass the same ``resamples`` for several columns of one group so they share their draws.
-    """
-    means = x[resamples].mean(1)
-    return float(np.percentile(means, 100 * (1 - level) / 2)), float(np.percentile(means, 100 * (1 + level) / 2))
-
-
 def by_exposure(rows: list[dict], *, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> list[dict]:
     """Per exposure count: n, accuracy and loss bits with percentile bootstrap CIs (seeded)."""
     rng = np.random.default_rng(seed)
@@ -117,22 +108,7 @@ def spearman_over_bins(bins: list[dict], key: str = "accuracy") -> float:
     """Spearman correlation between exposure and ``key`` across bins (nan if constant)."""
     if len(bins) < 2:
         raise BadInput("need at least two exposure bins for a rank correlation")
-    ys = [b[key] for b in bins]
-    if len(set(ys)) == 1:
-        return float("nan")
-    return float(spearmanr([b["exposures"] for b in bins], ys).statistic)
-
-
-def logistic_fit(x: np.ndarray, y: np.ndarray, iters: int = 50, ridge: float = 1e-3) -> np.ndarray:
-    """Intercept and slope of P(y=1) = σ(a + b x) by Newton's method (small ridge for separable data)."""
-    X = np.stack([np.ones_like(x), x], 1)
-    w = np.zeros(2)
-    for _ in range(iters):
-        p = 1 / (1 + np.exp(-X @ w))
-        grad = X.T @ (p - y) + ridge * w
-        hess = X.T @ (X * (p * (1 - p))[:, None]) + ridge * np.eye(2)
-        w -= np.linalg.solve(hess, grad)
-    return w
+    return spearman([b["exposures"] for b in bins], [b[key] for b in bins])
 
 
 def recall_curve(rows: list[dict], *, n_boot: int = 500, seed: int = 0, level: float = 0.95,

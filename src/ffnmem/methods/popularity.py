@@ -36,7 +36,7 @@ from scipy.stats import spearmanr
 
 from ffnmem.core.errors import BadInput
 from ffnmem.data.facts import Fact
-from ffnmem.methods.frequency import bootstrap_ci, logistic_fit
+from ffnmem.stats import logistic_fit, mean_ci, poisson_binomial_tail
 from ffnmem.methods.recall import group_by_length
 
 KINDS = ("more_frequent", "not_more_frequent", "right_answer", "not_listed")
@@ -121,23 +121,6 @@ def chance_more_frequent(target: str, candidates: list[str], z: dict[str, float]
     return sum(pop(c) > pop(target) for c in others) / len(others) if others else math.nan
 
 
-def poisson_binomial_tail(ps: list[float], k: int) -> float:
-    """``P(Σ Bernoulli(p_i) ≥ k)``, exact (dynamic programming over the PMF)."""
-    pmf = np.zeros(len(ps) + 1)
-    pmf[0] = 1.0
-    for p in ps:
-        pmf[1:] = pmf[1:] * (1 - p) + pmf[:-1] * p
-        pmf[0] *= 1 - p
-    return float(min(1.0, pmf[max(k, 0):].sum()))
-
-
-def _ci(values: np.ndarray, rng: np.random.Generator, n_boot: int, level: float) -> tuple[float, float]:
-    """Percentile bootstrap CI of the mean of ``values`` (nan for an empty array)."""
-    if len(values) == 0:
-        return math.nan, math.nan
-    return bootstrap_ci(values, rng.integers(0, len(values), size=(n_boot, len(values))), level)
-
-
 def substitution_summary(rows: list[dict], *, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
     """Rates over wrong answers; ``rows`` carry ``kind`` (see :data:`KINDS`) and ``chance``.
 
@@ -147,7 +130,7 @@ def substitution_summary(rows: list[dict], *, n_boot: int = 1000, seed: int = 0,
     subs = [r for r in rows if r["kind"] in ("more_frequent", "not_more_frequent")]
     more = np.array([r["kind"] == "more_frequent" for r in subs], dtype=float)
     chance = [r["chance"] for r in subs]
-    lo, hi = _ci(more, np.random.default_rng(seed), n_boot, level)
+    lo, hi = mean_ci(more, np.random.default_rng(seed), n_boot, level)
     return {"n_wrong": len(rows), "n_same_type": len(subs), "n_more_frequent": int(more.sum()),
             "same_type_share": len(subs) / len(rows) if rows else math.nan,
             "substitution_rate": float(more.mean()) if subs else math.nan, "substitution_rate_lo": lo,
@@ -175,7 +158,7 @@ def popularity_bins(rows: list[dict], key: str = "subject_zipf", *, n_bins: int 
     out = []
     for b in np.unique(which):
         m = which == b
-        (a_lo, a_hi), (l_lo, l_hi) = _ci(acc[m], rng, n_boot, level), _ci(loss[m], rng, n_boot, level)
+        (a_lo, a_hi), (l_lo, l_hi) = mean_ci(acc[m], rng, n_boot, level), mean_ci(loss[m], rng, n_boot, level)
         out.append({"by": key, "bin": int(b), "n": int(m.sum()), "zipf_lo": float(x[m].min()),
                     "zipf_hi": float(x[m].max()), "zipf_mean": float(x[m].mean()), "accuracy": float(acc[m].mean()),
                     "accuracy_lo": a_lo, "accuracy_hi": a_hi, "loss_bits": float(loss[m].mean()),

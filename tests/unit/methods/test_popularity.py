@@ -13,7 +13,7 @@ from ffnmem.core.errors import BadInput
 from ffnmem.data.facts import Fact, load_facts
 from ffnmem.methods.popularity import (chance_more_frequent, classify, entity_pools, greedy_continuations, match_entity,
                                popularity, popularity_analysis, popularity_bins, popularity_fit,
-                               poisson_binomial_tail, substitution_summary)
+                               substitution_summary)
 from ffnmem.methods.recall import recall
 from ffnmem.viz import plot_recall_vs_popularity, plot_substitutions, save_figure
 
@@ -61,13 +61,6 @@ def test_classify_and_chance():
     assert classify(" Canberra", None, z) == "not_listed"
     assert chance_more_frequent(" Canberra", list(z), z) == 0.25  # only Sydney of 4 others
     assert math.isnan(chance_more_frequent(" Canberra", ["Canberra"], z))
-
-
-def test_poisson_binomial_tail_matches_binomial_and_edges():
-    assert poisson_binomial_tail([0.3] * 12, 5) == pytest.approx(binom.sf(4, 12, 0.3), abs=1e-12)
-    assert poisson_binomial_tail([0.2, 0.9], 0) == 1.0
-    assert poisson_binomial_tail([0.5, 0.5], 2) == pytest.approx(0.25)
-    assert poisson_binomial_tail([0.5], 3) == 0.0
 
 
 def test_substitution_summary_counts_rates_and_p():
