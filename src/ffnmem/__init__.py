@@ -8,7 +8,8 @@ from ffnmem.core.errors import FfnmemError
 from ffnmem.core.ffn import FFNView
 from ffnmem.core.models import DEFAULT_MODEL, PRESETS, list_models, load_checkpoint, load_model, save_checkpoint
 from ffnmem.store.results import Result
-from ffnmem.core.workbench import Workbench, hook_name
+from ffnmem.core.hooks import hook_name
+from ffnmem.core.workbench import Workbench
 
 __version__ = "0.1.0"
 

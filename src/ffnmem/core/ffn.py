@@ -21,6 +21,8 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 
+from ffnmem.core.hooks import hook_name
+
 _ACTIVATIONS = {
     "relu": F.relu,
     "gelu": F.gelu,
@@ -54,11 +56,11 @@ class FFNView:
 
     @property
     def coeff_hook(self) -> str:
-        return f"blocks.{self.layer}.mlp.hook_post"
+        return hook_name("post", self.layer)
 
     @property
     def out_hook(self) -> str:
-        return f"blocks.{self.layer}.hook_mlp_out"
+        return hook_name("out", self.layer)
 
     def coefficients(self, x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_mlp"]:
         """m from the normalised FFN input x: ``act(Kx + b)`` or ``act(Gx) ⊙ Kx``."""

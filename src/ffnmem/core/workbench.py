@@ -1,7 +1,7 @@
 """The Workbench: a hooked model (TransformerBridge), its tokenizer and its FFN views.
 
-Hook names are TransformerLens' stable API; :func:`hook_name` maps the short kinds used across
-ffnmem (``post``, ``pre``, ``out``, ``resid_pre`` …) onto them.
+Hook names are TransformerLens' stable API; :func:`ffnmem.core.hooks.hook_name` maps the short
+kinds used across ffnmem (``post``, ``pre``, ``out``, ``resid_pre`` …) onto them.
 """
 
 from __future__ import annotations
@@ -20,24 +20,6 @@ from torch import Tensor
 
 from ffnmem.core.errors import BadInput
 from ffnmem.core.ffn import FFNView
-
-HOOK_KINDS: dict[str, str] = {
-    "post": "blocks.{l}.mlp.hook_post",  # FFN coefficients m
-    "pre": "blocks.{l}.mlp.hook_pre",  # pre-activation (the gate's, for gated MLPs)
-    "mlp_in": "blocks.{l}.ln2.hook_out",  # normalised FFN input x
-    "out": "blocks.{l}.hook_mlp_out",  # FFN output Σ m_i v_i + b
-    "attn_out": "blocks.{l}.hook_attn_out",
-    "resid_pre": "blocks.{l}.hook_resid_pre",
-    "resid_mid": "blocks.{l}.hook_resid_mid",
-    "resid_post": "blocks.{l}.hook_resid_post",
-}
-
-
-def hook_name(kind: str, layer: int) -> str:
-    """Full hook name for a short kind (see :data:`HOOK_KINDS`) at ``layer``."""
-    if kind not in HOOK_KINDS:
-        raise BadInput(f"unknown activation kind {kind!r}; choose from {', '.join(HOOK_KINDS)}")
-    return HOOK_KINDS[kind].format(l=layer)
 
 
 def resolve_device(device: str | torch.device) -> torch.device:

@@ -64,7 +64,7 @@ def read_task(path: Path) -> tuple[list[str], list[str], list[str]]:
 def run_probe(wb: Workbench, tasks: dict[str, tuple[list, list, list]], layers: list[int], out_dir: Path, *,
               kind: str = "resid_post", folds: int = 5, seed: int = 0, C: float = 0.1) -> Path:
     """Per-layer CV probe curves with control tasks for each task; curves.png + result."""
-    from ffnmem.core.workbench import hook_name
+    from ffnmem.core.hooks import hook_name
 
     out_dir.mkdir(parents=True, exist_ok=True)
     hooks = [hook_name(kind, l) for l in layers]

@@ -22,7 +22,8 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 from ffnmem.core.errors import BadInput
-from ffnmem.core.workbench import Workbench, hook_name
+from ffnmem.core.hooks import hook_name
+from ffnmem.core.workbench import Workbench
 
 MODES = ("zero", "mean", "resample", "scale")
 

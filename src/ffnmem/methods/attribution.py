@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from ffnmem.core.errors import BadInput
 from ffnmem.core.workbench import Workbench
+from ffnmem.core.hooks import hook_name
 
 
 def neuron_logit_attribution(
@@ -113,8 +114,7 @@ def direct_effects(wb: Workbench, prompts: list[str], answers: list[int],
     prompt contrasts the answer with their mean logit.
     """
     L = wb.n_layers
-    names = {f"blocks.{l}.{h}" for l in range(L)
-             for h in ("mlp.hook_post", "hook_mlp_out", "hook_attn_out", "attn.hook_z")}
+    names = {hook_name(kind, l) for l in range(L) for kind in ("post", "out", "attn_out", "z")}
     names.add("ln_final.hook_scale")
     rows = {k: [] for k in ("neurons", "coeffs", "mlp", "attn", "bias", "heads", "attn_bias", "logit", "prob", "pred")}
     for b, prompt in enumerate(tqdm(prompts, desc="direct effects", unit="prompt", disable=not progress)):
@@ -127,17 +127,17 @@ def direct_effects(wb: Workbench, prompts: list[str], answers: list[int],
         d = answer_directions(wb, ans, dis)
         scale = cache["ln_final.hook_scale"][:, -1]
         rows["neurons"].append(torch.stack([
-            neuron_logit_attribution(cache[f"blocks.{l}.mlp.hook_post"][:, -1], wb.ffn(l).values, d, scale)[0]
+            neuron_logit_attribution(cache[hook_name("post", l)][:, -1], wb.ffn(l).values, d, scale)[0]
             for l in range(L)]))
-        rows["coeffs"].append(torch.stack([cache[f"blocks.{l}.mlp.hook_post"][0, -1] for l in range(L)]))
-        rows["mlp"].append(torch.stack([vector_logit_attribution(cache[f"blocks.{l}.hook_mlp_out"][:, -1], d, scale)[0]
+        rows["coeffs"].append(torch.stack([cache[hook_name("post", l)][0, -1] for l in range(L)]))
+        rows["mlp"].append(torch.stack([vector_logit_attribution(cache[hook_name("out", l)][:, -1], d, scale)[0]
                                         for l in range(L)]))
-        rows["attn"].append(torch.stack([vector_logit_attribution(cache[f"blocks.{l}.hook_attn_out"][:, -1], d, scale)[0]
+        rows["attn"].append(torch.stack([vector_logit_attribution(cache[hook_name("attn_out", l)][:, -1], d, scale)[0]
                                          for l in range(L)]))
         rows["bias"].append(torch.stack([
             vector_logit_attribution(_bias_vec(wb, l).expand(1, -1), d, scale)[0] for l in range(L)]))
         rows["heads"].append(torch.stack([
-            head_logit_attribution(cache[f"blocks.{l}.attn.hook_z"][:, -1], wb.bridge.blocks[l].attn.W_O, d, scale)[0]
+            head_logit_attribution(cache[hook_name("z", l)][:, -1], wb.bridge.blocks[l].attn.W_O, d, scale)[0]
             for l in range(L)]))
         rows["attn_bias"].append(torch.stack([
             vector_logit_attribution(_attn_bias_vec(wb, l).expand(1, -1), d, scale)[0] for l in range(L)]))

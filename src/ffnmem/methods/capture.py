@@ -28,8 +28,9 @@ from tqdm.auto import tqdm
 
 from ffnmem.core.errors import BadInput, NonFiniteActivation
 from ffnmem.core import outputs
+from ffnmem.core.hooks import hook_name
 from ffnmem.core.paths import atomic_write_json, umask
-from ffnmem.core.workbench import Workbench, hook_name
+from ffnmem.core.workbench import Workbench
 
 OnActivation = Callable[[str, Tensor, int], None]  # (hook name, [batch pos d], first window index)
 
@@ -69,7 +70,7 @@ def run_hooks(
         batch = tokens[start : start + batch_size].to(wb.device)
         fwd = [(n, _make_hook(n, start, on_activation, check_finite)) for n in names]
         if stop_layer is not None:
-            fwd.append((f"blocks.{stop_layer}.hook_resid_post", _raise_stop))
+            fwd.append((hook_name("resid_post", stop_layer), _raise_stop))
         with torch.inference_mode(), wb.bridge.hooks(fwd_hooks=fwd):
             try:
                 wb.bridge(batch, return_type=None)

@@ -19,7 +19,8 @@ from torch import Tensor
 
 from ffnmem.methods.ablation import answer_probs, make_hooks, masks_for
 from ffnmem.core.errors import BadInput
-from ffnmem.core.workbench import Workbench, hook_name
+from ffnmem.core.hooks import hook_name
+from ffnmem.core.workbench import Workbench
 
 
 def riemann_alphas(steps: int) -> Float[Tensor, " steps"]:

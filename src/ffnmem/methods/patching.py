@@ -17,7 +17,8 @@ from jaxtyping import Float
 from torch import Tensor
 
 from ffnmem.core.errors import BadInput
-from ffnmem.core.workbench import Workbench, hook_name
+from ffnmem.core.hooks import hook_name
+from ffnmem.core.workbench import Workbench
 
 
 def attribution_core(grad: Float[Tensor, "... pos d_mlp"], clean: Float[Tensor, "... pos d_mlp"],

@@ -17,6 +17,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from ffnmem.core.errors import BadInput
+from ffnmem.core.hooks import hook_name
 
 
 def position_probe_error(acts: Float[np.ndarray, "n_seq pos d_model"], *, folds: int = 5, alpha: float = 1.0,
@@ -38,7 +39,7 @@ def position_probe_error(acts: Float[np.ndarray, "n_seq pos d_model"], *, folds:
 @torch.inference_mode()
 def probe_by_layer(wb, tokens: Tensor, *, folds: int = 5) -> list[dict]:
     """Position-probe error on ``resid_pre 0`` (embeddings) and every ``resid_post``; unpadded tokens."""
-    names = ["blocks.0.hook_resid_pre"] + [f"blocks.{l}.hook_resid_post" for l in range(wb.n_layers)]
+    names = [hook_name("resid_pre", 0)] + [hook_name("resid_post", l) for l in range(wb.n_layers)]
     _, cache = wb.bridge.run_with_cache(tokens.to(wb.device), names_filter=lambda n: n in names)
     return [{"layer": i, **position_probe_error(cache[n].float().cpu().numpy(), folds=folds)}
             for i, n in enumerate(names)]
@@ -55,7 +56,7 @@ def effective_rank(pattern: Float[Tensor, "*batch q k"]) -> Float[Tensor, "*batc
 @torch.inference_mode()
 def attention_ranks(wb, tokens: Tensor) -> Float[Tensor, "n_layers n_heads"]:
     """Mean effective rank of each head's attention pattern over unpadded sequences ``tokens``."""
-    names = [f"blocks.{l}.attn.hook_pattern" for l in range(wb.n_layers)]
+    names = [hook_name("pattern", l) for l in range(wb.n_layers)]
     _, cache = wb.bridge.run_with_cache(tokens.to(wb.device), names_filter=lambda n: n in names)
     return torch.stack([effective_rank(cache[n].float().cpu()).mean(0) for n in names])
 

@@ -29,7 +29,8 @@ from torch import Tensor, nn
 
 from ffnmem.methods import capture as cap
 from ffnmem.core.errors import BadInput, MissingPackage
-from ffnmem.core.workbench import Workbench, hook_name
+from ffnmem.core.hooks import hook_name
+from ffnmem.core.workbench import Workbench
 
 log = logging.getLogger(__name__)
 

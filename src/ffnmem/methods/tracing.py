@@ -22,8 +22,9 @@ from torch import Tensor
 
 from ffnmem.core.errors import BadInput
 from ffnmem.core.workbench import Workbench
+from ffnmem.core.hooks import EMBED, hook_name
 
-KINDS = {"resid": "blocks.{l}.hook_resid_post", "mlp": "blocks.{l}.hook_mlp_out", "attn": "blocks.{l}.hook_attn_out"}
+KINDS = {"resid": "resid_post", "mlp": "out", "attn": "attn_out"}  # traced kind -> hook kind (core.hooks)
 POSITIONS = ("first_subject", "middle_subject", "last_subject", "first_after", "last")
 
 
@@ -83,8 +84,8 @@ def restore_batch(wb: Workbench, tokens: Tensor, answer: int, span: tuple[int, i
     for c, (layer, pos) in enumerate(cells):
         for l in (window_layers(layer, window, wb.n_layers) if window > 1 else [layer]):
             masks.setdefault(l, torch.zeros(rows, T, dtype=torch.bool))[c * n: (c + 1) * n, pos] = True
-    hooks = [("hook_embed", _noise_hook(noise.repeat(len(cells), 1, 1), span, 1))]
-    hooks += [(KINDS[kind].format(l=l), _restore_hook(clean[l], m)) for l, m in masks.items()]
+    hooks = [(EMBED, _noise_hook(noise.repeat(len(cells), 1, 1), span, 1))]
+    hooks += [(hook_name(KINDS[kind], l), _restore_hook(clean[l], m)) for l, m in masks.items()]
     p = _probs(wb, tokens.expand(rows, -1), answer, hooks)
     return p.reshape(len(cells), n).mean(1)
 
@@ -102,19 +103,19 @@ def trace(wb: Workbench, prompt: str, answer: int, span: tuple[int, int], *, kin
         raise BadInput(f"unknown trace kind {unknown[0]!r}; choose from {', '.join(KINDS)}")
     tokens = wb.to_tokens(prompt)
     T, L = tokens.shape[1], wb.n_layers
-    names = {KINDS[k].format(l=l) for k in kinds for l in range(L)}
+    names = {hook_name(KINDS[k], l) for k in kinds for l in range(L)}
     with torch.inference_mode():
         logits, cache = wb.bridge.run_with_cache(tokens, names_filter=lambda n: n in names)
     p_clean = float(logits[0, -1].float().softmax(-1)[answer])
     noise = subject_noise(wb, span, n_samples, seed, noise_scale)
     p_corrupt = float(_probs(wb, tokens.expand(n_samples, -1), answer,
-                             [("hook_embed", _noise_hook(noise, span, 1))]).mean())
+                             [(EMBED, _noise_hook(noise, span, 1))]).mean())
     layers = list(range(L)) if layers is None else sorted({wb.check_layer(l) for l in layers})
     cells = [(l, t) for l in layers for t in range(T)]
     per_chunk = max(1, max_rows // n_samples)
     effects = {}
     for kind in kinds:
-        clean = {l: cache[KINDS[kind].format(l=l)] for l in range(L)}
+        clean = {l: cache[hook_name(KINDS[kind], l)] for l in range(L)}
         w = 1 if kind == "resid" else window
         ps = [restore_batch(wb, tokens, answer, span, noise, clean, cells[s: s + per_chunk], kind, w)
               for s in range(0, len(cells), per_chunk)]
@@ -130,13 +131,13 @@ def trace_one_cell_per_forward(wb: Workbench, prompt: str, answer: int, span: tu
                                noise_scale: float = 3.0) -> Float[Tensor, "n_layers pos"]:
     """Reference implementation (for benchmarks and tests): one forward pass per cell."""
     tokens = wb.to_tokens(prompt)
-    names = {KINDS[kind].format(l=l) for l in range(wb.n_layers)}
+    names = {hook_name(KINDS[kind], l) for l in range(wb.n_layers)}
     with torch.inference_mode():
         _, cache = wb.bridge.run_with_cache(tokens, names_filter=lambda n: n in names)
     noise = subject_noise(wb, span, n_samples, seed, noise_scale)
-    clean = {l: cache[KINDS[kind].format(l=l)] for l in range(wb.n_layers)}
+    clean = {l: cache[hook_name(KINDS[kind], l)] for l in range(wb.n_layers)}
     p_corrupt = float(_probs(wb, tokens.expand(n_samples, -1), answer,
-                             [("hook_embed", _noise_hook(noise, span, 1))]).mean())
+                             [(EMBED, _noise_hook(noise, span, 1))]).mean())
     out = torch.zeros(wb.n_layers, tokens.shape[1])
     for l in range(wb.n_layers):
         for t in range(tokens.shape[1]):

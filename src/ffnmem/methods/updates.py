@@ -27,6 +27,7 @@ from ffnmem.methods.attribution import answer_directions, neuron_logit_attributi
 from ffnmem.methods.keyvalue import project_to_vocab
 from ffnmem.store.results import Result, make_provenance, table_from_rows
 from ffnmem.core.workbench import Workbench
+from ffnmem.core.hooks import hook_name
 
 CASES = ("keep", "single", "compose")
 
@@ -94,7 +95,7 @@ def build_prediction(wb: Workbench, prompt: str, *, top: int = 10, positions: st
     final top token."""
     tokens = wb.to_tokens(prompt)
     L = wb.n_layers
-    keep = {f"blocks.{l}.{h}" for l in range(L) for h in ("hook_resid_mid", "hook_resid_post", "mlp.hook_post")}
+    keep = {hook_name(kind, l) for l in range(L) for kind in ("resid_mid", "resid_post", "post")}
     keep.add("ln_final.hook_scale")
     logits, cache = wb.bridge.run_with_cache(tokens, names_filter=lambda n: n in keep)
     n = tokens.shape[1]
@@ -104,9 +105,9 @@ def build_prediction(wb: Workbench, prompt: str, *, top: int = 10, positions: st
     rows, updates = [], []
     for l in range(L):
         ffn = wb.ffn(l)
-        m = cache[f"blocks.{l}.mlp.hook_post"][0]  # (pos, d_mlp)
-        before = _lens(wb, cache[f"blocks.{l}.hook_resid_mid"][0]).argmax(-1)
-        after = _lens(wb, cache[f"blocks.{l}.hook_resid_post"][0]).argmax(-1)
+        m = cache[hook_name("post", l)][0]  # (pos, d_mlp)
+        before = _lens(wb, cache[hook_name("resid_mid", l)][0]).argmax(-1)
+        after = _lens(wb, cache[hook_name("resid_post", l)][0]).argmax(-1)
         size = m.abs() * ffn.values.norm(dim=-1)
         dom = size.argmax(-1)  # (pos,)
         dvec = ffn.values[dom] * m.gather(-1, dom[:, None]).sign()

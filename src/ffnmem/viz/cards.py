@@ -22,6 +22,7 @@ from ffnmem.core.paths import atomic_write_text
 from ffnmem.methods.triggers import Triggers, example_rows
 from ffnmem.viz import plot_coefficient_histogram, png_bytes
 from ffnmem.core.workbench import Workbench
+from ffnmem.core.hooks import hook_name
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ def histogram_coefficients(wb: Workbench, tr: Triggers, neurons: dict[int, list[
         layer = int(name.split(".")[1])
         parts.setdefault(layer, []).append(t[:, 1:, neurons[layer]].float().cpu().reshape(-1, len(neurons[layer])))
 
-    cap.run_hooks(wb, tr.tokens[:hist_windows], [f"blocks.{l}.mlp.hook_post" for l in neurons], keep, progress=False)
+    cap.run_hooks(wb, tr.tokens[:hist_windows], [hook_name("post", l) for l in neurons], keep, progress=False)
     return {l: torch.cat(p) for l, p in parts.items()}
 
 
