@@ -24,19 +24,9 @@ from torch import Tensor
 from ffnmem.core.errors import BadInput
 from ffnmem.core.hooks import hook_name
 from ffnmem.core.workbench import Workbench
+from ffnmem.methods.interventions import AnswerProb, run_metric, unit_intervention
 
 MODES = ("zero", "mean", "resample", "scale")
-
-
-def ablate(act: Float[Tensor, "batch pos d_mlp"], mask: Bool[Tensor, "batch d_mlp"],
-           replacement: Float[Tensor, "#batch #pos d_mlp"] | None, *, positions: str = "all",
-           factor: float = 0.0) -> Float[Tensor, "batch pos d_mlp"]:
-    """Replace masked coefficients (pure). ``replacement=None`` means ``factor · act``."""
-    new = act * factor if replacement is None else replacement.expand_as(act).to(act.dtype)
-    sel = mask[:, None, :].expand_as(act).clone()
-    if positions == "last":
-        sel[:, :-1] = False
-    return torch.where(sel, new, act)
 
 
 def whole_layers(wb: Workbench, layers: list[int]) -> list[tuple[int, int]]:
@@ -78,38 +68,22 @@ def reference_coefficients(wb: Workbench, tokens: Tensor, layers: list[int], *, 
 
 def make_hooks(wb: Workbench, masks: dict[int, Tensor], mode: str, *, reference: dict[int, Tensor] | None = None,
                positions: str = "all", factor: float = 0.0, seed: int = 0) -> list[tuple[str, object]]:
-    """Forward hooks that ablate ``masks`` (one row per batch row, or one row for the whole batch)."""
+    """Hooks that ablate ``masks`` (one row per batch row, or one row for the whole batch), as
+    :mod:`~ffnmem.methods.interventions` objects; resampling draws from one generator seeded ``seed``."""
     if mode not in MODES:
         raise BadInput(f"unknown ablation mode {mode!r}; choose from {', '.join(MODES)}")
-    if positions not in ("all", "last"):
-        raise BadInput(f"positions must be 'all' or 'last', not {positions!r}")
     if mode in ("mean", "resample") and (reference is None or not set(masks) <= set(reference)):
         raise BadInput(f"{mode} ablation needs reference coefficients for layers {sorted(masks)}")
     g = torch.Generator().manual_seed(seed)
-    hooks = []
-    for layer, mask in masks.items():
-        def hook(act, hook=None, mask=mask, layer=layer):
-            m = mask.to(act.device)
-            m = m.expand(act.shape[0], -1) if m.shape[0] == 1 else m
-            if mode in ("zero", "scale"):
-                return ablate(act, m, None, positions=positions, factor=factor if mode == "scale" else 0.0)
-            ref = reference[layer]
-            if mode == "mean":
-                repl = ref.mean(0)[None, None, :]
-            else:
-                pick = torch.randint(len(ref), (act.shape[0] * act.shape[1],), generator=g)
-                repl = ref[pick].reshape(act.shape[0], act.shape[1], -1)
-            return ablate(act, m, repl.to(act.device), positions=positions)
-        hooks.append((hook_name("post", layer), hook))
-    return hooks
+    return [(hook_name("post", layer), unit_intervention(mode, mask, positions=positions, factor=factor,
+                                                         reference=None if reference is None else reference[layer],
+                                                         generator=g))
+            for layer, mask in masks.items()]
 
 
-@torch.inference_mode()
 def answer_probs(wb: Workbench, tokens: Tensor, answers: Tensor, hooks=()) -> Float[Tensor, " batch"]:
     """p(answer) at the last position of each row, with ``hooks`` applied."""
-    with wb.bridge.hooks(fwd_hooks=list(hooks)):
-        logits = wb.bridge(tokens.to(wb.device))
-    return logits[:, -1].float().softmax(-1).cpu()[torch.arange(len(answers)), answers.cpu()]
+    return run_metric(wb, tokens, answers, AnswerProb(), hooks)
 
 
 def random_neurons(wb: Workbench, k: int, generator: torch.Generator,

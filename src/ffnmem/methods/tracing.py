@@ -22,6 +22,7 @@ from torch import Tensor
 
 from ffnmem.core.errors import BadInput
 from ffnmem.core.workbench import Workbench
+from ffnmem.methods.interventions import AnswerProb, Noise, Restore, run_metric
 from ffnmem.core.hooks import EMBED, hook_name
 
 KINDS = {"resid": "resid_post", "mlp": "out", "attn": "attn_out"}  # traced kind -> hook kind (core.hooks)
@@ -55,24 +56,7 @@ def subject_noise(wb: Workbench, span: tuple[int, int], n_samples: int, seed: in
 
 
 def _probs(wb: Workbench, tokens: Tensor, answer: int, hooks: list) -> Tensor:
-    with torch.inference_mode(), wb.bridge.hooks(fwd_hooks=hooks):
-        logits = wb.bridge(tokens)
-    return logits[:, -1].float().softmax(-1)[:, answer].cpu()
-
-
-def _noise_hook(noise: Tensor, span: tuple[int, int], rows_per_sample: int):
-    def hook(emb, hook=None):
-        emb = emb.clone()
-        rep = noise.to(emb.device, emb.dtype).repeat_interleave(rows_per_sample, 0)[: emb.shape[0]]
-        emb[:, span[0]: span[1]] += rep
-        return emb
-    return hook
-
-
-def _restore_hook(clean: Tensor, mask: Tensor):
-    def hook(act, hook=None):
-        return torch.where(mask[:, :, None].to(act.device), clean.to(act.device, act.dtype), act)
-    return hook
+    return run_metric(wb, tokens, torch.full((tokens.shape[0],), answer), AnswerProb(), hooks)
 
 
 def restore_batch(wb: Workbench, tokens: Tensor, answer: int, span: tuple[int, int], noise: Tensor,
@@ -84,8 +68,8 @@ def restore_batch(wb: Workbench, tokens: Tensor, answer: int, span: tuple[int, i
     for c, (layer, pos) in enumerate(cells):
         for l in (window_layers(layer, window, wb.n_layers) if window > 1 else [layer]):
             masks.setdefault(l, torch.zeros(rows, T, dtype=torch.bool))[c * n: (c + 1) * n, pos] = True
-    hooks = [(EMBED, _noise_hook(noise.repeat(len(cells), 1, 1), span, 1))]
-    hooks += [(hook_name(KINDS[kind], l), _restore_hook(clean[l], m)) for l, m in masks.items()]
+    hooks = [(EMBED, Noise(noise, span))]
+    hooks += [(hook_name(KINDS[kind], l), Restore(clean[l], m)) for l, m in masks.items()]
     p = _probs(wb, tokens.expand(rows, -1), answer, hooks)
     return p.reshape(len(cells), n).mean(1)
 
@@ -109,7 +93,7 @@ def trace(wb: Workbench, prompt: str, answer: int, span: tuple[int, int], *, kin
     p_clean = float(logits[0, -1].float().softmax(-1)[answer])
     noise = subject_noise(wb, span, n_samples, seed, noise_scale)
     p_corrupt = float(_probs(wb, tokens.expand(n_samples, -1), answer,
-                             [(EMBED, _noise_hook(noise, span, 1))]).mean())
+                             [(EMBED, Noise(noise, span))]).mean())
     layers = list(range(L)) if layers is None else sorted({wb.check_layer(l) for l in layers})
     cells = [(l, t) for l in layers for t in range(T)]
     per_chunk = max(1, max_rows // n_samples)
@@ -137,7 +121,7 @@ def trace_one_cell_per_forward(wb: Workbench, prompt: str, answer: int, span: tu
     noise = subject_noise(wb, span, n_samples, seed, noise_scale)
     clean = {l: cache[hook_name(KINDS[kind], l)] for l in range(wb.n_layers)}
     p_corrupt = float(_probs(wb, tokens.expand(n_samples, -1), answer,
-                             [(EMBED, _noise_hook(noise, span, 1))]).mean())
+                             [(EMBED, Noise(noise, span))]).mean())
     out = torch.zeros(wb.n_layers, tokens.shape[1])
     for l in range(wb.n_layers):
         for t in range(tokens.shape[1]):

@@ -5,16 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ffnmem.methods.ablation import (ablate, answer_probs, make_hooks, masks_for, random_neurons,
-                             reference_coefficients, summarise_drops, top_vs_random, whole_layers)
+from ffnmem.methods.ablation import (answer_probs, make_hooks, masks_for, random_neurons, reference_coefficients,
+                                     summarise_drops, top_vs_random, whole_layers)
 from ffnmem.core.errors import BadInput
-
-
-def test_ablate_pure_last_position():
-    act = torch.ones(2, 3, 4)
-    mask = torch.tensor([[True, False, False, False], [False, False, False, False]])
-    out = ablate(act, mask, None, positions="last")
-    assert out[0, -1, 0] == 0 and out[0, :-1, 0].eq(1).all() and out[1].eq(1).all()
 
 
 def test_zero_whole_layer_matches_capture(tiny):
@@ -33,10 +26,14 @@ def test_mean_and_resample_are_seeded(tiny):
     ref = reference_coefficients(tiny, tokens, [0])
     masks = masks_for(tiny, [[(0, 3), (0, 5)]])
     ans = torch.tensor([10, 10])
+    clean = answer_probs(tiny, tokens, ans)
     for mode in ("mean", "resample"):
         p1 = answer_probs(tiny, tokens, ans, make_hooks(tiny, masks, mode, reference=ref, seed=1))
         p2 = answer_probs(tiny, tokens, ans, make_hooks(tiny, masks, mode, reference=ref, seed=1))
         torch.testing.assert_close(p1, p2)
+        assert not torch.allclose(p1, clean), f"{mode} ablation changed nothing"
+    p_other = answer_probs(tiny, tokens, ans, make_hooks(tiny, masks, "resample", reference=ref, seed=2))
+    assert not torch.allclose(p_other, p1), "resampling ignores its seed"
     with pytest.raises(BadInput, match="needs reference"):
         make_hooks(tiny, masks, "mean")
     with pytest.raises(BadInput, match="unknown ablation mode"):
