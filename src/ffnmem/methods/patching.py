@@ -19,6 +19,7 @@ from torch import Tensor
 from ffnmem.core.errors import BadInput
 from ffnmem.core.hooks import hook_name
 from ffnmem.core.workbench import Workbench
+from ffnmem.methods.interventions import AnswerLogit, LogitDiff, Restore
 
 
 def attribution_core(grad: Float[Tensor, "... pos d_mlp"], clean: Float[Tensor, "... pos d_mlp"],
@@ -28,8 +29,9 @@ def attribution_core(grad: Float[Tensor, "... pos d_mlp"], clean: Float[Tensor, 
 
 
 def _metric(logits: Tensor, answer: int, distractor: int | None) -> Tensor:
-    last = logits[:, -1].float()
-    return last[:, answer] - (0 if distractor is None else last[:, distractor])
+    """The answer's logit, or its difference to ``distractor``'s, at the last position of each row."""
+    metric = AnswerLogit() if distractor is None else LogitDiff(distractor)
+    return metric(logits[:, -1], torch.full((logits.shape[0],), answer, device=logits.device))
 
 
 def _check(wb: Workbench, clean: str, corrupt: str) -> tuple[Tensor, Tensor]:
@@ -81,16 +83,12 @@ def activation_patching(wb: Workbench, clean: str, corrupt: str, answer: int, ne
         chunk = neurons[s: s + batch_size]
         hooks = []
         for name, layer in names.items():
-            rows = [r for r, (l, _) in enumerate(chunk) if l == layer]
-            if not rows:
-                continue
-            idx = torch.tensor([chunk[r][1] for r in rows])
-
-            def hook(act, hook=None, rows=torch.tensor(rows), idx=idx, name=name):
-                act = act.clone()
-                act[rows, :, idx] = cache[name][0, :, idx].T.to(act.dtype)
-                return act
-            hooks.append((name, hook))
+            mask = torch.zeros(len(chunk), xt.shape[1], wb.d_mlp, dtype=torch.bool)
+            for r, (l, n) in enumerate(chunk):
+                if l == layer:
+                    mask[r, :, n] = True
+            if mask.any():
+                hooks.append((name, Restore(cache[name][:1], mask)))
         with wb.bridge.hooks(fwd_hooks=hooks):
             out.append(_metric(wb.bridge(xt.expand(len(chunk), -1)), answer, distractor) - base)
     return torch.cat(out).cpu()
