@@ -126,7 +126,7 @@ def _direct_effects(wb, data: UnitData, p: DirectEffectsParams, seed: int) -> Re
 
 class AblationParams(FirstTokenParams):
     k: int = Field(20, ge=1)
-    mode: Literal["zero"] = "zero"  # mean/resample need reference coefficients: not wired yet
+    mode: Literal["zero", "mean", "resample"] = "zero"  # mean/resample: reference over the built-in corpus
     positions: Literal["last", "all"] = "last"
 
 
@@ -136,8 +136,15 @@ def _ablation(wb, data: UnitData, p: AblationParams, seed: int) -> Result:
     from ffnmem.methods.ablation import top_vs_random
 
     enc = _encoded(wb, data, p)
+    reference = None
+    if p.mode != "zero":  # reference coefficients: 32 windows of 64 tokens of the built-in corpus
+        from ffnmem.data.corpus import default_corpus, windows
+        from ffnmem.methods.ablation import reference_coefficients
+
+        tokens = windows(wb, data.texts or default_corpus(), window=data.window, max_windows=data.max_windows)
+        reference = reference_coefficients(wb, tokens, list(range(wb.n_layers)), seed=seed)
     rows = top_vs_random(wb, [e.fact.prompt for e in enc], [e.answer_ids[0] for e in enc], k=p.k, mode=p.mode,
-                         positions=p.positions, seed=seed)
+                         positions=p.positions, seed=seed, reference=reference)
     for r, e in zip(rows, enc):
         r["subject"] = e.fact.subject
     return Result(kind="ablation_topk_vs_random", tables={"prompts": table_from_rows(rows)},
