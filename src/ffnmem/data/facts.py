@@ -157,10 +157,13 @@ def token_char_spans(wb: Workbench, ids: list[int]) -> list[tuple[int, int]]:
     return spans
 
 
-def subject_span(wb: Workbench, prompt: str, subject: str, *, where: str = "") -> tuple[int, int]:
-    """Token positions ``[start, end)`` of ``subject`` in ``wb.to_tokens(prompt)`` (BOS counted).
+def subject_span(wb: Workbench, prompt: str, subject: str, *, prepend_bos: bool = True,
+                 where: str = "") -> tuple[int, int]:
+    """Token positions ``[start, end)`` of ``subject`` in ``wb.to_tokens(prompt, prepend_bos=...)``.
 
-    A token counts as part of the subject when its characters overlap the subject's.
+    ``prepend_bos`` must be what the caller tokenised with: the span counts a BOS only when the
+    caller's tokens have one. A token counts as part of the subject when its characters overlap
+    the subject's.
     """
     at = prompt.find(subject)
     if at < 0:
@@ -171,7 +174,7 @@ def subject_span(wb: Workbench, prompt: str, subject: str, *, where: str = "") -
         raise BadInput(f"{where + ': ' if where else ''}prompt {prompt!r} does not decode back to itself; "
                        "cannot locate the subject's tokens")
     hit = [i for i, (s, e) in enumerate(spans) if s < at + len(subject) and e > at]
-    offset = len(wb.encode(prompt)) - len(ids)  # 1 when a BOS is prepended
+    offset = len(wb.encode(prompt, prepend_bos=prepend_bos)) - len(ids)  # 1 when a BOS is prepended
     return hit[0] + offset, hit[-1] + 1 + offset
 
 

@@ -52,6 +52,10 @@ def test_subject_span_on_byte_tokenizer(tiny):
     start, end = subject_span(tiny, "The capital of France is", "France")
     toks = tiny.to_tokens("The capital of France is")[0, start:end].tolist()
     assert tiny.tokenizer.decode(toks) == "France"
+    assert tiny.tokenizer.bos_token_id is not None  # else the next check says nothing
+    start, end = subject_span(tiny, "The capital of France is", "France", prepend_bos=False)
+    toks = tiny.to_tokens("The capital of France is", prepend_bos=False)[0, start:end].tolist()
+    assert tiny.tokenizer.decode(toks) == "France"  # no BOS in the caller's tokens, none counted
     with pytest.raises(BadInput, match="not found"):
         subject_span(tiny, "The capital of France is", "Spain")
 
