@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ffnmem.methods.architectures import CompareConfig, compare, table_rows
-from ffnmem.core.models import _boot_native
+from ffnmem.core.models import boot_native
 from ffnmem.methods.objectives import Objective, prepare
 from ffnmem.methods.positions import permutation_gap, train_order_model
 from ffnmem.data.synthetic import FactConfig
@@ -29,7 +29,7 @@ def one_thread():
 def _model(attention_dir: str, positions: bool):
     cfg = dict(n_layers=2, d_model=32, n_heads=4, d_head=8, d_mlp=64, d_vocab=20, n_ctx=12, act_fn="gelu",
                normalization_type="LN", positional_embedding_type="standard", attention_dir=attention_dir, seed=3)
-    model = _boot_native(cfg, None, torch.device("cpu"), torch.float32, model_id="perm").bridge.original_model
+    model = boot_native(cfg, None, torch.device("cpu"), torch.float32, model_id="perm").bridge.original_model
     if not positions:
         prepare(model, Objective(kind="mlm", positions="none"))
     return model.eval()

@@ -264,7 +264,7 @@ def load_checkpoint(path: str | Path, *, device: str = "auto", dtype: str = "flo
     except (OSError, ValueError) as exc:
         raise CorruptWeights(f"cannot read checkpoint {path}: {_short(exc)}; re-save it") from None
     tokenizer = None if meta.get("tokenizer") == "byte" else _auto_tokenizer(path / "tokenizer")
-    wb = _boot_native(meta["config"], tokenizer, resolve_device(device), resolve_dtype(dtype),
+    wb = boot_native(meta["config"], tokenizer, resolve_device(device), resolve_dtype(dtype),
                       model_id=meta.get("model_id", str(path)))
     try:
         load_weights(wb.bridge.original_model, str(path / "model.safetensors"), device=str(wb.device))
@@ -288,12 +288,14 @@ def byte_tokenizer():
 
 
 def _load_native(name: str, preset: NativePreset, seed: int, dev, dt) -> Workbench:
-    wb = _boot_native(preset.tl_config(seed), None, dev, dt, model_id=f"{name}@seed={seed}")
+    wb = boot_native(preset.tl_config(seed), None, dev, dt, model_id=f"{name}@seed={seed}")
     wb.source = "native preset"
     return wb
 
 
-def _boot_native(cfg: dict, tokenizer, dev, dt, *, model_id: str) -> Workbench:
+def boot_native(cfg: dict, tokenizer, dev, dt, *, model_id: str) -> Workbench:
+    """A randomly initialised TransformerLens-native model from a config dict (its ``seed`` key seeds
+    the weights); ``tokenizer=None`` gives the byte tokenizer. The global RNG is left as it was."""
     from transformer_lens.model_bridge import TransformerBridge
 
     byte = tokenizer is None

@@ -86,13 +86,13 @@ def train_order_model(kind: str, positions: bool, *, k: int = 4, n_symbols: int 
     ``kind`` is ``causal`` or ``bidirectional``; ``positions=False`` zeroes and freezes the
     learned positional table. Returns train/test accuracy and the bag-of-words ceiling 1/k.
     """
-    from ffnmem.core.models import _boot_native
+    from ffnmem.core.models import boot_native
     from ffnmem.methods.objectives import Objective, prepare
 
     cfg = dict(n_layers=n_layers, d_model=d_model, n_heads=4, d_head=d_model // 4, d_mlp=4 * d_model,
                d_vocab=n_symbols + 2, n_ctx=k + 2, act_fn="gelu", normalization_type="LN",
                positional_embedding_type="standard", attention_dir=kind, seed=seed)
-    wb = _boot_native(cfg, None, torch.device("cpu"), torch.float32, model_id=f"order-{kind}")
+    wb = boot_native(cfg, None, torch.device("cpu"), torch.float32, model_id=f"order-{kind}")
     model = wb.bridge.original_model
     if not positions:
         prepare(model, Objective(kind="mlm", positions="none"))

@@ -163,7 +163,7 @@ def train(corpus: FactCorpus, cfg: TrainConfig, run_dir: str | Path | None = Non
     LM, positions off); the vocabulary then carries a ``<mask>`` token for every variant alike.
     """
     from ffnmem.methods.frequency import score_queries, summarize
-    from ffnmem.core.models import _boot_native, load_checkpoint
+    from ffnmem.core.models import boot_native, load_checkpoint
     from ffnmem.methods.objectives import objective_loss, prepare
 
     dev = resolve_device(device)
@@ -174,7 +174,7 @@ def train(corpus: FactCorpus, cfg: TrainConfig, run_dir: str | Path | None = Non
     else:
         tok = build_tokenizer(corpus, mask_token=objective is not None)
         tl = {**cfg.tl_config(len(tok)), **(objective.tl_overrides() if objective is not None else {})}
-        wb = _boot_native(tl, tok, dev, torch.float32, model_id=f"synthetic-facts@seed={cfg.seed}")
+        wb = boot_native(tl, tok, dev, torch.float32, model_id=f"synthetic-facts@seed={cfg.seed}")
     wb.source = "ffnmem.methods.training"
     model = wb.bridge.original_model
     if objective is not None:
