@@ -58,6 +58,9 @@ ANALYSES: dict[str, Analysis] = {}
 def register(name: str, params: type[Params], *, data: Literal["facts", "corpus", "none"] = "facts"):
     """Decorator adding ``fn`` to :data:`ANALYSES` under ``name``."""
 
+    if name in ANALYSES:
+        raise ValueError(f"analysis {name!r} is registered twice")  # a programming error, not user input
+
     def deco(fn):
         ANALYSES[name] = Analysis(name, params, fn, data, (fn.__doc__ or "").strip().split("\n")[0])
         return fn

@@ -15,3 +15,10 @@ def test_ablation_modes_run_in_batches(tiny, mode):
     res = a.fn(tiny, UnitData(facts=facts, max_windows=4), a.params(k=3, mode=mode, first_token="any"), 0)
     rows = res.table("prompts")
     assert len(rows) == 2 and (rows["p_top"] != rows["p_clean"]).all()
+
+
+def test_a_name_cannot_be_registered_twice():
+    from ffnmem.batch.registry import Params, register
+
+    with pytest.raises(ValueError, match="registered twice"):
+        register("recall", Params)
