@@ -23,7 +23,8 @@ from ffnmem.methods.capture import NeuronStats, TopK, hook_names, reduce, tokens
 from ffnmem.data.corpus import default_corpus, windows
 from ffnmem.jobs.demo import run_demo
 from ffnmem.methods.keyvalue import value_tokens
-from ffnmem.store.results import Result, make_provenance, table_from_rows
+from ffnmem.store.results import Result, table_from_rows
+from ffnmem.store.provenance import make_provenance
 
 torch.set_num_threads(2)
 wb = ffnmem.load_model("smollm2-135m", device="cpu")

@@ -10,7 +10,7 @@ def test_recall_writes_popularity_results(tmp_path, cli):
     assert r.returncode == 0, r.stderr
     assert "recall vs subject popularity" in r.stdout and "substitutions:" in r.stdout
     res = Result.load(out / "popularity")
-    assert res.kind == "recall-popularity" and res.meta["n_facts"] == 4
+    assert res.kind == "popularity" and res.meta["n_facts"] == 4
     assert res.meta["n_candidates"]["city"] > 100  # pools hold every shipped city, not only these 4 facts
     assert (out / "recall_vs_popularity.png").exists() and (out / "substitutions.png").exists()
 

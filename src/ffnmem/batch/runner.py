@@ -262,7 +262,7 @@ def unit_data(batch: Batch, unit: Unit) -> UnitData:
         texts = default_corpus() if d.corpus == "default" else read_texts(
             [_resolve(batch, c) for c in ([d.corpus] if isinstance(d.corpus, str) else d.corpus)])
         return UnitData(texts=texts, window=d.window, max_windows=d.max_windows)
-    from ffnmem.methods.recall import facts_hash
+    from ffnmem.store.provenance import facts_hash
 
     facts = _facts(batch)[unit.shard::unit.n_shards]
     return UnitData(facts=facts, data_hash=facts_hash(facts))

@@ -31,7 +31,8 @@ def compare_architectures(
     of attribution and attention effective rank; a Markdown report with one PNG per comparison."""
     import dataclasses
 
-    from ffnmem.methods.architectures import compare, preset as get_preset, write_report
+    from ffnmem.jobs.architectures import write_report
+    from ffnmem.methods.architectures import compare, preset as get_preset
 
     check_range("--mask-rate", mask_rate, 0, 1, lo_open=True, hi_open=True)
     cfg = get_preset(preset)

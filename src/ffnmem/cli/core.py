@@ -61,7 +61,8 @@ def capture(
 ) -> None:
     """Stream FFN activations over a corpus: per-unit statistics and top-k examples, with bounded memory."""
     from ffnmem.methods import capture as cap
-    from ffnmem.store.results import Result, make_provenance
+    from ffnmem.store.results import Result
+    from ffnmem.store.provenance import make_provenance
 
     claim(out_dir, force=force, whole=True)
     if shards:

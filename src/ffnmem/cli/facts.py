@@ -45,8 +45,7 @@ def recall(
     """Recall of a fact set: top-1/top-k accuracy, p(answer), rank and loss in bits, per relation;
     with --popularity, recall vs entity popularity and the substitution rate against chance.
     With --run, recall vs exposure of a model trained by `ffnmem train`."""
-    from ffnmem.methods.recall import recall as run_recall
-    from ffnmem.viz import plot_recall, save_figure
+    from ffnmem.jobs import recall as job
 
     if run is not None:
         from ffnmem.cli.synthetic import run_exposure
@@ -57,9 +56,8 @@ def recall(
     claim(out_dir, force=force)
     fs = _facts(facts, relation, limit)
     wb = _load(model, device)
-    res = run_recall(wb, fs, scoring=scoring, k=k, batch_size=batch_size, progress=True)
-    res.save(out_dir / "result")
-    save_figure(plot_recall(res), out_dir / "recall.png")
+    res = job.compute(wb, fs, job.RecallParams(scoring=scoring, k=k, batch_size=batch_size), progress=True)
+    job.write(res, out_dir)
     table = Table("relation", "n", "top-1", f"top-{k}", "p(answer)", "loss bits", title=f"recall ({scoring})")
     for r in res.table("relations").itertuples():
         table.add_row(r.relation, str(r.n), f"{r.top1:.2f}", f"{getattr(r, f'top{k}'):.2f}", f"{r.p_answer:.3f}",
@@ -72,13 +70,10 @@ def recall(
 
 
 def _popularity(wb, fs, res, out_dir: Path, bins: int) -> None:
-    from ffnmem.methods.popularity import popularity_analysis, shipped_facts
-    from ffnmem.viz import plot_recall_vs_popularity, plot_substitutions, save_figure
+    from ffnmem.jobs import recall as job
 
-    pop = popularity_analysis(wb, fs, res, n_bins=bins, pool_facts=shipped_facts())
-    pop.save(out_dir / "popularity")
-    save_figure(plot_recall_vs_popularity(pop), out_dir / "recall_vs_popularity.png", dpi=120)
-    save_figure(plot_substitutions(pop), out_dir / "substitutions.png", dpi=120)
+    pop = job.popularity(wb, fs, res, n_bins=bins)
+    job.write_popularity(pop, out_dir)
     table = Table("subject zipf", "n", "top-1 (95% CI)", "loss bits", title="recall vs subject popularity (wordfreq)")
     for b in pop.table("popularity_bins").query("by == 'subject_zipf'").itertuples():
         table.add_row(f"{b.zipf_lo:.2f}–{b.zipf_hi:.2f}", str(b.n), f"{b.accuracy:.2f} ({b.accuracy_lo:.2f}–"
@@ -110,17 +105,17 @@ def attribute(
 ) -> None:
     """Which FFN neurons write ANSWER after PROMPT: direct logit attribution per neuron and per layer,
     optionally integrated gradients (knowledge neurons) and attribution patching."""
-    from ffnmem.jobs.attribute import run_attribute
+    from ffnmem.jobs import attribute as job
 
     if distractor is not None and distractor.strip() == answer.strip():
         raise BadInput(f"--distractor {distractor!r} is the answer itself; give a wrong answer to contrast with")
     claim(out_dir, force=force)
     wb = _load(model, device)
-    rows, where = run_attribute(wb, prompt, answer, out_dir, distractor=distractor, top=top, ig_steps=ig_steps,
-                                corrupt=corrupt)
+    res = job.attribute(wb, prompt, answer, distractor=distractor, top=top, ig_steps=ig_steps, corrupt=corrupt)
+    where = job.write(res, out_dir).parent
     table = Table("layer", "neuron", "direct effect", "coefficient", title=f"top FFN neurons for {answer!r}")
-    for r in rows[:top]:
-        table.add_row(str(r["layer"]), str(r["neuron"]), f"{r['direct_effect']:.3f}", f"{r['coefficient']:.3f}")
+    for r in res.table("neurons").itertuples():
+        table.add_row(str(r.layer), str(r.neuron), f"{r.direct_effect:.3f}", f"{r.coefficient:.3f}")
     out.print(table)
     out.print(f"results written to {where}")
 
@@ -142,13 +137,14 @@ def trace(
 ) -> None:
     """Causal tracing (Meng et al. 2022) over a fact set: per-fact heatmaps, written as each fact
     finishes, and the average aligned on subject / last tokens."""
-    from ffnmem.jobs.trace import run_trace
+    from ffnmem.jobs import trace as job
 
     claim(out_dir, force=force)
     fs = _facts(facts, relation, limit)
     wb = _load(model, device)
-    peaks = run_trace(wb, fs, out_dir, n_samples=samples, window=window, seed=seed, max_rows=max_rows,
-                      kinds=tuple(kind))
-    for kind, (layer, pos, value) in peaks.items():
+    params = job.TraceParams(n_samples=samples, window=window, max_rows=max_rows, kinds=list(kind))
+    res = job.compute(wb, fs, params, seed, progress=True)
+    job.write(res, out_dir)
+    for kind, (layer, pos, value) in res.meta["peaks"].items():
         out.print(f"{kind}: peak mean indirect effect {value:.3f} at layer {layer}, {pos} token")
     out.print(f"results written to {out_dir} (average.png, facts/*.png, result/)")

@@ -32,7 +32,7 @@ def keys(
     """Key-value memories: mine each key's top trigger examples over a corpus, read values in
     vocabulary space, measure key-value agreement by layer against a shuffled baseline, and write
     neuron cards and a report (Markdown + HTML)."""
-    from ffnmem.jobs.keys import run_keys
+    from ffnmem.jobs.keys import KeyAgreementParams, run_keys
 
     claim(out_dir, force=force)
     wb = _load(model, device)
@@ -41,9 +41,9 @@ def keys(
     usable = tokens.shape[0] * (tokens.shape[1] - 1)
     if k > usable:
         raise BadInput(f"--k {k} is larger than the corpus ({usable} usable token positions); give more text or a smaller --k")
-    report = run_keys(wb, tokens, chosen, out_dir, k=k, value_k=value_k, n_triggers=n_triggers, seed=seed,
-                      cards_per_layer=cards, corpus=",".join(map(str, text)) if text else "stdlib-docstrings",
-                      batch_size=batch_size)
+    params = KeyAgreementParams(layers=chosen, k=k, value_k=value_k, n_triggers=n_triggers, batch_size=batch_size)
+    report = run_keys(wb, tokens, params, out_dir, seed=seed, cards_per_layer=cards,
+                      corpus=",".join(map(str, text)) if text else "stdlib-docstrings")
     out.print(f"report written to {report} (HTML: {report.with_suffix('.html')})")
 
 

@@ -53,13 +53,14 @@ def toy_superposition(
 ) -> None:
     """Toy models of superposition (Elhage et al. 2022): sparsity sweep with WᵀW pictures and
     dimensionality, and the n=2, m=1 phase diagram; all instances trained at once on CPU."""
-    from ffnmem.jobs.probe import run_toy
+    from ffnmem.jobs import superposition as job
 
     if n_hidden >= n_features or n_hidden < 1 or steps < 1 or grid < 2:
         raise BadInput("need 1 <= --n-hidden < --n-features, --steps >= 1 and --grid >= 2")
     claim(out_dir, force=force)
-    folder = run_toy(out_dir, n_features=n_features, n_hidden=n_hidden, steps=steps, seed=seed, grid=grid,
-                     phase_steps=min(1500, steps))
+    params = job.ToyParams(n_features=n_features, n_hidden=n_hidden, steps=steps, phase_grid=grid,
+                           phase_steps=min(1500, steps))
+    folder = job.write(job.compute(params, seed), out_dir).parent
     out.print(f"toy models written to {folder} (wtw.png, dimensionality.png, phase.png, result)")
 
 

@@ -118,12 +118,13 @@ def capacity(
 ) -> None:
     """Knowledge capacity vs model size: train one model per width on the same facts (resumable,
     in OUT/runs/d{width}) and report bits stored and bits per parameter for each."""
-    from ffnmem.methods.capacity import capacity_report
+    from ffnmem.jobs import capacity as job
 
     ws = _ints(widths, "--widths", "16,32,64")
     claim(out_dir, force=force)
     corpus, tcfg = _corpus_and_config(preset, facts, steps=steps, seed=seed)
-    res = capacity_report(corpus, tcfg, ws, out_dir, mlp_ratio=mlp_ratio, device=device)
+    res = job.compute(corpus, tcfg, ws, run_dir=out_dir / "runs", mlp_ratio=mlp_ratio, device=device)
+    job.write(res, out_dir)
     table = Table("d_model", "d_mlp", "params", "bits stored", "bits/param", "recall", title="capacity vs size")
     for r in res.table("widths").to_dict("records"):
         table.add_row(str(r["d_model"]), str(r["d_mlp"]), f"{r['params']:,}", f"{r['bits']:.0f} / {r['max_bits']:.0f}",
@@ -156,7 +157,7 @@ def run_exposure(run_dir: Path, facts: Path | None, out_dir: Path, *, heldout: b
     """The exposure job behind `ffnmem exposure` and `ffnmem recall --run`."""
     import json
 
-    from ffnmem.methods.frequency import exposure_report
+    from ffnmem.jobs import exposure as job
     from ffnmem.data.synthetic import FactConfig, FactCorpus, generate
     from ffnmem.methods.training import load_run
 
@@ -168,8 +169,9 @@ def run_exposure(run_dir: Path, facts: Path | None, out_dir: Path, *, heldout: b
             corpus = generate(FactConfig.from_dict(json.loads((run_dir / "config.json").read_text())["facts"]))
         except (OSError, KeyError, ValueError):
             raise BadInput(f"{run_dir}/config.json is missing or damaged; pass --facts") from None
-    res = exposure_report(wb, corpus, curves.get("evals", []), out_dir, n_boot=n_boot, seed=seed, heldout=heldout,
-                          progress=True)
+    res = job.compute(wb, corpus, curves.get("evals", []), job.ExposureParams(n_boot=n_boot, heldout=heldout), seed,
+                      progress=True)
+    job.write(res, out_dir)
     dla = {b["exposures"]: b for b in res.table("dla_bins").to_dict("records") if b["target"] == "margin"}
     table = Table("exposures", "n", "recall", "95% CI", "loss bits", "margin", "FFN share", title="recall vs exposure")
     for b in res.table("bins").to_dict("records"):

@@ -15,11 +15,13 @@ from pathlib import Path
 
 import torch
 
+from ffnmem.jobs.attribute import effect_tables
 from ffnmem.methods.attribution import DirectEffects, direct_effects
 from ffnmem.core.errors import BadInput
 from ffnmem.methods.keyvalue import value_tokens
 from ffnmem.core.paths import atomic_write_text
-from ffnmem.store.results import Result, make_provenance, table_from_rows
+from ffnmem.store.results import Result, table_from_rows
+from ffnmem.store.provenance import make_provenance
 from ffnmem.viz import plot_layer_dla, plot_top_neurons, save_figure
 from ffnmem.core.workbench import Workbench
 
@@ -48,11 +50,11 @@ def run_demo(wb: Workbench, out_dir: str | Path, *, facts: list[dict] | None = N
                           "predicted": wb.decode(fx.top_pred[b]), "correct": int(fx.top_pred[b]) == answers[b],
                           "p_answer": float(fx.probs[b]), "ffn_direct": float(fx.mlp[b].sum()),
                           "attn_direct": float(fx.attn[b].sum())})
-        for rank, (layer, neuron, effect) in enumerate(fx.top(b, top_neurons)):
-            m = float(fx.coeffs[b, layer, neuron])
-            proj = value_tokens(wb, layer, [neuron], k=top_tokens, signs=torch.tensor([1.0 if m >= 0 else -1.0]))
-            neuron_rows.append({"subject": f["subject"], "rank": rank + 1, "layer": layer, "neuron": neuron,
-                                "direct_effect": effect, "coefficient": m, "answer_rank": proj.rank_of(answers[b])[0],
+        for row in effect_tables(fx, [{"subject": f["subject"]}], top_neurons, rows=[b])["neurons"]:
+            m = row["coefficient"]
+            proj = value_tokens(wb, row["layer"], [row["neuron"]], k=top_tokens,
+                                signs=torch.tensor([1.0 if m >= 0 else -1.0]))
+            neuron_rows.append({**row, "rank": row["rank"] + 1, "answer_rank": proj.rank_of(answers[b])[0],
                                 "value_top_tokens": [wb.decode(i) for i in proj.top_ids[0].tolist()]})
     result = Result(kind="demo", tables={"facts": table_from_rows(fact_rows), "neurons": table_from_rows(neuron_rows)},
                     tensors={"neuron_dla": fx.neurons, "mlp_dla": fx.mlp, "attn_dla": fx.attn},

@@ -10,15 +10,20 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Literal
 
 import torch
+from pydantic import Field
 
 from ffnmem.methods import triggers as T
 from ffnmem.methods import updates as U
 from ffnmem.viz.cards import histogram_coefficients, neuron_card
 from ffnmem.core.paths import atomic_write_text
-from ffnmem.store.results import Result, make_provenance, table_from_rows
+from ffnmem.store.results import Result, table_from_rows
+from ffnmem.store.provenance import make_provenance
 from ffnmem.viz import plot_agreement, save_figure
+from ffnmem.jobs.params import Params
+from ffnmem.methods.capture import tokens_hash
 from ffnmem.core.workbench import Workbench
 
 log = logging.getLogger(__name__)
@@ -26,23 +31,52 @@ log = logging.getLogger(__name__)
 DEFAULT_PROMPTS = ("The capital of France is", "def read_file(path):\n    with open(path) as f:\n        return f.")
 
 
-def run_keys(wb: Workbench, tokens: torch.Tensor, layers: list[int], out_dir: str | Path, *, k: int = 20,
-             value_k: int = 10, n_triggers: int = 10, n_shuffles: int = 5, seed: int = 0, cards_per_layer: int = 2,
-             context: int = 12, prompts: tuple[str, ...] = DEFAULT_PROMPTS, corpus: str = "",
-             batch_size: int = 8, progress: bool = True) -> Path:
+class KeyAgreementParams(Params):
+    layers: list[int] | Literal["all"] = "all"
+    k: int = Field(20, ge=1)
+    value_k: int = Field(10, ge=1)
+    n_triggers: int = Field(10, ge=1)
+    n_shuffles: int = Field(5, ge=1)
+    batch_size: int = Field(8, ge=1)
+
+
+def agreement_result(wb: Workbench, ag: T.Agreement, tokens: torch.Tensor, p: KeyAgreementParams, seed: int,
+                     corpus: str = "") -> Result:
+    """A ``key_agreement`` Result (tables ``layers`` and ``bands``) of a measured agreement."""
+    bands = [{"band": b, "agreement": o, "baseline": base} for b, (o, base) in ag.bands(wb.n_layers).items()]
+    return Result(kind="key_agreement", tables={"layers": table_from_rows(ag.rows()), "bands": table_from_rows(bands)},
+                  meta={"value_k": p.value_k, "n_triggers": ag.n_triggers, "params": p.model_dump()},
+                  provenance=make_provenance(wb, data_hash=tokens_hash(tokens), seed=seed, params=p.model_dump(),
+                                             corpus=corpus))
+
+
+def _agreement(wb: Workbench, tr: T.Triggers, p: KeyAgreementParams, seed: int) -> T.Agreement:
+    return T.agreement_by_layer(wb, tr, value_k=p.value_k, n_triggers=min(p.n_triggers, p.k),
+                                n_shuffles=p.n_shuffles, seed=seed)
+
+
+def compute_agreement(wb: Workbench, tokens: torch.Tensor, p: KeyAgreementParams, seed: int = 0, *,
+                      progress: bool = False) -> Result:
+    """Mine triggers over ``tokens`` at ``p.layers`` and measure agreement (the batch analysis)."""
+    layers = list(range(wb.n_layers)) if p.layers == "all" else [wb.check_layer(l) for l in p.layers]
+    tr = T.mine(wb, tokens, layers, k=p.k, batch_size=p.batch_size, progress="mining triggers" if progress else False)
+    return agreement_result(wb, _agreement(wb, tr, p, seed), tokens, p, seed)
+
+
+def run_keys(wb: Workbench, tokens: torch.Tensor, p: KeyAgreementParams, out_dir: str | Path, *, seed: int = 0,
+             cards_per_layer: int = 2, context: int = 12, prompts: tuple[str, ...] = DEFAULT_PROMPTS,
+             corpus: str = "", progress: bool = True) -> Path:
     """Run the whole job; returns the path of ``report.md``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tr = T.mine(wb, tokens, layers, k=k, batch_size=batch_size, progress="mining triggers" if progress else False)
+    layers = list(range(wb.n_layers)) if p.layers == "all" else [wb.check_layer(l) for l in p.layers]
+    tr = T.mine(wb, tokens, layers, k=p.k, batch_size=p.batch_size, progress="mining triggers" if progress else False)
     T.to_result(wb, tr, context=context, corpus=corpus, window=tokens.shape[1]).save(out / "triggers")
-    ag = T.agreement_by_layer(wb, tr, value_k=value_k, n_triggers=min(n_triggers, k), n_shuffles=n_shuffles,
-                              seed=seed)
-    prov = make_provenance(wb, data_hash=T.cap.tokens_hash(tokens), seed=seed, corpus=corpus)
-    Result(kind="agreement", tables={"agreement": table_from_rows(ag.rows())}, provenance=prov,
-           meta={"bands": ag.bands(wb.n_layers), "value_k": value_k, "n_triggers": ag.n_triggers}).save(out / "agreement")
+    ag = _agreement(wb, tr, p, seed)
+    agreement_result(wb, ag, tokens, p, seed, corpus).save(out / "agreement")
     save_figure(plot_agreement(ag, title=f"{wb.model_id}: key-value agreement by layer"), out / "agreement.png")
     cards = _write_cards(wb, tr, out / "cards", cards_per_layer, context)
-    builds = {p: U.build_prediction(wb, p) for p in prompts if len(wb.encode(p)) <= wb.n_ctx}
+    builds = {q: U.build_prediction(wb, q) for q in prompts if len(wb.encode(q)) <= wb.n_ctx}
     if builds:
         U.to_result(wb, builds).save(out / "prediction")
     md = _report_md(wb, tr, ag, cards, builds, tokens)

@@ -1,4 +1,4 @@
-"""Jobs behind ``ffnmem probe``, ``ffnmem toy-superposition`` and ``ffnmem sae``.
+"""Jobs behind ``ffnmem probe`` and ``ffnmem sae``.
 
 Each writes a :class:`~ffnmem.store.results.Result` (tables + provenance) and PNGs to an output folder
 and returns that folder. Built-in labelled prompt sets (two simple relations) stand in for fact
@@ -15,10 +15,10 @@ import numpy as np
 
 from ffnmem.methods import probes as P
 from ffnmem.methods import sae as S
-from ffnmem.methods import superposition as sp
 from ffnmem import viz
 from ffnmem.core.errors import BadInput
-from ffnmem.store.results import Result, make_provenance, table_from_rows
+from ffnmem.store.results import Result, table_from_rows
+from ffnmem.store.provenance import make_provenance
 from ffnmem.viz import save_figure
 from ffnmem.core.workbench import Workbench
 
@@ -78,28 +78,8 @@ def run_probe(wb: Workbench, tasks: dict[str, tuple[list, list, list]], layers: 
         rows += [{"task": task, "layer": l, **r} for l, r in zip(layers, curve)]
     save_figure(viz.plot_curves(curves, title=f"{wb.provenance().get('model_id', '')} {kind} probes"),
                 out_dir / "curves.png")
-    Result(kind="probe-curves", tables={"curves": table_from_rows(rows)}, meta={"kind": kind, "folds": folds, "C": C},
+    Result(kind="probe_curves", tables={"curves": table_from_rows(rows)}, meta={"kind": kind, "folds": folds, "C": C},
            provenance=make_provenance(wb, seed=seed)).save(out_dir / "result")
-    return out_dir
-
-
-def run_toy(out_dir: Path, *, n_features: int = 20, n_hidden: int = 5, steps: int = 3000, seed: int = 0,
-            sparsities=(0.0, 0.5, 0.7, 0.9, 0.97, 0.99, 0.999), phase_steps: int = 1500, grid: int = 7) -> Path:
-    """Sparsity sweep (WᵀW + dimensionality plots) and the n=2, m=1 phase diagram."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    models = sp.sparsity_sweep(sparsities, n_features=n_features, n_hidden=n_hidden, steps=steps, seed=seed)
-    save_figure(viz.plot_wtw(models), out_dir / "wtw.png")
-    save_figure(viz.plot_dimensionality(models), out_dir / "dimensionality.png")
-    S_grid = np.concatenate([[0.0], 1 - np.logspace(-0.3, -3, grid - 1)])
-    diagram = sp.phase_diagram(S_grid, np.logspace(-1, 1, grid), steps=phase_steps, seed=seed)
-    save_figure(viz.plot_phase(diagram), out_dir / "phase.png")
-    sweep = [{"sparsity": s, "represented": int(r), "dims_per_feature": float(d), "loss": float(l)}
-             for s, r, d, l in zip(sparsities, models.metrics["represented"], models.metrics["dims_per_feature"],
-                                   sp.eval_loss(models))]
-    Result(kind="toy-superposition", tables={"sweep": table_from_rows(sweep),
-                                             "phase": table_from_rows(sp.summarize_phase(diagram))},
-           tensors={"W": models.W, "b": models.b}, meta={"n_features": n_features, "n_hidden": n_hidden, "steps": steps},
-           provenance=make_provenance(None, seed=seed)).save(out_dir / "result")
     return out_dir
 
 

@@ -1,51 +1,92 @@
-"""``ffnmem trace``: causal tracing over a fact set, each fact written as soon as it is done."""
+"""Causal tracing over a fact set (Meng et al. 2022): the job behind ``ffnmem trace`` and the batch
+analysis ``causal_trace``.
+
+:func:`compute` traces every fact (:func:`ffnmem.methods.tracing.trace`) and returns one
+``causal_trace`` Result: ``facts`` (p clean / corrupted per fact), ``effects`` (each fact's effect
+aligned on subject and last tokens, long format; NaN cells are NULL) and, as tensors, each fact's
+full ``[n_layers, pos]`` effect and the average over facts. :func:`write` saves it with a heatmap
+per fact and the average. Each fact's noise is seeded by ``seed`` and the prompt's text, so a fact
+gets the same numbers whichever shard or command traces it.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
+from typing import Literal
 
+from pydantic import Field
 from tqdm.auto import tqdm
 
-from ffnmem.data.facts import Fact, check_first_token, encode_facts
-from ffnmem.methods.recall import facts_hash
-from ffnmem.store.results import Result, make_provenance, table_from_rows
-from ffnmem.methods.tracing import POSITIONS, average_aligned, peak, trace
-from ffnmem.viz import plot_average, plot_trace, save_figure
 from ffnmem.core.workbench import Workbench
+from ffnmem.data.facts import Fact
+from ffnmem.jobs.params import FirstTokenParams, encoded_facts
+from ffnmem.methods.tracing import POSITIONS, Trace, aligned, average_aligned, peak, trace
+from ffnmem.store.results import Result, table_from_rows
+from ffnmem.store.provenance import facts_hash, make_provenance
+from ffnmem.viz import plot_average, plot_trace, save_figure
+
+KIND = "causal_trace"
 
 
-def run_trace(wb: Workbench, facts: list[Fact], out_dir: str | Path, *, n_samples: int = 10, window: int = 10,
-              seed: int = 0, max_rows: int = 256,
-              kinds: tuple[str, ...] = ("resid", "mlp", "attn")) -> dict[str, tuple[int, str, float]]:
-    """Trace every fact (first-token answers); returns each kind's peak (layer, position, value).
+class TraceParams(FirstTokenParams):
+    n_samples: int = Field(10, ge=1)
+    window: int = Field(10, ge=1)
+    kinds: list[Literal["resid", "mlp", "attn"]] = ["resid", "mlp", "attn"]
+    max_rows: int = Field(256, ge=1)
+    noise_scale: float = Field(3.0, gt=0)
 
-    Per-fact results land in ``out_dir/facts/`` as they finish, so an interrupted run keeps them.
-    """
+
+def fact_seed(seed: int, prompt: str) -> int:
+    """The noise seed of one fact: the run's seed plus a stable hash of the prompt."""
+    return seed + int(hashlib.sha256(prompt.encode()).hexdigest()[:6], 16)
+
+
+def compute(wb: Workbench, facts: list[Fact], p: TraceParams, seed: int = 0, *, progress: bool = False) -> Result:
+    """Trace every fact; see the module docstring for the tables and tensors."""
+    fact_rows, effect_rows, tensors, traces = [], [], {}, []
+    for i, e in enumerate(tqdm(encoded_facts(wb, facts, p), desc="tracing", unit="fact", disable=not progress)):
+        t = trace(wb, e.fact.prompt, e.answer_ids[0], e.subject, kinds=tuple(p.kinds), n_samples=p.n_samples,
+                  window=p.window, seed=fact_seed(seed, e.fact.prompt), max_rows=p.max_rows,
+                  noise_scale=p.noise_scale)
+        traces.append(t)
+        fact_rows.append({"relation": e.fact.relation, "subject": e.fact.subject, "prompt": e.fact.prompt,
+                          "target": e.fact.target, "p_clean": t.p_clean, "p_corrupt": t.p_corrupt,
+                          "subject_start": t.subject[0], "subject_end": t.subject[1], "tokens": t.tokens})
+        for kind, eff in t.effects.items():
+            tensors[f"fact{i}/{kind}"] = eff
+            al = aligned(eff, t.subject)
+            effect_rows += [{"subject": e.fact.subject, "kind": kind, "layer": l, "position": pos,
+                             "effect": None if al[l, j].isnan() else float(al[l, j])}  # SQL NULL
+                            for l in range(al.shape[0]) for j, pos in enumerate(POSITIONS)]
+    avg = average_aligned(traces)
+    tensors.update({f"average/{k}": v for k, v in avg.items()})
+    return Result(kind=KIND, tables={"facts": table_from_rows(fact_rows), "effects": table_from_rows(effect_rows)},
+                  tensors=tensors,
+                  meta={"positions": list(POSITIONS), "params": p.model_dump(), "noise": f"{p.noise_scale} x std(W_E)",
+                        "peaks": {k: list(peak(a)) for k, a in avg.items()}},
+                  provenance=make_provenance(wb, data_hash=facts_hash(facts), seed=seed, params=p.model_dump()))
+
+
+def traces_of(result: Result) -> list[Trace]:
+    """The per-fact :class:`Trace` objects stored in a ``causal_trace`` Result."""
+    facts = result.table("facts")
+    kinds = result.meta["params"]["kinds"]
+    return [Trace(tokens=list(r.tokens), subject=(int(r.subject_start), int(r.subject_end)),
+                  effects={k: result.tensors[f"fact{i}/{k}"] for k in kinds}, p_clean=float(r.p_clean),
+                  p_corrupt=float(r.p_corrupt), window=result.meta["params"]["window"])
+            for i, r in enumerate(facts.itertuples())]
+
+
+def write(result: Result, out_dir: str | Path) -> Path:
+    """``out_dir/result`` plus ``average.png`` and ``facts/NNN_subject.png`` per fact."""
     out = Path(out_dir)
     (out / "facts").mkdir(parents=True, exist_ok=True)
-    encoded = encode_facts(wb, facts)
-    for e in encoded:
-        check_first_token(wb, e)
-    traces, rows = [], []
-    for i, e in enumerate(tqdm(encoded, desc="tracing", unit="fact")):
-        t = trace(wb, e.fact.prompt, e.answer_ids[0], e.subject, n_samples=n_samples, window=window,
-                  seed=seed + i, max_rows=max_rows, kinds=kinds)
-        stem = f"{i:03d}_{re.sub(r'[^A-Za-z0-9]+', '_', e.fact.subject)}"
-        save_figure(plot_trace(t, title=f"{e.fact.prompt!r} → {e.fact.target!r}"), out / "facts" / f"{stem}.png")
-        Result(kind="trace_fact", tensors={k: v for k, v in t.effects.items()},
-               meta={"prompt": e.fact.prompt, "target": e.fact.target, "tokens": t.tokens,
-                     "subject": list(t.subject), "p_clean": t.p_clean, "p_corrupt": t.p_corrupt},
-               provenance=make_provenance(wb, seed=seed + i)).save(out / "facts" / stem)
-        traces.append(t)
-        rows.append({"relation": e.fact.relation, "subject": e.fact.subject, "prompt": e.fact.prompt,
-                     "p_clean": t.p_clean, "p_corrupt": t.p_corrupt})
-    avg = average_aligned(traces)
-    save_figure(plot_average(avg, n_facts=len(traces)), out / "average.png")
-    peaks = {k: peak(a) for k, a in avg.items()}
-    Result(kind="trace", tables={"facts": table_from_rows(rows)},
-           tensors={f"average_{k}": v for k, v in avg.items()},
-           meta={"positions": list(POSITIONS), "n_samples": n_samples, "window": window, "noise": "3 x std(W_E)",
-                 "scoring": "first_token", "peaks": {k: list(v) for k, v in peaks.items()}},
-           provenance=make_provenance(wb, data_hash=facts_hash(facts), seed=seed)).save(out / "result")
-    return peaks
+    facts = result.table("facts")
+    for i, t in enumerate(traces_of(result)):
+        stem = f"{i:03d}_{re.sub(r'[^A-Za-z0-9]+', '_', facts.subject[i])}"
+        save_figure(plot_trace(t, title=f"{facts.prompt[i]!r} → {facts.target[i]!r}"), out / "facts" / f"{stem}.png")
+    avg = {k.split("/", 1)[1]: v for k, v in result.tensors.items() if k.startswith("average/")}
+    save_figure(plot_average(avg, n_facts=len(facts)), out / "average.png")
+    return result.save(out / "result")

@@ -20,7 +20,6 @@ from ffnmem.core.errors import BadInput
 from ffnmem.methods.frequency import capacity_bits, score_queries, summarize
 from ffnmem.data.synthetic import FactCorpus
 from ffnmem.methods.training import TrainConfig, train
-from ffnmem.viz import plot_capacity, save_figure
 
 
 def width_configs(base: TrainConfig, widths: list[int], mlp_ratio: int = 4) -> list[TrainConfig]:
@@ -54,20 +53,3 @@ def sweep_widths(corpus: FactCorpus, base: TrainConfig, widths: list[int], *, ml
                      "bits": cap["bits"], "max_bits": cap["max_bits"], "bits_per_param": cap["bits_per_param"],
                      "accuracy": summarize(scored)["accuracy"], "steps": run.step, "seconds": run.seconds})
     return rows
-
-
-def capacity_report(corpus: FactCorpus, base: TrainConfig, widths: list[int], out_dir: str | Path, *,
-                    mlp_ratio: int = 4, device: str = "auto", progress: bool = True):
-    """Sweep the widths, then save a Result (``widths`` table) and ``capacity_vs_size.png`` in ``out_dir``."""
-    from ffnmem.store.results import Result, make_provenance, table_from_rows
-
-    out_dir = Path(out_dir)
-    rows = sweep_widths(corpus, base, widths, mlp_ratio=mlp_ratio, run_dir=out_dir / "runs", device=device,
-                        progress=progress)
-    result = Result(kind="capacity-vs-size", tables={"widths": table_from_rows(rows)},
-                    meta={"mlp_ratio": mlp_ratio, "train": dataclasses.asdict(base),
-                          "corpus_bits": rows[0]["max_bits"], "value_entropy_bits": corpus.value_entropy_bits()},
-                    provenance=make_provenance(None, seed=base.seed, facts_config=corpus.config.to_dict()))
-    result.save(out_dir / "result")
-    save_figure(plot_capacity(rows), out_dir / "capacity_vs_size.png", dpi=120)
-    return result

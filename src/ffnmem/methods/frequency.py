@@ -13,12 +13,10 @@ vocabulary and the corpus' exact conditional distribution p over the value set
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from ffnmem import viz
 from ffnmem.core.errors import BadInput
 from ffnmem.stats import bootstrap_ci, logistic_fit, spearman
 from ffnmem.data.synthetic import noisy_entropy_bits
@@ -194,39 +192,3 @@ def dla_by_exposure(rows: list[dict], *, n_boot: int = 1000, seed: int = 0, leve
             row[f"{k}_lo"], row[f"{k}_hi"] = bootstrap_ci(cols[k][m], boots, level)
         out.append(row)
     return out
-
-
-def exposure_report(wb, corpus, evals: list[dict], out_dir: str | Path, *, n_boot: int = 1000, seed: int = 0,
-                    heldout: bool = False, progress: bool = False):
-    """Score every query, bin by exposure, fit the curve, compute capacity, attribute each fact's
-    answer to FFN and attention layers per bin; save the Result and its PNGs."""
-    from ffnmem.store.results import Result, make_provenance, table_from_rows
-
-    out_dir = Path(out_dir)
-    rows = score_queries(wb, corpus.queries, value_sets=corpus.values, value_noise=corpus.config.value_noise,
-                         heldout=heldout)
-    bins = by_exposure(rows, n_boot=n_boot, seed=seed)
-    curve = recall_curve(rows, n_boot=min(n_boot, 500), seed=seed)
-    cap = capacity_bits(rows, corpus.config.n_values, wb.n_params())
-    queries = [q for q in corpus.queries if bool(q["heldout"]) == heldout]
-    dla = {"margin": dla_rows(wb, queries, contrast=corpus.values, progress=progress),
-           "logit": dla_rows(wb, queries, progress=progress)}
-    dla_bins = {t: dla_by_exposure(r, n_boot=n_boot, seed=seed) for t, r in dla.items()}
-    meta = {"spearman_accuracy": spearman_over_bins(bins) if len(bins) > 1 else None, "capacity": cap,
-            "summary": summarize(rows), "curve": {k: v for k, v in curve.items() if not isinstance(v, list)},
-            "value_entropy_bits": corpus.value_entropy_bits(), "heldout_templates": heldout,
-            "ffn_share_by_exposure": {"exposures": [b["exposures"] for b in dla_bins["margin"]],
-                                      **{t: [b["ffn_share"] for b in bs] for t, bs in dla_bins.items()}}}
-    tables = {"facts": table_from_rows(rows), "bins": table_from_rows(bins),
-              "dla_facts": table_from_rows([{"target": t, **r} for t, rs in dla.items() for r in rs]),
-              "dla_bins": table_from_rows([{"target": t, **b} for t, bs in dla_bins.items() for b in bs])}
-    if evals:
-        tables["evals"] = table_from_rows(evals)
-    result = Result(kind="recall-exposure", tables=tables, meta=meta,
-                    provenance=make_provenance(wb, seed=seed, facts_config=corpus.config.to_dict()))
-    result.save(out_dir / "result")
-    viz.save_figure(viz.plot_recall_vs_exposure(bins, curve), out_dir / "recall_vs_exposure.png", dpi=120)
-    viz.save_figure(viz.plot_dla_by_exposure(dla_bins["margin"]), out_dir / "dla_by_exposure.png", dpi=120)
-    if evals:
-        viz.save_figure(viz.plot_loss_decomposition(evals), out_dir / "loss_decomposition.png", dpi=120)
-    return result

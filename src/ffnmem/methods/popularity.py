@@ -253,11 +253,11 @@ def popularity_analysis(wb, facts: list[Fact], recall_result, *, n_bins: int = 5
 
     ``facts`` must be the list that produced ``recall_result`` (same order); ``pool_facts`` only add
     candidate entities (see :func:`substitutions`). Returns a Result of
-    kind ``recall-popularity`` with tables ``facts``, ``popularity_bins``, ``substitutions`` (one row
+    kind ``popularity`` with tables ``facts``, ``popularity_bins``, ``substitutions`` (one row
     per wrong fact) and ``substitution_relations``; ``meta["substitution"]`` holds the rates.
     """
-    from ffnmem.methods.recall import facts_hash
-    from ffnmem.store.results import Result, make_provenance, table_from_rows
+    from ffnmem.store.results import Result, table_from_rows
+    from ffnmem.store.provenance import facts_hash, make_provenance
 
     rows = fact_rows(recall_result)
     if len(rows) != len(facts) or any(r["prompt"] != f.prompt for r, f in zip(rows, facts)):
@@ -275,7 +275,7 @@ def popularity_analysis(wb, facts: list[Fact], recall_result, *, n_bins: int = 5
     if subs:
         tables["substitutions"] = table_from_rows(subs)
         tables["substitution_relations"] = table_from_rows(by_relation(subs, n_boot=n_boot, seed=seed))
-    return Result(kind="recall-popularity", tables=tables, meta=meta,
+    return Result(kind="popularity", tables=tables, meta=meta,
                   provenance=make_provenance(wb, data_hash=facts_hash(facts), seed=seed,
                                              pool_hash=facts_hash(list(pool_facts)) if pool_facts else None))
 

@@ -27,7 +27,8 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ffnmem.methods import capture as cap
 from ffnmem.core.errors import BadInput
-from ffnmem.store.results import Result, make_provenance, table_from_rows
+from ffnmem.store.results import Result, table_from_rows
+from ffnmem.store.provenance import make_provenance, texts_hash
 from ffnmem.core.workbench import Workbench
 
 # --- estimators -------------------------------------------------------------------------------
@@ -159,7 +160,7 @@ def save_dataset(wb: Workbench, path, acts: dict[str, torch.Tensor], where: np.n
             for (i, p), l in zip(where, labels)]
     res = Result(kind="representations", tables={"rows": table_from_rows(rows)},
                  tensors={f"acts/{n}": a for n, a in acts.items()},
-                 meta={"hooks": list(acts)}, provenance=make_provenance(wb, data_hash=_hash_prompts(prompts)))
+                 meta={"hooks": list(acts)}, provenance=make_provenance(wb, data_hash=texts_hash(prompts)))
     res.save(path)
     return res
 
@@ -171,12 +172,6 @@ def load_dataset(path) -> tuple[dict[str, torch.Tensor], np.ndarray, np.ndarray]
     t = res.table("rows")
     acts = {n: res.tensors[f"acts/{n}"] for n in res.meta["hooks"]}
     return acts, t[["prompt", "position"]].to_numpy(), t["label"].to_numpy()
-
-
-def _hash_prompts(prompts: Sequence[str]) -> str:
-    import hashlib
-
-    return hashlib.sha256("\x00".join(prompts).encode()).hexdigest()
 
 
 # --- curves and controls ----------------------------------------------------------------------

@@ -22,7 +22,8 @@ from jaxtyping import Float
 from torch import Tensor
 
 from ffnmem.data.facts import EncodedFact, check_first_token, check_scoring, encode_facts, Fact
-from ffnmem.store.results import Result, make_provenance, table_from_rows
+from ffnmem.store.results import Result, table_from_rows
+from ffnmem.store.provenance import facts_hash, make_provenance
 from ffnmem.core.workbench import Workbench
 
 
@@ -112,12 +113,3 @@ def summarise(rows: list[dict], k: int) -> list[dict]:
                     "p_answer": sum(r["p_answer"] for r in rs) / len(rs), "median_rank": ranks[len(ranks) // 2],
                     "loss_bits": sum(r["loss_bits"] for r in rs) / len(rs)})
     return out
-
-
-def facts_hash(facts: list[Fact]) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    for f in facts:
-        h.update(f"{f.subject}\t{f.relation}\t{f.prompt}\t{f.target}\n".encode())
-    return "sha256:" + h.hexdigest()

@@ -27,7 +27,8 @@ from torch import Tensor
 
 from ffnmem.methods import capture as cap
 from ffnmem.core.errors import BadInput
-from ffnmem.store.results import Result, make_provenance, table_from_rows
+from ffnmem.store.results import Result, table_from_rows
+from ffnmem.store.provenance import make_provenance
 from ffnmem.core.workbench import Workbench
 
 

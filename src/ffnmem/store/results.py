@@ -14,7 +14,6 @@ until then, and a folder ffnmem did not write is never replaced.
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,16 +29,6 @@ from ffnmem.core.errors import BadInput, FfnmemError
 from ffnmem.core.paths import atomic_dir, atomic_write_json, recover
 
 SCHEMA_VERSION = 1
-
-
-def make_provenance(wb=None, *, data_hash: str | None = None, seed: int | None = None, **extra) -> dict:
-    """Provenance for a result: model id and weight hash, data hash, seed, versions, time."""
-    from ffnmem.core.workbench import package_versions
-
-    prov = wb.provenance() if wb is not None else {"versions": package_versions()}
-    prov.update(data_hash=data_hash, seed=seed, created=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"))
-    prov.update(extra)
-    return prov
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -21,4 +21,4 @@ def test_a_name_cannot_be_registered_twice():
     from ffnmem.batch.registry import Params, register
 
     with pytest.raises(ValueError, match="registered twice"):
-        register("recall", Params)
+        register("recall", Params, lambda *a: None)

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from ffnmem.core.errors import BadInput
-from ffnmem.store.results import Result, make_provenance, table_from_rows
+from ffnmem.store.results import Result, table_from_rows
+from ffnmem.store.provenance import make_provenance
 
 
 def _result(tiny, value=1.0):

@@ -174,12 +174,12 @@ def test_save_figure_writes_and_closes(tmp_path):
 def test_jobs_write_the_same_png_names(tiny, tmp_path):
     from ffnmem.viz import cards
     from ffnmem.jobs import report
-    from ffnmem.jobs.attribute import run_attribute
-    from ffnmem.jobs.probe import run_toy
+    from ffnmem.jobs import attribute, superposition
 
-    run_toy(tmp_path / "toy", n_features=4, n_hidden=2, steps=5, sparsities=(0.0, 0.9), phase_steps=5, grid=2)
+    toy = superposition.ToyParams(n_features=4, n_hidden=2, steps=5, sparsities=[0.0, 0.9], phase_steps=5, phase_grid=2)
+    superposition.write(superposition.compute(toy), tmp_path / "toy")
     assert {"wtw.png", "dimensionality.png", "phase.png"} <= {p.name for p in (tmp_path / "toy").iterdir()}
-    run_attribute(tiny, "The cat sat on", " ", tmp_path / "att", top=3)  # tiny-2l: characters
+    attribute.write(attribute.attribute(tiny, "The cat sat on", " ", top=3), tmp_path / "att")  # tiny-2l: bytes
     assert (tmp_path / "att" / "attribution.png").stat().st_size > 1000
     assert (tmp_path / "att" / "heads.png").stat().st_size > 1000
     assert cards._histogram(torch.randn(50), "t")[:4] == b"\x89PNG"
