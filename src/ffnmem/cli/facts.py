@@ -131,6 +131,8 @@ def trace(
     seed: Annotated[int, typer.Option(min=0, max=SEED_MAX, help="Noise seed.")] = 0,
     max_rows: Annotated[int, typer.Option(min=1, help="Rows per batched forward pass.")] = 256,
     kind: Annotated[list[str], typer.Option(help="States restored: resid, mlp, attn.")] = ["resid", "mlp", "attn"],  # noqa: B006
+    first_token: Annotated[str, typer.Option(help="strict: refuse answers whose first token is a bare space; any: "
+                                             "trace the first token whatever it is (byte-level test models).")] = "strict",
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Result folder.")] = Path("ffnmem-out/trace"),
     device: DeviceOpt = "auto",
     force: ForceOpt = False,
@@ -142,7 +144,8 @@ def trace(
     claim(out_dir, force=force)
     fs = _facts(facts, relation, limit)
     wb = _load(model, device)
-    params = job.TraceParams(n_samples=samples, window=window, max_rows=max_rows, kinds=list(kind))
+    params = job.TraceParams(n_samples=samples, window=window, max_rows=max_rows, kinds=list(kind),
+                             first_token=first_token)
     res = job.compute(wb, fs, params, seed, progress=True)
     job.write(res, out_dir)
     for kind, (layer, pos, value) in res.meta["peaks"].items():

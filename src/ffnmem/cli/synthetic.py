@@ -183,5 +183,6 @@ def run_exposure(run_dir: Path, facts: Path | None, out_dir: Path, *, heldout: b
     cap = res.meta["capacity"]
     out.print("margin: the answer's logit minus the mean logit of the other values; FFN share: the FFN layers' "
               "part of its |direct logit attribution|")
-    out.print(f"Spearman over bins {res.meta['spearman_accuracy']:.3f}; capacity {cap['bits']:.0f} bits "
+    rho = res.meta["spearman_accuracy"]
+    out.print(f"Spearman over bins {'undefined' if rho is None else f'{rho:.3f}'}; capacity {cap['bits']:.0f} bits "
               f"= {cap['bits_per_param']:.4f} bits/param; → {out_dir}")

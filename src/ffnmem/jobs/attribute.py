@@ -82,7 +82,7 @@ def attribute(wb: Workbench, prompt: str, answer: str, *, distractor: str | None
         attr, m_clean, m_corrupt = attribution_patching(wb, prompt, corrupt, a, d)
         tensors["attribution_patching"] = attr
         meta.update(corrupt=corrupt, metric_clean=m_clean, metric_corrupt=m_corrupt)
-    return Result(kind="attribute", tables={k: table_from_rows(v) for k, v in rows.items()}, tensors=tensors,
+    return Result(kind="direct_effects", tables={k: table_from_rows(v) for k, v in rows.items()}, tensors=tensors,
                   meta=meta, provenance=make_provenance(wb, data_hash=None))
 
 
