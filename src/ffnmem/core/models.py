@@ -27,7 +27,8 @@ from typing import Any
 import torch
 
 from ffnmem.core.errors import CorruptWeights, MissingPackage, ModelNotFound
-from ffnmem.core.paths import atomic_dir, atomic_write_json, cache_dir, file_sha256
+from ffnmem.core.outputs import atomic_dir
+from ffnmem.core.paths import atomic_write_json, cache_dir, file_sha256
 from ffnmem.core.workbench import Workbench, resolve_device, resolve_dtype, tensor_hash
 
 log = logging.getLogger(__name__)

@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from ffnmem.core.errors import BadInput
-from ffnmem.core.paths import atomic_dir, atomic_write_json, atomic_write_text
+from ffnmem.core.outputs import atomic_dir
+from ffnmem.core.paths import atomic_write_json, atomic_write_text
 
 SPECIALS = {"pad": "<pad>", "unk": "<unk>", "bos": "<bos>", "eos": "<eos>"}
 _ONSETS = ["b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr", "kr", "tr", "st", "sh"]

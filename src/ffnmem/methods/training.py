@@ -29,7 +29,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ffnmem.core.errors import BadInput, CorruptWeights
-from ffnmem.core.paths import atomic_dir, atomic_write_json
+from ffnmem.core.outputs import atomic_dir
+from ffnmem.core.paths import atomic_write_json
 from ffnmem.data.synthetic import FactConfig, FactCorpus, build_tokenizer
 from ffnmem.core.workbench import Workbench, resolve_device
 

@@ -7,7 +7,7 @@ Layout of a saved result::
       tables/NAME.parquet  one file per table
       tensors.safetensors  all tensors
 
-Writes go to a temp folder that then replaces the target as a whole (:func:`ffnmem.core.paths.atomic_dir`):
+Writes go to a temp folder that then replaces the target as a whole (:func:`ffnmem.core.outputs.atomic_dir`):
 an interrupted save never leaves a half-written result, an older result at the same path stays intact
 until then, and a folder ffnmem did not write is never replaced.
 """
@@ -26,7 +26,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ffnmem.core.errors import BadInput, FfnmemError
-from ffnmem.core.paths import atomic_dir, atomic_write_json, recover
+from ffnmem.core.outputs import atomic_dir, recover
+from ffnmem.core.paths import atomic_write_json
 
 SCHEMA_VERSION = 1
 

@@ -118,7 +118,7 @@ def test_interrupted_save_leaves_the_old_result_intact(tmp_path, monkeypatch):
 @pytest.mark.parametrize("exchange", [True, False])
 def test_replace_swaps_in_whole(tmp_path, monkeypatch, exchange):
     if not exchange:
-        monkeypatch.setattr(paths, "_exchange", lambda a, b: False)
+        monkeypatch.setattr(outputs, "_exchange", lambda a, b: False)
     path = result(1).save(tmp_path / "r")
     result(2).save(path)
     assert value(path) == 2 and sorted(p.name for p in tmp_path.iterdir()) == ["r"]
@@ -127,9 +127,9 @@ def test_replace_swaps_in_whole(tmp_path, monkeypatch, exchange):
 KILL_BETWEEN_RENAMES = """
 import os, signal, sys
 import torch, pyarrow as pa
-from ffnmem.core import paths
+from ffnmem.core import outputs
 from ffnmem.store.results import Result
-paths._exchange = lambda a, b: False          # the fallback: old -> backup, new -> path
+outputs._exchange = lambda a, b: False        # the fallback: old -> backup, new -> path
 real = os.rename
 def rename(a, b):
     real(a, b)
