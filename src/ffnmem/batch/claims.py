@@ -18,9 +18,9 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from ffnmem.store import catalog
 from ffnmem.batch.runner import Batch, load_batch
 from ffnmem.core.errors import BadInput, FfnmemError
+from ffnmem.store import catalog
 
 log = logging.getLogger(__name__)
 

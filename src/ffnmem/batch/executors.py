@@ -17,6 +17,9 @@ from __future__ import annotations
 import logging
 import socket
 
+from tqdm.auto import tqdm
+
+from ffnmem.batch.registry import ANALYSES
 from ffnmem.core.errors import BadInput, FfnmemError, MissingPackage
 
 log = logging.getLogger(__name__)
@@ -38,21 +41,17 @@ def _attempt(unit, compute, save, fail) -> None:
         fail(unit, failure_line(exc))
 
 
-def run_local(batch, todo, save, fail, progress: bool) -> None:
-    """Run ``todo`` one after the other in this process."""
-    from tqdm.auto import tqdm
+class LocalExecutor:
+    """Run the units one after the other in this process."""
 
-    from ffnmem.batch.runner import run_unit
-
-    for unit in tqdm(todo, desc=batch.spec.name, unit="unit", disable=not progress):
-        _attempt(unit, lambda u=unit: run_unit(batch, u), save, fail)
+    def __call__(self, todo, run, save, fail, *, desc: str = "units", progress: bool = True) -> None:
+        for unit in tqdm(todo, desc=desc, unit="unit", disable=not progress):
+            _attempt(unit, lambda u=unit: run(u), save, fail)
 
 
-def _remote_unit(batch, unit, analysis):
-    from ffnmem.batch import registry as analyses, runner as B
-
-    analyses.ANALYSES.setdefault(analysis.name, analysis)  # entries registered at run time by the driver
-    return B.run_unit(batch, unit)
+def _remote_unit(run, unit, analysis):
+    ANALYSES.setdefault(analysis.name, analysis)  # entries registered at run time by the driver
+    return run(unit)
 
 
 def _check_reachable(address: str | None) -> None:
@@ -82,27 +81,37 @@ def _init_ray(ray, address: str | None) -> None:
         raise BadInput(f"cannot start or join Ray at {address or 'a local instance'}: {failure_line(exc)}") from None
 
 
-def run_ray(batch, todo, save, fail, progress: bool, *, address: str | None = None) -> None:
-    """Run ``todo`` as Ray tasks (connecting to ``address``, or starting/joining a local instance)."""
-    try:
-        import ray
-    except ImportError:
-        raise MissingPackage("the Ray executor needs ray: pip install 'ray>=2'") from None
-    from tqdm.auto import tqdm
+class RayExecutor:
+    """Run the units as Ray tasks, connecting to ``address`` (or starting/joining a local instance)."""
 
-    from ffnmem.batch.registry import ANALYSES
+    def __init__(self, address: str | None = None):
+        self.address = address
 
-    _init_ray(ray, address)
-    task = ray.remote(max_retries=0)(_remote_unit)
-    pending = {task.remote(batch, u, ANALYSES[u.analysis]): u for u in todo}
-    bar = tqdm(total=len(pending), desc=f"{batch.spec.name} (ray)", unit="unit", disable=not progress)
-    while pending:
-        done, _ = ray.wait(list(pending), num_returns=1)
-        ref = done[0]
-        unit = pending.pop(ref)
-        _attempt(unit, lambda r=ref: _result(ray, r), save, fail)
-        bar.update(1)
-    bar.close()
+    def __call__(self, todo, run, save, fail, *, desc: str = "units", progress: bool = True) -> None:
+        try:
+            import ray  # optional and slow to import: only when Ray runs the batch
+        except ImportError:
+            raise MissingPackage("the Ray executor needs ray: pip install 'ray>=2'") from None
+        _init_ray(ray, self.address)
+        task = ray.remote(max_retries=0)(_remote_unit)
+        pending = {task.remote(run, u, ANALYSES[u.analysis]): u for u in todo}
+        bar = tqdm(total=len(pending), desc=f"{desc} (ray)", unit="unit", disable=not progress)
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            ref = done[0]
+            unit = pending.pop(ref)
+            _attempt(unit, lambda r=ref: _result(ray, r), save, fail)
+            bar.update(1)
+        bar.close()
+
+
+def executor_for(name: str, address: str | None = None):
+    """The executor called ``name`` (local or ray)."""
+    if name == "local":
+        return LocalExecutor()
+    if name == "ray":
+        return RayExecutor(address)
+    raise BadInput(f"unknown executor {name!r}; choose from local, ray")
 
 
 def _result(ray, ref):

@@ -21,6 +21,7 @@ Units are model x data shard x analysis x seed; each unit's Result lands atomica
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import re
@@ -32,18 +33,23 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ffnmem.store import catalog
+from ffnmem.batch.executors import RayExecutor, executor_for
 from ffnmem.batch.registry import ANALYSES, Params, UnitData
 from ffnmem.core.errors import BadInput, FfnmemError
-from ffnmem.batch.executors import run_local, run_ray
-from ffnmem.store.results import check_finite
+from ffnmem.core.models import load_model, resolve_spec
+from ffnmem.core.workbench import resolve_device
+from ffnmem.data.corpus import default_corpus, read_texts
+from ffnmem.data.facts import Fact, load_facts
+from ffnmem.jobs.demo import demo_facts
+from ffnmem.store import catalog
+from ffnmem.store.provenance import facts_hash
+from ffnmem.store.results import Result, check_finite
 
 log = logging.getLogger(__name__)
 
 
 class UnitsFailed(FfnmemError):
     """Some units of a batch failed (each one's error is in the catalogue); the rest are kept."""
-
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -216,11 +222,9 @@ def _resolve(batch: Batch, spec: str) -> str:
 
 
 def _facts(batch: Batch) -> list:
-    from ffnmem.data.facts import Fact, load_facts
 
     d = batch.spec.data
     if d.facts == "demo":
-        from ffnmem.jobs.demo import demo_facts
 
         return [Fact(**f) for f in demo_facts()]
     spec = [_resolve(batch, s) for s in d.facts] if isinstance(d.facts, list) else _resolve(batch, d.facts)
@@ -257,12 +261,10 @@ def unit_data(batch: Batch, unit: Unit) -> UnitData:
     if ANALYSES[unit.analysis].data == "none":
         return UnitData()
     if ANALYSES[unit.analysis].data == "corpus":
-        from ffnmem.data.corpus import default_corpus, read_texts
 
         texts = default_corpus() if d.corpus == "default" else read_texts(
             [_resolve(batch, c) for c in ([d.corpus] if isinstance(d.corpus, str) else d.corpus)])
         return UnitData(texts=texts, window=d.window, max_windows=d.max_windows)
-    from ffnmem.store.provenance import facts_hash
 
     facts = _facts(batch)[unit.shard::unit.n_shards]
     return UnitData(facts=facts, data_hash=facts_hash(facts))
@@ -273,7 +275,6 @@ _MODELS: dict[tuple[str, str], Any] = {}
 
 def get_model(spec: str, device: str):
     """Load a model once per process (the Ray executor relies on this per-worker cache)."""
-    from ffnmem.core.models import load_model
 
     key = (spec, device)
     if key not in _MODELS:
@@ -286,7 +287,6 @@ def run_unit(batch: Batch, unit: Unit):
     """Run one unit; returns its Result with unit columns added to every table."""
     import pyarrow as pa
 
-    from ffnmem.store.results import Result
 
     a = ANALYSES[unit.analysis]
     wb = None if a.data == "none" else get_model(unit.model, batch.spec.device)
@@ -305,8 +305,6 @@ def check_batch(batch: Batch, *, local: bool = True) -> list[Unit]:
     """Check what loading the batch cannot: models resolvable offline (no weights loaded) and the
     device present. ``local=False`` (Ray) skips both: the workers, not this machine, must have them.
     Returns the units."""
-    from ffnmem.core.models import resolve_spec
-    from ffnmem.core.workbench import resolve_device
 
     found = units(batch)
     if not local:
@@ -329,15 +327,15 @@ def run_dir_for(batch: Batch, out: str | Path | None) -> Path:
     return Path(batch.spec.outputs.dir or f"runs/{batch.spec.name}")
 
 
-def run_batch(batch: Batch, out: str | Path | None = None, *, executor: str = "local", address: str | None = None,
+def run_batch(batch: Batch, out: str | Path | None = None, *, executor="local", address: str | None = None,
               progress: bool = True) -> Path:
     """Run every unfinished unit of ``batch`` into its run folder; returns the folder.
 
+    ``executor``: ``local``, ``ray`` (at ``address``) or an executor object (:mod:`ffnmem.batch.executors`).
     Raises :class:`FfnmemError` at the end if any unit failed (finished units stay recorded).
     """
-    if executor not in ("local", "ray"):
-        raise BadInput(f"unknown executor {executor!r}; choose from local, ray")
-    check_batch(batch, local=executor == "local")
+    runner = executor_for(executor, address) if isinstance(executor, str) else executor
+    check_batch(batch, local=not isinstance(runner, RayExecutor))
     run_dir = run_dir_for(batch, out)
     with catalog.run_lock(run_dir):
         all_units = units(batch)
@@ -358,10 +356,7 @@ def run_batch(batch: Batch, out: str | Path | None = None, *, executor: str = "l
             log.error("unit %s failed: %s", unit.unit_id, message)
             catalog.write_catalog(run_dir, manifest, errors)
 
-        if executor == "local":
-            run_local(batch, todo, save, fail, progress)
-        else:
-            run_ray(batch, todo, save, fail, progress, address=address)
+        runner(todo, functools.partial(run_unit, batch), save, fail, desc=batch.spec.name, progress=progress)
         catalog.write_catalog(run_dir, manifest, errors)
     if errors:
         first = next(iter(errors.items()))

@@ -14,7 +14,10 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
+from ffnmem.cli.boundary import run
 from ffnmem.core.errors import BadInput
+from ffnmem.core.models import load_model
+from ffnmem.data.corpus import default_corpus, read_texts, windows
 
 app = typer.Typer(
     help="ffnmem: read the feed-forward layers of causal transformers as key-value memories.",
@@ -84,14 +87,12 @@ def _layer_index(i: int, n_layers: int) -> int:
 
 
 def _load(model: str, device: str):
-    from ffnmem.core.models import load_model
 
     with console.status(Text(f"loading {model} …")):  # Text: the spec is not markup
         return load_model(model, device=device)
 
 
 def _corpus_tokens(wb, text, window: int, max_tokens: int | None):
-    from ffnmem.data.corpus import default_corpus, read_texts, windows
 
     if window > wb.n_ctx:
         raise BadInput(f"--window {window} is longer than the context of {wb.model_id} ({wb.n_ctx} tokens)")
@@ -102,7 +103,6 @@ def _corpus_tokens(wb, text, window: int, max_tokens: int | None):
 
 def main() -> None:
     """Entry point: run the app behind the error boundary (one line per failure, see ``boundary``)."""
-    from ffnmem.cli.boundary import run
 
     logging.basicConfig(level=os.environ.get("FFNMEM_LOG", "WARNING"), format="%(levelname)s %(name)s: %(message)s")
     _quiet_libraries()

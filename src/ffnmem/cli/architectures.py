@@ -10,8 +10,10 @@ from rich.table import Table
 
 from ffnmem.cli.app import SEED_MAX, DeviceOpt, ForceOpt, app, check_range, out
 from ffnmem.core.errors import BadInput
-
 from ffnmem.core.outputs import claim
+from ffnmem.jobs.architectures import write_report
+from ffnmem.methods.architectures import compare
+from ffnmem.methods.architectures import preset as get_preset
 
 
 @app.command("compare-architectures")
@@ -31,8 +33,6 @@ def compare_architectures(
     of attribution and attention effective rank; a Markdown report with one PNG per comparison."""
     import dataclasses
 
-    from ffnmem.jobs.architectures import write_report
-    from ffnmem.methods.architectures import compare, preset as get_preset
 
     check_range("--mask-rate", mask_rate, 0, 1, lo_open=True, hi_open=True)
     cfg = get_preset(preset)

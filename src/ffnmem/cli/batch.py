@@ -8,8 +8,14 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from ffnmem.batch import runner as B
+from ffnmem.batch.claims import claims_table
 from ffnmem.cli.app import ForceOpt, app, out
 from ffnmem.core.outputs import Lock, claim
+from ffnmem.data.corpus import read_utf8_lines
+from ffnmem.jobs.report import write_report
+from ffnmem.store import catalog as C
+from ffnmem.store.catalog import read_manifest
 
 
 @app.command("run")
@@ -25,11 +31,8 @@ def run_cmd(
 
     Rerunning the same command resumes: finished units are kept, the rest run.
     """
-    from ffnmem.batch import runner as B
-    from ffnmem.store import catalog as C
 
     if batch.is_file():  # a non-UTF-8 batch file: one line naming the file and line (load_batch would not)
-        from ffnmem.data.corpus import read_utf8_lines
 
         read_utf8_lines(batch)
     b = B.load_batch(batch)
@@ -45,7 +48,6 @@ def run_cmd(
     done = C.query(run_dir, "SELECT count(*) AS n FROM units WHERE status = 'done'")["n"][0]
     out.print(f"{run_dir}: {done}/{len(units)} units done; query with ffnmem.store.catalog.query({str(run_dir)!r}, sql)")
     if b.spec.outputs.report:
-        from ffnmem.jobs.report import write_report
 
         out.print(f"report: {write_report(run_dir)}")
 
@@ -53,8 +55,6 @@ def run_cmd(
 @app.command()
 def report(run: Annotated[Path, typer.Argument(help="A run folder written by `ffnmem run`.")]) -> None:
     """Write RUN/report.html: a self-contained HTML report (plots, tables, provenance)."""
-    from ffnmem.store.catalog import read_manifest
-    from ffnmem.jobs.report import write_report
 
     read_manifest(run)  # a run folder, or one clear line
     Lock(run)  # not while `ffnmem run` writes it
@@ -67,7 +67,6 @@ def claims(
     probes: Annotated[Path, typer.Option(help="Folder of claim batches.")] = Path("probes/claims"),
 ) -> None:
     """List every claim with its last measured value, the run it came from, and pass/fail."""
-    from ffnmem.batch.claims import claims_table
 
     table = Table(title="claims")
     for col in ("claim", "measured", "expected", "status", "run"):

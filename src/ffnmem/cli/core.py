@@ -8,15 +8,30 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ffnmem.cli.app import TextOpt, DeviceOpt, ForceOpt, ModelOpt, _corpus_tokens, _load, app, console, out, parse_layers
+from ffnmem.cli.app import (
+    DeviceOpt,
+    ForceOpt,
+    ModelOpt,
+    TextOpt,
+    _corpus_tokens,
+    _load,
+    app,
+    console,
+    out,
+    parse_layers,
+)
 from ffnmem.core.errors import BadInput
+from ffnmem.core.models import list_models
 from ffnmem.core.outputs import claim
+from ffnmem.jobs.demo import run_demo
+from ffnmem.methods import capture as cap
+from ffnmem.store.provenance import make_provenance
+from ffnmem.store.results import Result
 
 
 @app.command()
 def models() -> None:
     """List the models this machine can load offline."""
-    from ffnmem.core.models import list_models
 
     table = Table("spec", "source", "available", "detail", title="models available offline")
     for e in list_models():
@@ -34,7 +49,6 @@ def demo(
 ) -> None:
     """The main job: recall of shipped capital-city facts, the FFN memories that write each answer
     (direct logit attribution per neuron) and their value vectors in vocabulary space."""
-    from ffnmem.jobs.demo import run_demo
 
     claim(out_dir, force=force)
     wb = _load(model, device)
@@ -60,9 +74,6 @@ def capture(
     force: ForceOpt = False,
 ) -> None:
     """Stream FFN activations over a corpus: per-unit statistics and top-k examples, with bounded memory."""
-    from ffnmem.methods import capture as cap
-    from ffnmem.store.results import Result
-    from ffnmem.store.provenance import make_provenance
 
     claim(out_dir, force=force, whole=True)
     if shards:

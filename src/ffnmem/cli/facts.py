@@ -8,17 +8,20 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ffnmem.cli.app import SEED_MAX, DeviceOpt, ModelOpt, _load, app, out, ForceOpt
+from ffnmem.cli.app import SEED_MAX, DeviceOpt, ForceOpt, ModelOpt, _load, app, out
+from ffnmem.cli.synthetic import run_exposure
 from ffnmem.core.errors import BadInput
 from ffnmem.core.outputs import claim
-
+from ffnmem.data.facts import load_facts
+from ffnmem.jobs import attribute as attribute_job
+from ffnmem.jobs import recall as recall_job
+from ffnmem.jobs import trace as trace_job
 
 FactsOpt = Annotated[list[str], typer.Option("--facts", "-f", help="Fact file(s) (.jsonl), a folder, or 'all' "
                                               "(every set in data/facts).")]
 
 
 def _facts(facts: list[str], relation: list[str] | None, limit: int | None):
-    from ffnmem.data.facts import load_facts
 
     return load_facts(list(facts), relations=relation or None, limit_per_relation=limit)
 
@@ -45,10 +48,8 @@ def recall(
     """Recall of a fact set: top-1/top-k accuracy, p(answer), rank and loss in bits, per relation;
     with --popularity, recall vs entity popularity and the substitution rate against chance.
     With --run, recall vs exposure of a model trained by `ffnmem train`."""
-    from ffnmem.jobs import recall as job
 
     if run is not None:
-        from ffnmem.cli.synthetic import run_exposure
 
         claim(out_dir, force=force)
         run_exposure(run, None, out_dir, device=device)
@@ -56,8 +57,8 @@ def recall(
     claim(out_dir, force=force)
     fs = _facts(facts, relation, limit)
     wb = _load(model, device)
-    res = job.compute(wb, fs, job.RecallParams(scoring=scoring, k=k, batch_size=batch_size), progress=True)
-    job.write(res, out_dir)
+    res = recall_job.compute(wb, fs, recall_job.RecallParams(scoring=scoring, k=k, batch_size=batch_size), progress=True)
+    recall_job.write(res, out_dir)
     table = Table("relation", "n", "top-1", f"top-{k}", "p(answer)", "loss bits", title=f"recall ({scoring})")
     for r in res.table("relations").itertuples():
         table.add_row(r.relation, str(r.n), f"{r.top1:.2f}", f"{getattr(r, f'top{k}'):.2f}", f"{r.p_answer:.3f}",
@@ -70,10 +71,9 @@ def recall(
 
 
 def _popularity(wb, fs, res, out_dir: Path, bins: int) -> None:
-    from ffnmem.jobs import recall as job
 
-    pop = job.popularity(wb, fs, res, n_bins=bins)
-    job.write_popularity(pop, out_dir)
+    pop = recall_job.popularity(wb, fs, res, n_bins=bins)
+    recall_job.write_popularity(pop, out_dir)
     table = Table("subject zipf", "n", "top-1 (95% CI)", "loss bits", title="recall vs subject popularity (wordfreq)")
     for b in pop.table("popularity_bins").query("by == 'subject_zipf'").itertuples():
         table.add_row(f"{b.zipf_lo:.2f}–{b.zipf_hi:.2f}", str(b.n), f"{b.accuracy:.2f} ({b.accuracy_lo:.2f}–"
@@ -105,14 +105,13 @@ def attribute(
 ) -> None:
     """Which FFN neurons write ANSWER after PROMPT: direct logit attribution per neuron and per layer,
     optionally integrated gradients (knowledge neurons) and attribution patching."""
-    from ffnmem.jobs import attribute as job
 
     if distractor is not None and distractor.strip() == answer.strip():
         raise BadInput(f"--distractor {distractor!r} is the answer itself; give a wrong answer to contrast with")
     claim(out_dir, force=force)
     wb = _load(model, device)
-    res = job.attribute(wb, prompt, answer, distractor=distractor, top=top, ig_steps=ig_steps, corrupt=corrupt)
-    where = job.write(res, out_dir).parent
+    res = attribute_job.attribute(wb, prompt, answer, distractor=distractor, top=top, ig_steps=ig_steps, corrupt=corrupt)
+    where = attribute_job.write(res, out_dir).parent
     table = Table("layer", "neuron", "direct effect", "coefficient", title=f"top FFN neurons for {answer!r}")
     for r in res.table("neurons").itertuples():
         table.add_row(str(r.layer), str(r.neuron), f"{r.direct_effect:.3f}", f"{r.coefficient:.3f}")
@@ -139,15 +138,14 @@ def trace(
 ) -> None:
     """Causal tracing (Meng et al. 2022) over a fact set: per-fact heatmaps, written as each fact
     finishes, and the average aligned on subject / last tokens."""
-    from ffnmem.jobs import trace as job
 
     claim(out_dir, force=force)
     fs = _facts(facts, relation, limit)
     wb = _load(model, device)
-    params = job.TraceParams(n_samples=samples, window=window, max_rows=max_rows, kinds=list(kind),
+    params = trace_job.TraceParams(n_samples=samples, window=window, max_rows=max_rows, kinds=list(kind),
                              first_token=first_token)
-    res = job.compute(wb, fs, params, seed, progress=True)
-    job.write(res, out_dir)
+    res = trace_job.compute(wb, fs, params, seed, progress=True)
+    trace_job.write(res, out_dir)
     for kind, (layer, pos, value) in res.meta["peaks"].items():
         out.print(f"{kind}: peak mean indirect effect {value:.3f} at layer {layer}, {pos} token")
     out.print(f"results written to {out_dir} (average.png, facts/*.png, result/)")

@@ -7,9 +7,24 @@ from typing import Annotated
 
 import typer
 
-from ffnmem.cli.app import SEED_MAX, TextOpt, DeviceOpt, ModelOpt, _corpus_tokens, _load, app, out, parse_layers, ForceOpt
+from ffnmem.cli.app import (
+    SEED_MAX,
+    DeviceOpt,
+    ForceOpt,
+    ModelOpt,
+    TextOpt,
+    _corpus_tokens,
+    _load,
+    app,
+    out,
+    parse_layers,
+)
 from ffnmem.core.errors import BadInput
 from ffnmem.core.outputs import claim
+from ffnmem.jobs.keys import KeyAgreementParams, run_keys
+from ffnmem.methods import triggers as T
+from ffnmem.store.results import Result
+from ffnmem.viz.cards import neuron_card
 
 
 @app.command()
@@ -32,7 +47,6 @@ def keys(
     """Key-value memories: mine each key's top trigger examples over a corpus, read values in
     vocabulary space, measure key-value agreement by layer against a shuffled baseline, and write
     neuron cards and a report (Markdown + HTML)."""
-    from ffnmem.jobs.keys import KeyAgreementParams, run_keys
 
     claim(out_dir, force=force)
     wb = _load(model, device)
@@ -63,8 +77,6 @@ def neuron(
     force: ForceOpt = False,
 ) -> None:
     """A neuron card: one memory's trigger examples, value tokens and activation histogram, as HTML."""
-    from ffnmem.methods import triggers as T
-    from ffnmem.viz.cards import neuron_card
 
     if out_file is not None:
         claim(out_file, force=force, file=True)
@@ -87,7 +99,6 @@ def neuron(
 def _triggers_of(path: Path, wb):
     """The triggers result at ``path``, refused when it was mined on other weights than ``wb``'s:
     its token ids and neuron indices would then describe another model."""
-    from ffnmem.store.results import Result
 
     res = Result.load(path)
     if res.kind != "triggers":

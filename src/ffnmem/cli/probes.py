@@ -8,9 +8,23 @@ from typing import Annotated
 
 import typer
 
-from ffnmem.cli.app import SEED_MAX, check_range, TextOpt, DeviceOpt, ModelOpt, _corpus_tokens, _load, app, out, parse_layers, ForceOpt
+from ffnmem.cli.app import (
+    SEED_MAX,
+    DeviceOpt,
+    ForceOpt,
+    ModelOpt,
+    TextOpt,
+    _corpus_tokens,
+    _load,
+    app,
+    check_range,
+    out,
+    parse_layers,
+)
 from ffnmem.core.errors import BadInput
 from ffnmem.core.outputs import claim
+from ffnmem.jobs import superposition as superposition_job
+from ffnmem.jobs.probe import builtin_task, read_task, run_probe, run_sae
 
 
 @app.command()
@@ -30,7 +44,6 @@ def probe(
     """Linear probes per layer at the last (subject) token, with Hewitt-Liang control tasks and
     selectivity; writes curves.png, the cached representation datasets and a result table."""
     check_range("--C", C, 0, math.inf, lo_open=True)
-    from ffnmem.jobs.probe import builtin_task, read_task, run_probe
 
     claim(out_dir, force=force)
     tasks = {t: builtin_task(t) for t in (task or ([] if prompts else ["city_continent", "word_category"]))}
@@ -53,14 +66,13 @@ def toy_superposition(
 ) -> None:
     """Toy models of superposition (Elhage et al. 2022): sparsity sweep with WᵀW pictures and
     dimensionality, and the n=2, m=1 phase diagram; all instances trained at once on CPU."""
-    from ffnmem.jobs import superposition as job
 
     if n_hidden >= n_features or n_hidden < 1 or steps < 1 or grid < 2:
         raise BadInput("need 1 <= --n-hidden < --n-features, --steps >= 1 and --grid >= 2")
     claim(out_dir, force=force)
-    params = job.ToyParams(n_features=n_features, n_hidden=n_hidden, steps=steps, phase_grid=grid,
+    params = superposition_job.ToyParams(n_features=n_features, n_hidden=n_hidden, steps=steps, phase_grid=grid,
                            phase_steps=min(1500, steps))
-    folder = job.write(job.compute(params, seed), out_dir).parent
+    folder = superposition_job.write(superposition_job.compute(params, seed), out_dir).parent
     out.print(f"toy models written to {folder} (wtw.png, dimensionality.png, phase.png, result)")
 
 
@@ -82,7 +94,6 @@ def sae(
     """Transcoder and SAE (on FFN coefficients) trained with eai-sparsify on one FFN layer:
     held-out FVU, L0, dead latents, top examples per latent, and a latents-vs-neurons
     monosemanticity proxy (entropy of top-example tokens)."""
-    from ffnmem.jobs.probe import run_sae
 
     if expansion < 1 or k < 1 or epochs < 1:
         raise BadInput("--expansion, --k and --epochs must be at least 1")

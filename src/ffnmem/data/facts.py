@@ -17,9 +17,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ffnmem.data.corpus import read_utf8_lines
 from ffnmem.core.errors import BadInput
 from ffnmem.core.workbench import Workbench
+from ffnmem.data.corpus import read_utf8_lines
 
 SCORINGS = ("first_token", "sequence")
 _REQUIRED = ("subject", "relation", "prompt", "target")

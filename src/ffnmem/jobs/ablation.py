@@ -19,8 +19,8 @@ from ffnmem.data.corpus import default_corpus, windows
 from ffnmem.data.facts import Fact
 from ffnmem.jobs.params import FirstTokenParams, encoded_facts
 from ffnmem.methods.ablation import reference_coefficients, top_vs_random
-from ffnmem.store.results import Result, table_from_rows
 from ffnmem.store.provenance import facts_hash, make_provenance
+from ffnmem.store.results import Result, table_from_rows
 
 
 class AblationParams(FirstTokenParams):

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from ffnmem.core.paths import atomic_write_text
 from ffnmem.methods.architectures import CompareConfig, table_rows
-from ffnmem.store.results import Result, table_from_rows
 from ffnmem.store.provenance import make_provenance
+from ffnmem.store.results import Result, table_from_rows
 from ffnmem.viz import save_figure
 from ffnmem.viz.architectures import FIGURES
 

@@ -21,8 +21,8 @@ from ffnmem.jobs.params import FirstTokenParams, encoded_facts
 from ffnmem.methods.attribution import DirectEffects, direct_effects
 from ffnmem.methods.knowledge_neurons import integrated_gradients, select_neurons
 from ffnmem.methods.patching import attribution_patching
-from ffnmem.store.results import Result, table_from_rows
 from ffnmem.store.provenance import facts_hash, make_provenance
+from ffnmem.store.results import Result, table_from_rows
 from ffnmem.viz import plot_attribution, plot_heads, save_figure
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 from ffnmem.data.synthetic import FactCorpus
 from ffnmem.methods.capacity import sweep_widths
 from ffnmem.methods.training import TrainConfig
-from ffnmem.store.results import Result, table_from_rows
 from ffnmem.store.provenance import make_provenance
+from ffnmem.store.results import Result, table_from_rows
 from ffnmem.viz import plot_capacity, save_figure
 
 

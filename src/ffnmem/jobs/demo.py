@@ -15,15 +15,15 @@ from pathlib import Path
 
 import torch
 
+from ffnmem.core.errors import BadInput
+from ffnmem.core.paths import atomic_write_text
+from ffnmem.core.workbench import Workbench
 from ffnmem.jobs.attribute import effect_tables
 from ffnmem.methods.attribution import DirectEffects, direct_effects
-from ffnmem.core.errors import BadInput
 from ffnmem.methods.keyvalue import value_tokens
-from ffnmem.core.paths import atomic_write_text
-from ffnmem.store.results import Result, table_from_rows
 from ffnmem.store.provenance import make_provenance
+from ffnmem.store.results import Result, table_from_rows
 from ffnmem.viz import plot_layer_dla, plot_top_neurons, save_figure
-from ffnmem.core.workbench import Workbench
 
 log = logging.getLogger(__name__)
 

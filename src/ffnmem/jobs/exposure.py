@@ -23,8 +23,8 @@ from ffnmem.data.synthetic import FactCorpus, generate
 from ffnmem.jobs.params import Params
 from ffnmem.methods import frequency as fq
 from ffnmem.methods import training
-from ffnmem.store.results import Result, table_from_rows
 from ffnmem.store.provenance import make_provenance
+from ffnmem.store.results import Result, table_from_rows
 from ffnmem.viz import plot_dla_by_exposure, plot_loss_decomposition, plot_recall_vs_exposure, save_figure
 
 KIND = "exposure_recall"

@@ -15,16 +15,16 @@ from typing import Literal
 import torch
 from pydantic import Field
 
+from ffnmem.core.paths import atomic_write_text
+from ffnmem.core.workbench import Workbench
+from ffnmem.jobs.params import Params
 from ffnmem.methods import triggers as T
 from ffnmem.methods import updates as U
-from ffnmem.viz.cards import histogram_coefficients, neuron_card
-from ffnmem.core.paths import atomic_write_text
-from ffnmem.store.results import Result, table_from_rows
-from ffnmem.store.provenance import make_provenance
-from ffnmem.viz import plot_agreement, save_figure
-from ffnmem.jobs.params import Params
 from ffnmem.methods.capture import tokens_hash
-from ffnmem.core.workbench import Workbench
+from ffnmem.store.provenance import make_provenance
+from ffnmem.store.results import Result, table_from_rows
+from ffnmem.viz import plot_agreement, save_figure
+from ffnmem.viz.cards import histogram_coefficients, neuron_card
 
 log = logging.getLogger(__name__)
 

@@ -13,14 +13,16 @@ from pathlib import Path
 
 import numpy as np
 
-from ffnmem.methods import probes as P
-from ffnmem.methods import sae as S
 from ffnmem import viz
 from ffnmem.core.errors import BadInput
-from ffnmem.store.results import Result, table_from_rows
-from ffnmem.store.provenance import make_provenance
-from ffnmem.viz import save_figure
+from ffnmem.core.hooks import hook_name
 from ffnmem.core.workbench import Workbench
+from ffnmem.methods import probes as P
+from ffnmem.methods import sae as S
+from ffnmem.methods.capture import tokens_hash
+from ffnmem.store.provenance import make_provenance
+from ffnmem.store.results import Result, table_from_rows
+from ffnmem.viz import save_figure
 
 CITY_CONTINENT = {
     "Europe": ["Paris", "Berlin", "Madrid", "Rome", "Vienna", "Prague", "Warsaw", "Lisbon", "Dublin", "Oslo", "Athens", "Budapest"],
@@ -64,7 +66,6 @@ def read_task(path: Path) -> tuple[list[str], list[str], list[str]]:
 def run_probe(wb: Workbench, tasks: dict[str, tuple[list, list, list]], layers: list[int], out_dir: Path, *,
               kind: str = "resid_post", folds: int = 5, seed: int = 0, C: float = 0.1) -> Path:
     """Per-layer CV probe curves with control tasks for each task; curves.png + result."""
-    from ffnmem.core.hooks import hook_name
 
     out_dir.mkdir(parents=True, exist_ok=True)
     hooks = [hook_name(kind, l) for l in layers]
@@ -86,7 +87,6 @@ def run_probe(wb: Workbench, tasks: dict[str, tuple[list, list, list]], layers: 
 def run_sae(wb: Workbench, tokens, layer: int, out_dir: Path, *, targets=("transcoder", "post"), expansion: int = 4,
             k: int = 16, epochs: int = 4, seed: int = 0, top: int = 10) -> tuple[Path, list[dict]]:
     """Train a transcoder and/or an SAE on ``layer``; held-out FVU, L0, dead latents, proxy, examples."""
-    from ffnmem.methods.capture import tokens_hash
 
     out_dir.mkdir(parents=True, exist_ok=True)
     rows, examples = [], []

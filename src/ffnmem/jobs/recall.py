@@ -19,8 +19,8 @@ from ffnmem.data.facts import Fact
 from ffnmem.jobs.params import Params
 from ffnmem.methods.popularity import popularity_analysis, shipped_facts
 from ffnmem.methods.recall import recall
-from ffnmem.store.results import Result
 from ffnmem.store.provenance import facts_hash, make_provenance
+from ffnmem.store.results import Result
 from ffnmem.viz import plot_recall, plot_recall_vs_popularity, plot_substitutions, save_figure
 
 

@@ -11,11 +11,10 @@ import html
 import json
 from pathlib import Path
 
-from ffnmem.store import catalog
 from ffnmem.core.paths import atomic_write_text
+from ffnmem.store import catalog
 from ffnmem.viz import plot_query, png_bytes
 from ffnmem.viz.report import bars, lines
-
 
 PLOTS = {
     "recall": ("SELECT relation, avg(top1::DOUBLE) AS top1, avg(p_answer) AS p_answer FROM recall_facts "

@@ -17,8 +17,8 @@ from pydantic import Field
 from ffnmem.core.errors import BadInput
 from ffnmem.jobs.params import Params
 from ffnmem.methods import superposition as sp
-from ffnmem.store.results import Result, table_from_rows
 from ffnmem.store.provenance import make_provenance
+from ffnmem.store.results import Result, table_from_rows
 from ffnmem.viz import plot_dimensionality, plot_phase, plot_wtw, save_figure
 
 KIND = "toy_superposition"

@@ -23,8 +23,8 @@ from ffnmem.core.workbench import Workbench
 from ffnmem.data.facts import Fact
 from ffnmem.jobs.params import FirstTokenParams, encoded_facts
 from ffnmem.methods.tracing import POSITIONS, Trace, aligned, average_aligned, peak, trace
-from ffnmem.store.results import Result, table_from_rows
 from ffnmem.store.provenance import facts_hash, make_provenance
+from ffnmem.store.results import Result, table_from_rows
 from ffnmem.viz import plot_average, plot_trace, save_figure
 
 KIND = "causal_trace"

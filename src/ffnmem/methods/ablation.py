@@ -24,6 +24,7 @@ from torch import Tensor
 from ffnmem.core.errors import BadInput
 from ffnmem.core.hooks import hook_name
 from ffnmem.core.workbench import Workbench
+from ffnmem.methods.attribution import direct_effects
 from ffnmem.methods.interventions import AnswerProb, run_metric, unit_intervention
 
 MODES = ("zero", "mean", "resample", "scale")
@@ -101,7 +102,6 @@ def top_vs_random(wb: Workbench, prompts: list[str], answers: list[int], *, k: i
     Top neurons: the largest direct effects toward the answer (:func:`ffnmem.methods.attribution.direct_effects`).
     Random sets: uniform over all layers, from ``torch.Generator().manual_seed(seed)``.
     """
-    from ffnmem.methods.attribution import direct_effects
 
     fx = direct_effects(wb, prompts, answers)
     g = torch.Generator().manual_seed(seed)

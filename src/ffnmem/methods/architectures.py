@@ -18,7 +18,6 @@ per variant:
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,9 +25,10 @@ import torch
 from tqdm.auto import tqdm
 
 from ffnmem.core.errors import BadInput
+from ffnmem.data.synthetic import FactConfig, FactCorpus, generate
 from ffnmem.methods.frequency import by_exposure, capacity_bits, dla_rows, score_queries, summarize
 from ffnmem.methods.objectives import Objective, core_params, parse, trainable_params
-from ffnmem.data.synthetic import FactConfig, FactCorpus, generate
+from ffnmem.methods.positions import attention_ranks, probe_by_layer
 from ffnmem.methods.training import TrainConfig, encode_documents, train
 
 DEFAULT_VARIANTS = ("causal", "causal-rope", "causal-nopos", "prefix", "prefix-rope", "prefix-nopos",
@@ -94,7 +94,6 @@ def ffn_share(wb, corpus: FactCorpus, obj: Objective, n_facts: int) -> list[floa
 
 def evaluate_variant(run, obj: Objective, cfg: CompareConfig) -> dict:
     """Every measurement of one trained variant (plain Python, JSON-ready)."""
-    from ffnmem.methods.positions import attention_ranks, probe_by_layer
 
     wb, corpus = run.wb, run.corpus
     rows = score_queries(wb, corpus.queries, value_sets=corpus.values,

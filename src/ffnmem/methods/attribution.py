@@ -20,8 +20,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ffnmem.core.errors import BadInput
-from ffnmem.core.workbench import Workbench
 from ffnmem.core.hooks import hook_name
+from ffnmem.core.workbench import Workbench
 
 
 def neuron_logit_attribution(

@@ -17,8 +17,8 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from ffnmem.core.errors import BadInput
-from ffnmem.methods.frequency import capacity_bits, score_queries, summarize
 from ffnmem.data.synthetic import FactCorpus
+from ffnmem.methods.frequency import capacity_bits, score_queries, summarize
 from ffnmem.methods.training import TrainConfig, train
 
 

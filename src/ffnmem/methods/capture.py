@@ -26,8 +26,8 @@ from safetensors.torch import save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ffnmem.core.errors import BadInput, NonFiniteActivation
 from ffnmem.core import outputs
+from ffnmem.core.errors import BadInput, NonFiniteActivation
 from ffnmem.core.hooks import hook_name
 from ffnmem.core.paths import atomic_write_json, umask
 from ffnmem.core.workbench import Workbench

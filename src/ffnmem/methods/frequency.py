@@ -18,8 +18,10 @@ import numpy as np
 import torch
 
 from ffnmem.core.errors import BadInput
-from ffnmem.stats import bootstrap_ci, logistic_fit, spearman
 from ffnmem.data.synthetic import noisy_entropy_bits
+from ffnmem.methods.attribution import direct_effects
+from ffnmem.methods.objectives import query_batch
+from ffnmem.stats import bootstrap_ci, logistic_fit, spearman
 
 LN2 = math.log(2)
 
@@ -35,7 +37,6 @@ def score_queries(wb, queries: list[dict], *, value_sets: dict[str, list[str]] |
     ``objective`` (:class:`ffnmem.methods.objectives.Objective`) sets the attention mask and, for a masked
     LM, reads a ``<mask>`` appended to the prompt so every variant answers the same query.
     """
-    from ffnmem.methods.objectives import query_batch
 
     qs = [q for q in queries if heldout is None or bool(q["heldout"]) == heldout]
     if not qs:
@@ -151,7 +152,6 @@ def dla_rows(wb, queries: list[dict], *, contrast: dict[str, list[str]] | None =
     |attn_l|), and per layer ``ffn_L{l}`` / ``attn_L{l}`` with their shares ``ffn_share_L{l}`` /
     ``attn_share_L{l}`` of that same total.
     """
-    from ffnmem.methods.attribution import direct_effects
 
     if not queries:
         raise BadInput("no query prompts to attribute")

@@ -17,10 +17,10 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from ffnmem.methods.ablation import answer_probs, make_hooks, masks_for
 from ffnmem.core.errors import BadInput
 from ffnmem.core.hooks import hook_name
 from ffnmem.core.workbench import Workbench
+from ffnmem.methods.ablation import answer_probs, make_hooks, masks_for
 
 
 def riemann_alphas(steps: int) -> Float[Tensor, " steps"]:

@@ -35,9 +35,11 @@ import torch
 from scipy.stats import spearmanr
 
 from ffnmem.core.errors import BadInput
-from ffnmem.data.facts import Fact
-from ffnmem.stats import logistic_fit, mean_ci, poisson_binomial_tail
+from ffnmem.data.facts import Fact, load_facts
 from ffnmem.methods.recall import group_by_length
+from ffnmem.stats import logistic_fit, mean_ci, poisson_binomial_tail
+from ffnmem.store.provenance import facts_hash, make_provenance
+from ffnmem.store.results import Result, table_from_rows
 
 KINDS = ("more_frequent", "not_more_frequent", "right_answer", "not_listed")
 
@@ -256,8 +258,6 @@ def popularity_analysis(wb, facts: list[Fact], recall_result, *, n_bins: int = 5
     kind ``popularity`` with tables ``facts``, ``popularity_bins``, ``substitutions`` (one row
     per wrong fact) and ``substitution_relations``; ``meta["substitution"]`` holds the rates.
     """
-    from ffnmem.store.results import Result, table_from_rows
-    from ffnmem.store.provenance import facts_hash, make_provenance
 
     rows = fact_rows(recall_result)
     if len(rows) != len(facts) or any(r["prompt"] != f.prompt for r, f in zip(rows, facts)):
@@ -282,7 +282,6 @@ def popularity_analysis(wb, facts: list[Fact], recall_result, *, n_bins: int = 5
 
 def shipped_facts() -> list[Fact]:
     """Every shipped fact set (``data/facts``), or ``[]`` outside the repository: extra candidate entities."""
-    from ffnmem.data.facts import load_facts
 
     try:
         return load_facts("all")

@@ -18,6 +18,8 @@ from torch import Tensor
 
 from ffnmem.core.errors import BadInput
 from ffnmem.core.hooks import hook_name
+from ffnmem.core.models import boot_native
+from ffnmem.methods.objectives import Objective, prepare
 
 
 def position_probe_error(acts: Float[np.ndarray, "n_seq pos d_model"], *, folds: int = 5, alpha: float = 1.0,
@@ -86,8 +88,6 @@ def train_order_model(kind: str, positions: bool, *, k: int = 4, n_symbols: int 
     ``kind`` is ``causal`` or ``bidirectional``; ``positions=False`` zeroes and freezes the
     learned positional table. Returns train/test accuracy and the bag-of-words ceiling 1/k.
     """
-    from ffnmem.core.models import boot_native
-    from ffnmem.methods.objectives import Objective, prepare
 
     cfg = dict(n_layers=n_layers, d_model=d_model, n_heads=4, d_head=d_model // 4, d_mlp=4 * d_model,
                d_vocab=n_symbols + 2, n_ctx=k + 2, act_fn="gelu", normalization_type="LN",

@@ -25,11 +25,11 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ffnmem.methods import capture as cap
 from ffnmem.core.errors import BadInput
-from ffnmem.store.results import Result, table_from_rows
-from ffnmem.store.provenance import make_provenance, texts_hash
 from ffnmem.core.workbench import Workbench
+from ffnmem.methods import capture as cap
+from ffnmem.store.provenance import make_provenance, texts_hash
+from ffnmem.store.results import Result, table_from_rows
 
 # --- estimators -------------------------------------------------------------------------------
 

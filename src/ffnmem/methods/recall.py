@@ -21,10 +21,10 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from ffnmem.data.facts import EncodedFact, check_first_token, check_scoring, encode_facts, Fact
-from ffnmem.store.results import Result, table_from_rows
-from ffnmem.store.provenance import facts_hash, make_provenance
 from ffnmem.core.workbench import Workbench
+from ffnmem.data.facts import EncodedFact, Fact, check_first_token, check_scoring, encode_facts
+from ffnmem.store.provenance import facts_hash, make_provenance
+from ffnmem.store.results import Result, table_from_rows
 
 
 def score_answer(logprobs: Float[Tensor, "pos d_vocab"], prompt_len: int, answer: list[int],

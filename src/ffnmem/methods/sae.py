@@ -27,10 +27,10 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
-from ffnmem.methods import capture as cap
 from ffnmem.core.errors import BadInput, MissingPackage
 from ffnmem.core.hooks import hook_name
 from ffnmem.core.workbench import Workbench
+from ffnmem.methods import capture as cap
 
 log = logging.getLogger(__name__)
 

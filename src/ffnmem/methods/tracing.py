@@ -21,9 +21,9 @@ from jaxtyping import Float
 from torch import Tensor
 
 from ffnmem.core.errors import BadInput
+from ffnmem.core.hooks import EMBED, hook_name
 from ffnmem.core.workbench import Workbench
 from ffnmem.methods.interventions import AnswerProb, Noise, Restore, run_metric
-from ffnmem.core.hooks import EMBED, hook_name
 
 KINDS = {"resid": "resid_post", "mlp": "out", "attn": "attn_out"}  # traced kind -> hook kind (core.hooks)
 POSITIONS = ("first_subject", "middle_subject", "last_subject", "first_after", "last")

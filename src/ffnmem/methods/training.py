@@ -29,10 +29,13 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ffnmem.core.errors import BadInput, CorruptWeights
+from ffnmem.core.models import boot_native, load_checkpoint, save_checkpoint
 from ffnmem.core.outputs import atomic_dir
 from ffnmem.core.paths import atomic_write_json
-from ffnmem.data.synthetic import FactConfig, FactCorpus, build_tokenizer
 from ffnmem.core.workbench import Workbench, resolve_device
+from ffnmem.data.synthetic import FactConfig, FactCorpus, build_tokenizer
+from ffnmem.methods.frequency import score_queries, summarize
+from ffnmem.methods.objectives import objective_loss, prepare
 
 log = logging.getLogger(__name__)
 
@@ -163,9 +166,6 @@ def train(corpus: FactCorpus, cfg: TrainConfig, run_dir: str | Path | None = Non
     ``objective`` (:class:`ffnmem.methods.objectives.Objective`) swaps the mask and loss (prefix / masked
     LM, positions off); the vocabulary then carries a ``<mask>`` token for every variant alike.
     """
-    from ffnmem.methods.frequency import score_queries, summarize
-    from ffnmem.core.models import boot_native, load_checkpoint
-    from ffnmem.methods.objectives import objective_loss, prepare
 
     dev = resolve_device(device)
     run_dir = Path(run_dir) if run_dir is not None else None
@@ -238,7 +238,6 @@ _MOMENT = re.compile(r"^state\.(\d+)\.([A-Za-z_]+)$")
 def _save_state(run_dir: Path, wb, opt, sched, step, losses, evals, corpus, cfg, objective=None) -> Path:
     from safetensors.torch import save_file
 
-    from ffnmem.core.models import save_checkpoint
 
     target = run_dir / "checkpoints" / f"step-{step:06d}"
     sd = opt.state_dict()
@@ -316,7 +315,6 @@ def _latest_state(run_dir: Path, corpus: FactCorpus, cfg: TrainConfig, objective
 
 def load_run(run_dir: str | Path, *, device: str = "auto") -> tuple[Workbench, dict]:
     """The latest checkpoint's model and the run's logged curves."""
-    from ffnmem.core.models import load_checkpoint
 
     found = checkpoints(run_dir)
     if not found:

@@ -25,11 +25,12 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from ffnmem.methods import capture as cap
 from ffnmem.core.errors import BadInput
-from ffnmem.store.results import Result, table_from_rows
-from ffnmem.store.provenance import make_provenance
 from ffnmem.core.workbench import Workbench
+from ffnmem.methods import capture as cap
+from ffnmem.methods.keyvalue import agreement, derangement, value_top_ids
+from ffnmem.store.provenance import make_provenance
+from ffnmem.store.results import Result, table_from_rows
 
 
 @dataclass
@@ -213,7 +214,6 @@ class Agreement:
 def agreement_by_layer(wb: Workbench, tr: Triggers, *, value_k: int = 10, n_triggers: int = 10,
                        n_shuffles: int = 5, seed: int = 0) -> Agreement:
     """Key-value agreement per mined layer against ``n_shuffles`` seeded shuffled pairings."""
-    from ffnmem.methods.keyvalue import agreement, derangement, value_top_ids
 
     if n_triggers < 1 or n_triggers > tr.k:
         raise BadInput(f"n_triggers={n_triggers} must be between 1 and the mined k={tr.k}")

@@ -23,12 +23,12 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from ffnmem.core.hooks import hook_name
+from ffnmem.core.workbench import Workbench
 from ffnmem.methods.attribution import answer_directions, neuron_logit_attribution
 from ffnmem.methods.keyvalue import project_to_vocab
-from ffnmem.store.results import Result, table_from_rows
 from ffnmem.store.provenance import make_provenance
-from ffnmem.core.workbench import Workbench
-from ffnmem.core.hooks import hook_name
+from ffnmem.store.results import Result, table_from_rows
 
 CASES = ("keep", "single", "compose")
 

@@ -10,8 +10,13 @@ inline, and a job writes it with :func:`save_figure` (or :func:`png_bytes` to em
     viz.save_figure(fig, "agreement.png")
 """
 
-from ffnmem.viz.architectures import (plot_attention_erank, plot_capacity_entropy_signal, plot_ffn_share,
-                                      plot_position_probe, plot_variant_recall)
+from ffnmem.viz.architectures import (
+                                      plot_attention_erank,
+                                      plot_capacity_entropy_signal,
+                                      plot_ffn_share,
+                                      plot_position_probe,
+                                      plot_variant_recall,
+)
 from ffnmem.viz.attribution import plot_attribution, plot_heads, plot_layer_dla, plot_top_neurons
 from ffnmem.viz.figures import png_bytes, save_figure
 from ffnmem.viz.frequency import plot_capacity, plot_dla_by_exposure, plot_loss_decomposition, plot_recall_vs_exposure

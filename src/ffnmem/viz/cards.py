@@ -16,13 +16,14 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ffnmem.core.errors import BadInput
+from ffnmem.core.hooks import hook_name
+from ffnmem.core.paths import atomic_write_text
+from ffnmem.core.workbench import Workbench
 from ffnmem.methods import capture as cap
 from ffnmem.methods.keyvalue import value_tokens
-from ffnmem.core.paths import atomic_write_text
 from ffnmem.methods.triggers import Triggers, example_rows
 from ffnmem.viz import plot_coefficient_histogram, png_bytes
-from ffnmem.core.workbench import Workbench
-from ffnmem.core.hooks import hook_name
 
 
 @dataclass(frozen=True)
@@ -93,11 +94,9 @@ def neuron_card(wb: Workbench, tr: Triggers, layer: int, neuron: int, *, n_examp
     """
     layer = wb.check_layer(layer)
     if layer not in tr.layers:
-        from ffnmem.core.errors import BadInput
 
         raise BadInput(f"layer {layer} was not mined (mined: {tr.layers}); mine it first")
     if not 0 <= neuron < wb.d_mlp:
-        from ffnmem.core.errors import BadInput
 
         raise BadInput(f"neuron {neuron} is out of range: layer {layer} has neurons 0..{wb.d_mlp - 1}")
     rows = example_rows(wb, tr, layer, [neuron], context=context)[:n_examples]

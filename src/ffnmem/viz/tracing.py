@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ffnmem.methods.tracing import POSITIONS
 from ffnmem.viz.figures import finish, new_grid
 
 CMAPS = {"resid": "Purples", "mlp": "Greens", "attn": "Reds"}
@@ -30,7 +31,6 @@ def plot_trace(t, axes=None, *, title: str = ""):
 def plot_average(avg: dict[str, Tensor], axes=None, *, n_facts: int):
     """Average indirect effect aligned on subject / last tokens (:func:`~ffnmem.methods.tracing.average_aligned`),
     one panel per kind; ``axes``: one Axes per kind, or None for a new figure."""
-    from ffnmem.methods.tracing import POSITIONS
 
     fig, grid, owned = new_grid(axes, 1, len(avg), figsize=(4.2 * len(avg), 3.0))
     for ax, (kind, a) in zip(grid[0], avg.items()):
