@@ -19,7 +19,8 @@ import torch
 
 import ffnmem
 from ffnmem import viz
-from ffnmem.methods.capture import NeuronStats, TopK, hook_names, reduce, tokens_hash
+from ffnmem.methods.capture import NeuronStats, TopK, hook_names, reduce
+from ffnmem.store.provenance import tokens_hash
 from ffnmem.data.corpus import default_corpus, windows
 from ffnmem.jobs.demo import run_demo
 from ffnmem.methods.keyvalue import value_tokens

@@ -207,7 +207,7 @@ def test_triggers_of_another_model_are_refused(cli, hostile):
     assert r.returncode == 2 and len(_lines(r.stderr)) == 1, r.stderr
     assert re.match(r"error: k/triggers was mined on tiny-2l@seed=0 .* not on tiny-2l@seed=1", r.stderr), r.stderr
     r = cli("neuron", "0", "3", *T, "--triggers", "k/agreement")
-    assert r.returncode == 2 and "holds a 'agreement' result, not triggers" in r.stderr, r.stderr
+    assert r.returncode == 2 and "holds a 'key_agreement' result, not triggers" in r.stderr, r.stderr
 
 
 def test_internal_error_is_one_line_unless_debugging(cli, hostile, monkeypatch):
@@ -316,3 +316,10 @@ def test_parse_layers_refuses_before_building(spec, message):
 
     with pytest.raises(BadInput, match=re.escape(message)):
         parse_layers(spec, 3)
+
+
+def test_a_job_parameter_out_of_range_is_one_line(cli, tmp_path):
+    r = cli("trace", "-m", "tiny-2l", "--device", "cpu", "--facts", "capital_of.jsonl", "--limit", "1",
+            "--first-token", "sometimes", "-o", tmp_path / "t")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines() == [r.stderr.strip()] and "first_token" in r.stderr

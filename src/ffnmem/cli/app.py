@@ -15,8 +15,8 @@ from rich.console import Console
 from rich.text import Text
 
 from ffnmem.cli.boundary import run
+from ffnmem.core import models
 from ffnmem.core.errors import BadInput
-from ffnmem.core.models import load_model
 from ffnmem.data.corpus import default_corpus, read_texts, windows
 
 app = typer.Typer(
@@ -89,7 +89,7 @@ def _layer_index(i: int, n_layers: int) -> int:
 def _load(model: str, device: str):
 
     with console.status(Text(f"loading {model} …")):  # Text: the spec is not markup
-        return load_model(model, device=device)
+        return models.load_model(model, device=device)  # looked up at call time (tests patch it)
 
 
 def _corpus_tokens(wb, text, window: int, max_tokens: int | None):
@@ -103,7 +103,6 @@ def _corpus_tokens(wb, text, window: int, max_tokens: int | None):
 
 def main() -> None:
     """Entry point: run the app behind the error boundary (one line per failure, see ``boundary``)."""
-
     logging.basicConfig(level=os.environ.get("FFNMEM_LOG", "WARNING"), format="%(levelname)s %(name)s: %(message)s")
     _quiet_libraries()
     run(lambda: app(standalone_mode=False), console)

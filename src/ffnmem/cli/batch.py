@@ -31,7 +31,6 @@ def run_cmd(
 
     Rerunning the same command resumes: finished units are kept, the rest run.
     """
-
     if batch.is_file():  # a non-UTF-8 batch file: one line naming the file and line (load_batch would not)
 
         read_utf8_lines(batch)
@@ -55,7 +54,6 @@ def run_cmd(
 @app.command()
 def report(run: Annotated[Path, typer.Argument(help="A run folder written by `ffnmem run`.")]) -> None:
     """Write RUN/report.html: a self-contained HTML report (plots, tables, provenance)."""
-
     read_manifest(run)  # a run folder, or one clear line
     Lock(run)  # not while `ffnmem run` writes it
     out.print(str(write_report(run)))
@@ -67,7 +65,6 @@ def claims(
     probes: Annotated[Path, typer.Option(help="Folder of claim batches.")] = Path("probes/claims"),
 ) -> None:
     """List every claim with its last measured value, the run it came from, and pass/fail."""
-
     table = Table(title="claims")
     for col in ("claim", "measured", "expected", "status", "run"):
         table.add_column(col)

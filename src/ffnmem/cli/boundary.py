@@ -20,6 +20,7 @@ import traceback
 from collections.abc import Callable
 from typing import NoReturn
 
+from pydantic import ValidationError
 from rich.console import Console
 from rich.text import Text
 
@@ -62,6 +63,11 @@ def run(app: Callable[[], object], console: Console) -> NoReturn:
     except click_error as exc:
         exc.show()
         sys.exit(exc.exit_code)
+    except ValidationError as exc:  # a job's parameters built from options: name the first bad one
+        err = exc.errors()[0]
+        where = ".".join(str(x) for x in err.get("loc", ())) or "parameters"
+        _error(console, "error:", f"{where}: {err.get('msg', 'invalid value')} (got {err.get('input')!r})")
+        sys.exit(2)
     except OSError as exc:  # a file or folder the user named: unreadable, read-only, a directory, full disk
         _error(console, "error:", _os_error(exc))
         sys.exit(2)

@@ -23,16 +23,14 @@ from ffnmem.cli.app import (
 from ffnmem.core.errors import BadInput
 from ffnmem.core.models import list_models
 from ffnmem.core.outputs import claim
+from ffnmem.jobs import capture as capture_job
 from ffnmem.jobs.demo import run_demo
 from ffnmem.methods import capture as cap
-from ffnmem.store.provenance import make_provenance
-from ffnmem.store.results import Result
 
 
 @app.command()
 def models() -> None:
     """List the models this machine can load offline."""
-
     table = Table("spec", "source", "available", "detail", title="models available offline")
     for e in list_models():
         table.add_row(e.spec, e.source, "yes" if e.available else "no", e.detail)
@@ -49,7 +47,6 @@ def demo(
 ) -> None:
     """The main job: recall of shipped capital-city facts, the FFN memories that write each answer
     (direct logit attribution per neuron) and their value vectors in vocabulary space."""
-
     claim(out_dir, force=force)
     wb = _load(model, device)
     with console.status("attributing facts to FFN memories …"):
@@ -74,7 +71,6 @@ def capture(
     force: ForceOpt = False,
 ) -> None:
     """Stream FFN activations over a corpus: per-unit statistics and top-k examples, with bounded memory."""
-
     claim(out_dir, force=force, whole=True)
     if shards:
         claim(out_dir.with_name(out_dir.name + "-shards"), force=force)
@@ -83,15 +79,8 @@ def capture(
     tokens = _corpus_tokens(wb, text, window, max_tokens)
     if k > tokens.numel():
         raise BadInput(f"--k {k} is larger than the corpus ({tokens.numel()} tokens)")
-    stats, topk = cap.reduce(wb, tokens, names, [cap.NeuronStats(), cap.TopK(k)], batch_size=batch_size)
-    tensors = {"tokens": tokens}
-    for name, d in stats.result().items():
-        tensors.update({f"{name}/{key}": v for key, v in d.items()})
-    for name, d in topk.result().items():
-        tensors.update({f"{name}/topk_{key}": v for key, v in d.items()})
-    prov = make_provenance(wb, data_hash=cap.tokens_hash(tokens), corpus=[str(t) for t in text] if text else "stdlib-docstrings")
-    Result(kind="capture", tensors=tensors, provenance=prov,
-           meta={"hooks": names, "window": window, "k": k, "n_tokens": tokens.numel()}).save(out_dir)
+    corpus = [str(t) for t in text] if text else "stdlib-docstrings"
+    capture_job.write(capture_job.compute(wb, tokens, names, k, batch_size=batch_size, corpus=corpus), out_dir)
     if shards:
         cap.write_shards(wb, tokens, names, out_dir.with_name(out_dir.name + "-shards"), batch_size=batch_size)
     out.print(f"captured {len(names)} hooks over {tokens.numel():,} tokens → {out_dir}")

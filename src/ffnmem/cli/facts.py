@@ -48,7 +48,6 @@ def recall(
     """Recall of a fact set: top-1/top-k accuracy, p(answer), rank and loss in bits, per relation;
     with --popularity, recall vs entity popularity and the substitution rate against chance.
     With --run, recall vs exposure of a model trained by `ffnmem train`."""
-
     if run is not None:
 
         claim(out_dir, force=force)
@@ -105,7 +104,6 @@ def attribute(
 ) -> None:
     """Which FFN neurons write ANSWER after PROMPT: direct logit attribution per neuron and per layer,
     optionally integrated gradients (knowledge neurons) and attribution patching."""
-
     if distractor is not None and distractor.strip() == answer.strip():
         raise BadInput(f"--distractor {distractor!r} is the answer itself; give a wrong answer to contrast with")
     claim(out_dir, force=force)
@@ -136,14 +134,13 @@ def trace(
     device: DeviceOpt = "auto",
     force: ForceOpt = False,
 ) -> None:
-    """Causal tracing (Meng et al. 2022) over a fact set: per-fact heatmaps, written as each fact
-    finishes, and the average aligned on subject / last tokens."""
-
+    """Causal tracing (Meng et al. 2022) over a fact set: a heatmap per fact and the average aligned
+    on subject / last tokens."""
+    params = trace_job.TraceParams(n_samples=samples, window=window, max_rows=max_rows, kinds=list(kind),
+                                   first_token=first_token)  # checked before anything is written or loaded
     claim(out_dir, force=force)
     fs = _facts(facts, relation, limit)
     wb = _load(model, device)
-    params = trace_job.TraceParams(n_samples=samples, window=window, max_rows=max_rows, kinds=list(kind),
-                             first_token=first_token)
     res = trace_job.compute(wb, fs, params, seed, progress=True)
     trace_job.write(res, out_dir)
     for kind, (layer, pos, value) in res.meta["peaks"].items():

@@ -47,7 +47,6 @@ def keys(
     """Key-value memories: mine each key's top trigger examples over a corpus, read values in
     vocabulary space, measure key-value agreement by layer against a shuffled baseline, and write
     neuron cards and a report (Markdown + HTML)."""
-
     claim(out_dir, force=force)
     wb = _load(model, device)
     chosen = parse_layers(layers, wb.n_layers)
@@ -77,7 +76,6 @@ def neuron(
     force: ForceOpt = False,
 ) -> None:
     """A neuron card: one memory's trigger examples, value tokens and activation histogram, as HTML."""
-
     if out_file is not None:
         claim(out_file, force=force, file=True)
     wb = _load(model, device)
@@ -99,7 +97,6 @@ def neuron(
 def _triggers_of(path: Path, wb):
     """The triggers result at ``path``, refused when it was mined on other weights than ``wb``'s:
     its token ids and neuron indices would then describe another model."""
-
     res = Result.load(path)
     if res.kind != "triggers":
         raise BadInput(f"{path} holds a {res.kind!r} result, not triggers; pass the triggers/ folder written by `ffnmem keys`")

@@ -66,7 +66,6 @@ def toy_superposition(
 ) -> None:
     """Toy models of superposition (Elhage et al. 2022): sparsity sweep with WᵀW pictures and
     dimensionality, and the n=2, m=1 phase diagram; all instances trained at once on CPU."""
-
     if n_hidden >= n_features or n_hidden < 1 or steps < 1 or grid < 2:
         raise BadInput("need 1 <= --n-hidden < --n-features, --steps >= 1 and --grid >= 2")
     claim(out_dir, force=force)
@@ -94,7 +93,6 @@ def sae(
     """Transcoder and SAE (on FFN coefficients) trained with eai-sparsify on one FFN layer:
     held-out FVU, L0, dead latents, top examples per latent, and a latents-vs-neurons
     monosemanticity proxy (entropy of top-example tokens)."""
-
     if expansion < 1 or k < 1 or epochs < 1:
         raise BadInput("--expansion, --k and --epochs must be at least 1")
     claim(out_dir, force=force)

@@ -92,7 +92,6 @@ def train(
     force: ForceOpt = False,
 ) -> None:
     """Train a small TransformerLens-native model on a synthetic fact corpus (resumable)."""
-
     claim(out_dir, force=force)
     corpus, cfg = _corpus_and_config(preset, facts, steps=steps, d_model=d_model, d_mlp=d_mlp, n_layers=layers,
                                      seed=seed)
@@ -117,7 +116,6 @@ def capacity(
 ) -> None:
     """Knowledge capacity vs model size: train one model per width on the same facts (resumable,
     in OUT/runs/d{width}) and report bits stored and bits per parameter for each."""
-
     ws = _ints(widths, "--widths", "16,32,64")
     claim(out_dir, force=force)
     corpus, tcfg = _corpus_and_config(preset, facts, steps=steps, seed=seed)

@@ -20,8 +20,7 @@ from ffnmem.core.workbench import Workbench
 from ffnmem.jobs.params import Params
 from ffnmem.methods import triggers as T
 from ffnmem.methods import updates as U
-from ffnmem.methods.capture import tokens_hash
-from ffnmem.store.provenance import make_provenance
+from ffnmem.store.provenance import make_provenance, tokens_hash
 from ffnmem.store.results import Result, table_from_rows
 from ffnmem.viz import plot_agreement, save_figure
 from ffnmem.viz.cards import histogram_coefficients, neuron_card

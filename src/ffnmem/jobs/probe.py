@@ -19,8 +19,7 @@ from ffnmem.core.hooks import hook_name
 from ffnmem.core.workbench import Workbench
 from ffnmem.methods import probes as P
 from ffnmem.methods import sae as S
-from ffnmem.methods.capture import tokens_hash
-from ffnmem.store.provenance import make_provenance
+from ffnmem.store.provenance import make_provenance, tokens_hash
 from ffnmem.store.results import Result, table_from_rows
 from ffnmem.viz import save_figure
 

@@ -14,7 +14,6 @@ Token input is a ``[n_windows, pos]`` tensor of equal-length windows (see
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from ffnmem.core.errors import BadInput, NonFiniteActivation
 from ffnmem.core.hooks import hook_name
 from ffnmem.core.paths import atomic_write_json, umask
 from ffnmem.core.workbench import Workbench
+from ffnmem.store.provenance import tokens_hash
 
 OnActivation = Callable[[str, Tensor, int], None]  # (hook name, [batch pos d], first window index)
 
@@ -43,12 +43,6 @@ def hook_names(wb: Workbench, kinds: Sequence[str] = ("post",), layers: Sequence
     """Hook names for activation ``kinds`` (``post``, ``pre``, ``out``, ``resid_pre`` …) at ``layers``."""
     layers = range(wb.n_layers) if layers is None else [wb.check_layer(l) for l in layers]
     return [hook_name(kind, layer) for layer in layers for kind in kinds]
-
-
-def tokens_hash(tokens: Tensor) -> str:
-    """SHA-256 of a token tensor (shape and ids): the data part of a result's provenance."""
-    t = tokens.detach().cpu().to(torch.int64).contiguous()
-    return hashlib.sha256(str(tuple(t.shape)).encode() + t.numpy().tobytes()).hexdigest()
 
 
 def run_hooks(

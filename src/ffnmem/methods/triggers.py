@@ -29,7 +29,7 @@ from ffnmem.core.errors import BadInput
 from ffnmem.core.workbench import Workbench
 from ffnmem.methods import capture as cap
 from ffnmem.methods.keyvalue import agreement, derangement, value_top_ids
-from ffnmem.store.provenance import make_provenance
+from ffnmem.store.provenance import make_provenance, tokens_hash
 from ffnmem.store.results import Result, table_from_rows
 
 
@@ -164,7 +164,7 @@ def to_result(wb: Workbench, tr: Triggers, *, context: int = 12, corpus: str = "
     for l in tr.layers:
         tensors.update({f"L{l}/values": tr.values[l], f"L{l}/index": tr.index[l]})
         tensors.update({f"L{l}/{key}": v for key, v in tr.stats[l].items()})
-    prov = make_provenance(wb, data_hash=cap.tokens_hash(tr.tokens), corpus=corpus)
+    prov = make_provenance(wb, data_hash=tokens_hash(tr.tokens), corpus=corpus)
     return Result(kind="triggers", tables={"examples": table_from_rows(ex), "stats": table_from_rows(st)},
                   tensors=tensors, provenance=prov,
                   meta={"layers": tr.layers, "k": tr.k, "sign": tr.sign, "context": context,

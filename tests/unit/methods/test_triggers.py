@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from ffnmem.core.errors import BadInput
 from ffnmem.methods import capture as cap
 from ffnmem.methods import triggers as T
-from ffnmem.core.errors import BadInput
 from ffnmem.methods.keyvalue import agreement, derangement, value_top_ids
+from ffnmem.store.provenance import tokens_hash
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +54,7 @@ def test_result_roundtrip(tiny, tokens, tmp_path):
     assert torch.equal(back.index[1], tr.index[1]) and back.layers == [1]
     assert res.tables["examples"].num_rows == 2 * tiny.d_mlp
     assert set(res.table("stats").columns) >= {"mean", "frac_active", "max"}
-    assert res.provenance["data_hash"] == cap.tokens_hash(tokens)
+    assert res.provenance["data_hash"] == tokens_hash(tokens)
 
 
 def test_agreement_pure():
@@ -110,8 +111,8 @@ def test_card_histograms_from_one_shared_pass_match_a_card_alone(tiny):
     """keys_job computes every card's histogram in one pass; a card alone re-reads its own."""
     import torch
 
-    from ffnmem.viz.cards import histogram_coefficients, neuron_card
     from ffnmem.methods.triggers import mine
+    from ffnmem.viz.cards import histogram_coefficients, neuron_card
 
     tokens = torch.randint(3, 300, (6, 16), generator=torch.Generator().manual_seed(1))
     tr = mine(tiny, tokens, [0, 1], k=3, progress=False)
