@@ -7,7 +7,14 @@ Start with :func:`load_model`; everything else reads the model through the retur
 from ffnmem.core.errors import FfnmemError
 from ffnmem.core.ffn import FFNView
 from ffnmem.core.hooks import hook_name
-from ffnmem.core.models import DEFAULT_MODEL, PRESETS, list_models, load_checkpoint, load_model, save_checkpoint
+from ffnmem.core.models import (
+    DEFAULT_MODEL,
+    PRESETS,
+    list_models,
+    load_checkpoint,
+    load_model,
+    save_checkpoint,
+)
 from ffnmem.core.workbench import Workbench
 from ffnmem.store.results import Result
 

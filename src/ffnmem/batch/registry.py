@@ -15,7 +15,15 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ffnmem.data.corpus import windows
-from ffnmem.jobs import ablation, attribute, exposure, keys, recall, superposition, trace
+from ffnmem.jobs import (
+    ablation,
+    attribute,
+    exposure,
+    keys,
+    recall,
+    superposition,
+    trace,
+)
 from ffnmem.jobs.params import Params
 from ffnmem.store.results import Result
 

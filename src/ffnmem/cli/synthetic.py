@@ -11,7 +11,13 @@ from rich.table import Table
 from ffnmem.cli.app import SEED_MAX, DeviceOpt, ForceOpt, app, check_range, out
 from ffnmem.core.errors import BadInput
 from ffnmem.core.outputs import claim
-from ffnmem.data.synthetic import MAX_ENTITIES, MAX_EXPOSURE, FactConfig, FactCorpus, generate
+from ffnmem.data.synthetic import (
+    MAX_ENTITIES,
+    MAX_EXPOSURE,
+    FactConfig,
+    FactCorpus,
+    generate,
+)
 from ffnmem.jobs import capacity as capacity_job
 from ffnmem.jobs import exposure as exposure_job
 from ffnmem.methods.training import load_run

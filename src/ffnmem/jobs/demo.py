@@ -18,10 +18,11 @@ import torch
 from ffnmem.core.errors import BadInput
 from ffnmem.core.paths import atomic_write_text
 from ffnmem.core.workbench import Workbench
+from ffnmem.data.facts import Fact
 from ffnmem.jobs.attribute import effect_tables
 from ffnmem.methods.attribution import DirectEffects, direct_effects
 from ffnmem.methods.keyvalue import value_tokens
-from ffnmem.store.provenance import make_provenance
+from ffnmem.store.provenance import facts_hash, make_provenance
 from ffnmem.store.results import Result, table_from_rows
 from ffnmem.viz import plot_layer_dla, plot_top_neurons, save_figure
 
@@ -59,7 +60,8 @@ def run_demo(wb: Workbench, out_dir: str | Path, *, facts: list[dict] | None = N
     result = Result(kind="demo", tables={"facts": table_from_rows(fact_rows), "neurons": table_from_rows(neuron_rows)},
                     tensors={"neuron_dla": fx.neurons, "mlp_dla": fx.mlp, "attn_dla": fx.attn},
                     meta={"scoring": "first token of the target", "position": "last prompt token"},
-                    provenance=make_provenance(wb, data_hash="ffnmem:data/demo_facts.jsonl"))
+                    provenance=make_provenance(wb, data_hash=facts_hash([Fact(**f) for f in facts]),
+                                               data="ffnmem/data/demo_facts.jsonl"))
     result.save(out / "result")
     save_figure(plot_layer_dla(fx.mlp, fx.attn, [f["subject"] for f in facts]), out / "layer_dla.png",
                 bbox_inches="tight")

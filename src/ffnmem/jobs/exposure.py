@@ -25,7 +25,12 @@ from ffnmem.methods import frequency as fq
 from ffnmem.methods import training
 from ffnmem.store.provenance import make_provenance
 from ffnmem.store.results import Result, table_from_rows
-from ffnmem.viz import plot_dla_by_exposure, plot_loss_decomposition, plot_recall_vs_exposure, save_figure
+from ffnmem.viz import (
+    plot_dla_by_exposure,
+    plot_loss_decomposition,
+    plot_recall_vs_exposure,
+    save_figure,
+)
 
 KIND = "exposure_recall"
 

@@ -21,7 +21,12 @@ from ffnmem.methods.popularity import popularity_analysis, shipped_facts
 from ffnmem.methods.recall import recall
 from ffnmem.store.provenance import facts_hash, make_provenance
 from ffnmem.store.results import Result
-from ffnmem.viz import plot_recall, plot_recall_vs_popularity, plot_substitutions, save_figure
+from ffnmem.viz import (
+    plot_recall,
+    plot_recall_vs_popularity,
+    plot_substitutions,
+    save_figure,
+)
 
 
 class RecallParams(Params):

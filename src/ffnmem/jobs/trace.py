@@ -22,7 +22,14 @@ from tqdm.auto import tqdm
 from ffnmem.core.workbench import Workbench
 from ffnmem.data.facts import Fact
 from ffnmem.jobs.params import FirstTokenParams, encoded_facts
-from ffnmem.methods.tracing import POSITIONS, Trace, aligned, average_aligned, peak, trace
+from ffnmem.methods.tracing import (
+    ALIGNED_POSITIONS,
+    Trace,
+    aligned,
+    average_aligned,
+    peak,
+    trace,
+)
 from ffnmem.store.provenance import facts_hash, make_provenance
 from ffnmem.store.results import Result, table_from_rows
 from ffnmem.viz import plot_average, plot_trace, save_figure
@@ -59,12 +66,12 @@ def compute(wb: Workbench, facts: list[Fact], p: TraceParams, seed: int = 0, *, 
             al = aligned(eff, t.subject)
             effect_rows += [{"subject": e.fact.subject, "kind": kind, "layer": l, "position": pos,
                              "effect": None if al[l, j].isnan() else float(al[l, j])}  # SQL NULL
-                            for l in range(al.shape[0]) for j, pos in enumerate(POSITIONS)]
+                            for l in range(al.shape[0]) for j, pos in enumerate(ALIGNED_POSITIONS)]
     avg = average_aligned(traces)
     tensors.update({f"average/{k}": v for k, v in avg.items()})
     return Result(kind=KIND, tables={"facts": table_from_rows(fact_rows), "effects": table_from_rows(effect_rows)},
                   tensors=tensors,
-                  meta={"positions": list(POSITIONS), "params": p.model_dump(), "noise": f"{p.noise_scale} x std(W_E)",
+                  meta={"positions": list(ALIGNED_POSITIONS), "params": p.model_dump(), "noise": f"{p.noise_scale} x std(W_E)",
                         "peaks": {k: list(peak(a)) for k, a in avg.items()}},
                   provenance=make_provenance(wb, data_hash=facts_hash(facts), seed=seed, params=p.model_dump()))
 

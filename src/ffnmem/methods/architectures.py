@@ -26,7 +26,13 @@ from tqdm.auto import tqdm
 
 from ffnmem.core.errors import BadInput
 from ffnmem.data.synthetic import FactConfig, FactCorpus, generate
-from ffnmem.methods.frequency import by_exposure, capacity_bits, dla_rows, score_queries, summarize
+from ffnmem.methods.frequency import (
+    by_exposure,
+    capacity_bits,
+    dla_rows,
+    score_queries,
+    summarize,
+)
 from ffnmem.methods.objectives import Objective, core_params, parse, trainable_params
 from ffnmem.methods.positions import attention_ranks, probe_by_layer
 from ffnmem.methods.training import TrainConfig, encode_documents, train

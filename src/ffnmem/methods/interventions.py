@@ -30,7 +30,7 @@ from torch import Tensor
 
 from ffnmem.core.errors import BadInput
 
-POSITIONS = ("all", "last")
+INTERVENTION_POSITIONS = ("all", "last")
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class UnitIntervention:
     positions: str = "all"
 
     def __post_init__(self) -> None:
-        if self.positions not in POSITIONS:
+        if self.positions not in INTERVENTION_POSITIONS:
             raise BadInput(f"positions must be 'all' or 'last', not {self.positions!r}")
 
     def replacement(self, act: Tensor) -> Tensor:

@@ -28,8 +28,8 @@ from torch import Tensor
 from ffnmem.core.errors import BadInput
 
 MASK_TOKEN = "<mask>"
-KINDS = ("causal", "prefix", "mlm")
-POSITIONS = ("learned", "rotary", "none")
+OBJECTIVES = ("causal", "prefix", "mlm")
+POSITION_ENCODINGS = ("learned", "rotary", "none")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,10 +43,10 @@ class Objective:
     mask_suffix: str = ""  # masked-LM queries: text after <mask> (e.g. "." closes the sentence)
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise BadInput(f"unknown objective {self.kind!r}; choose from {', '.join(KINDS)}")
-        if self.positions not in POSITIONS:
-            raise BadInput(f"unknown positions {self.positions!r}; choose from {', '.join(POSITIONS)}")
+        if self.kind not in OBJECTIVES:
+            raise BadInput(f"unknown objective {self.kind!r}; choose from {', '.join(OBJECTIVES)}")
+        if self.positions not in POSITION_ENCODINGS:
+            raise BadInput(f"unknown positions {self.positions!r}; choose from {', '.join(POSITION_ENCODINGS)}")
         if not 0 < self.mask_rate < 1:
             raise BadInput(f"masking rate {self.mask_rate} is outside (0, 1); use e.g. 0.15")
         if self.prefix_len is not None and self.prefix_len < 1:
@@ -73,7 +73,7 @@ def parse(name: str, **kw) -> Objective:
     kind, _, pos = name.partition("-")
     pos = {"": "learned", "nopos": "none", "rope": "rotary", "learned": "learned"}.get(pos)
     if pos is None:
-        raise BadInput(f"unknown variant {name!r}; use KIND[-nopos|-rope] with KIND in {', '.join(KINDS)}")
+        raise BadInput(f"unknown variant {name!r}; use KIND[-nopos|-rope] with KIND in {', '.join(OBJECTIVES)}")
     return Objective(kind=kind, positions=pos, **kw)
 
 

@@ -41,7 +41,7 @@ from ffnmem.stats import logistic_fit, mean_ci, poisson_binomial_tail
 from ffnmem.store.provenance import facts_hash, make_provenance
 from ffnmem.store.results import Result, table_from_rows
 
-KINDS = ("more_frequent", "not_more_frequent", "right_answer", "not_listed")
+ANSWER_KINDS = ("more_frequent", "not_more_frequent", "right_answer", "not_listed")
 
 
 @cache
@@ -107,7 +107,7 @@ def _popularity_of(z: dict[str, float] | None):
 
 
 def classify(target: str, substitute: str | None, z: dict[str, float] | None = None) -> str:
-    """One of :data:`KINDS` for a wrong answer (``z`` maps names to popularity; default wordfreq)."""
+    """One of :data:`ANSWER_KINDS` for a wrong answer (``z`` maps names to popularity; default wordfreq)."""
     pop = _popularity_of(z)
     if substitute is None:
         return "not_listed"
@@ -124,7 +124,7 @@ def chance_more_frequent(target: str, candidates: list[str], z: dict[str, float]
 
 
 def substitution_summary(rows: list[dict], *, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
-    """Rates over wrong answers; ``rows`` carry ``kind`` (see :data:`KINDS`) and ``chance``.
+    """Rates over wrong answers; ``rows`` carry ``kind`` (see :data:`ANSWER_KINDS`) and ``chance``.
 
     ``substitution_rate``: more-frequent share of same-type substitutions, with a bootstrap CI;
     ``chance_rate``: mean chance over those; ``p_value``: Poisson-binomial tail.

@@ -22,7 +22,13 @@ from jaxtyping import Float
 from torch import Tensor
 
 from ffnmem.core.workbench import Workbench
-from ffnmem.data.facts import EncodedFact, Fact, check_first_token, check_scoring, encode_facts
+from ffnmem.data.facts import (
+    EncodedFact,
+    Fact,
+    check_first_token,
+    check_scoring,
+    encode_facts,
+)
 from ffnmem.store.provenance import facts_hash, make_provenance
 from ffnmem.store.results import Result, table_from_rows
 

@@ -25,8 +25,8 @@ from ffnmem.core.hooks import EMBED, hook_name
 from ffnmem.core.workbench import Workbench
 from ffnmem.methods.interventions import AnswerProb, Noise, Restore, run_metric
 
-KINDS = {"resid": "resid_post", "mlp": "out", "attn": "attn_out"}  # traced kind -> hook kind (core.hooks)
-POSITIONS = ("first_subject", "middle_subject", "last_subject", "first_after", "last")
+TRACED_HOOKS = {"resid": "resid_post", "mlp": "out", "attn": "attn_out"}  # traced kind -> hook kind (core.hooks)
+ALIGNED_POSITIONS = ("first_subject", "middle_subject", "last_subject", "first_after", "last")
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ def restore_batch(wb: Workbench, tokens: Tensor, answer: int, span: tuple[int, i
         for l in (window_layers(layer, window, wb.n_layers) if window > 1 else [layer]):
             masks.setdefault(l, torch.zeros(rows, T, dtype=torch.bool))[c * n: (c + 1) * n, pos] = True
     hooks = [(EMBED, Noise(noise, span))]
-    hooks += [(hook_name(KINDS[kind], l), Restore(clean[l], m)) for l, m in masks.items()]
+    hooks += [(hook_name(TRACED_HOOKS[kind], l), Restore(clean[l], m)) for l, m in masks.items()]
     p = _probs(wb, tokens.expand(rows, -1), answer, hooks)
     return p.reshape(len(cells), n).mean(1)
 
@@ -82,12 +82,12 @@ def trace(wb: Workbench, prompt: str, answer: int, span: tuple[int, int], *, kin
     ``layers`` restricts the traced cells (rows of other layers are NaN); windows still span
     neighbouring layers.
     """
-    unknown = [k for k in kinds if k not in KINDS]
+    unknown = [k for k in kinds if k not in TRACED_HOOKS]
     if unknown:
-        raise BadInput(f"unknown trace kind {unknown[0]!r}; choose from {', '.join(KINDS)}")
+        raise BadInput(f"unknown trace kind {unknown[0]!r}; choose from {', '.join(TRACED_HOOKS)}")
     tokens = wb.to_tokens(prompt)
     T, L = tokens.shape[1], wb.n_layers
-    names = {hook_name(KINDS[k], l) for k in kinds for l in range(L)}
+    names = {hook_name(TRACED_HOOKS[k], l) for k in kinds for l in range(L)}
     with torch.inference_mode():
         logits, cache = wb.bridge.run_with_cache(tokens, names_filter=lambda n: n in names)
     p_clean = float(logits[0, -1].float().softmax(-1)[answer])
@@ -99,7 +99,7 @@ def trace(wb: Workbench, prompt: str, answer: int, span: tuple[int, int], *, kin
     per_chunk = max(1, max_rows // n_samples)
     effects = {}
     for kind in kinds:
-        clean = {l: cache[hook_name(KINDS[kind], l)] for l in range(L)}
+        clean = {l: cache[hook_name(TRACED_HOOKS[kind], l)] for l in range(L)}
         w = 1 if kind == "resid" else window
         ps = [restore_batch(wb, tokens, answer, span, noise, clean, cells[s: s + per_chunk], kind, w)
               for s in range(0, len(cells), per_chunk)]
@@ -115,11 +115,11 @@ def trace_one_cell_per_forward(wb: Workbench, prompt: str, answer: int, span: tu
                                noise_scale: float = 3.0) -> Float[Tensor, "n_layers pos"]:
     """Reference implementation (for benchmarks and tests): one forward pass per cell."""
     tokens = wb.to_tokens(prompt)
-    names = {hook_name(KINDS[kind], l) for l in range(wb.n_layers)}
+    names = {hook_name(TRACED_HOOKS[kind], l) for l in range(wb.n_layers)}
     with torch.inference_mode():
         _, cache = wb.bridge.run_with_cache(tokens, names_filter=lambda n: n in names)
     noise = subject_noise(wb, span, n_samples, seed, noise_scale)
-    clean = {l: cache[hook_name(KINDS[kind], l)] for l in range(wb.n_layers)}
+    clean = {l: cache[hook_name(TRACED_HOOKS[kind], l)] for l in range(wb.n_layers)}
     p_corrupt = float(_probs(wb, tokens.expand(n_samples, -1), answer,
                              [(EMBED, Noise(noise, span))]).mean())
     out = torch.zeros(wb.n_layers, tokens.shape[1])
@@ -149,4 +149,4 @@ def peak(avg: Float[Tensor, "n_layers 5"]) -> tuple[int, str, float]:
     """(layer, aligned position, value) of the largest mean indirect effect."""
     flat = torch.nan_to_num(avg, nan=float("-inf")).flatten()
     i = int(flat.argmax())
-    return i // avg.shape[1], POSITIONS[i % avg.shape[1]], float(flat[i])
+    return i // avg.shape[1], ALIGNED_POSITIONS[i % avg.shape[1]], float(flat[i])

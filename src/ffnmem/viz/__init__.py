@@ -17,9 +17,19 @@ from ffnmem.viz.architectures import (
                                       plot_position_probe,
                                       plot_variant_recall,
 )
-from ffnmem.viz.attribution import plot_attribution, plot_heads, plot_layer_dla, plot_top_neurons
+from ffnmem.viz.attribution import (
+                                      plot_attribution,
+                                      plot_heads,
+                                      plot_layer_dla,
+                                      plot_top_neurons,
+)
 from ffnmem.viz.figures import png_bytes, save_figure
-from ffnmem.viz.frequency import plot_capacity, plot_dla_by_exposure, plot_loss_decomposition, plot_recall_vs_exposure
+from ffnmem.viz.frequency import (
+                                      plot_capacity,
+                                      plot_dla_by_exposure,
+                                      plot_loss_decomposition,
+                                      plot_recall_vs_exposure,
+)
 from ffnmem.viz.keyvalue import plot_agreement, plot_coefficient_histogram
 from ffnmem.viz.popularity import plot_recall_vs_popularity, plot_substitutions
 from ffnmem.viz.probes import plot_curves

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ffnmem.methods.tracing import POSITIONS
+from ffnmem.methods.tracing import ALIGNED_POSITIONS
 from ffnmem.viz.figures import finish, new_grid
 
 CMAPS = {"resid": "Purples", "mlp": "Greens", "attn": "Reds"}
@@ -35,7 +35,7 @@ def plot_average(avg: dict[str, Tensor], axes=None, *, n_facts: int):
     fig, grid, owned = new_grid(axes, 1, len(avg), figsize=(4.2 * len(avg), 3.0))
     for ax, (kind, a) in zip(grid[0], avg.items()):
         im = ax.imshow(torch.nan_to_num(a).T.numpy(), aspect="auto", vmin=0, cmap=CMAPS[kind])
-        ax.set_yticks(range(len(POSITIONS)), POSITIONS, fontsize=7)
+        ax.set_yticks(range(len(ALIGNED_POSITIONS)), ALIGNED_POSITIONS, fontsize=7)
         ax.set_xlabel("layer")
         ax.set_title(f"mean indirect effect: {kind}", fontsize=9)
         fig.colorbar(im, ax=ax, shrink=0.8)
