@@ -20,7 +20,7 @@ from ffnmem.core.paths import atomic_write_text
 from ffnmem.core.workbench import Workbench
 from ffnmem.data.facts import Fact
 from ffnmem.jobs.attribute import effect_tables
-from ffnmem.methods.attribution import DirectEffects, direct_effects
+from ffnmem.methods.attribution import direct_effects
 from ffnmem.methods.keyvalue import value_tokens
 from ffnmem.store.provenance import facts_hash, make_provenance
 from ffnmem.store.results import Result, table_from_rows
@@ -35,14 +35,11 @@ def demo_facts() -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-def run_demo(wb: Workbench, out_dir: str | Path, *, facts: list[dict] | None = None,
-             top_neurons: int = 8, top_tokens: int = 6) -> Path:
-    """Run the main job and write the report; returns the path of ``report.md``."""
+def compute(wb: Workbench, facts: list[dict] | None = None, *, top_neurons: int = 8, top_tokens: int = 6) -> Result:
+    """Recall, direct effects and each fact's top memories with their value tokens: a ``demo`` Result."""
     facts = demo_facts() if facts is None else facts
     if not facts:
         raise BadInput("no facts to run: give at least one")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     answers = [wb.encode(f["target"], prepend_bos=False)[0] for f in facts]  # first-token scoring
     fx = direct_effects(wb, [f["prompt"] for f in facts], answers)
     fact_rows, neuron_rows = [], []
@@ -57,27 +54,42 @@ def run_demo(wb: Workbench, out_dir: str | Path, *, facts: list[dict] | None = N
                                 signs=torch.tensor([1.0 if m >= 0 else -1.0]))
             neuron_rows.append({**row, "rank": row["rank"] + 1, "answer_rank": proj.rank_of(answers[b])[0],
                                 "value_top_tokens": [wb.decode(i) for i in proj.top_ids[0].tolist()]})
-    result = Result(kind="demo", tables={"facts": table_from_rows(fact_rows), "neurons": table_from_rows(neuron_rows)},
-                    tensors={"neuron_dla": fx.neurons, "mlp_dla": fx.mlp, "attn_dla": fx.attn},
-                    meta={"scoring": "first token of the target", "position": "last prompt token"},
-                    provenance=make_provenance(wb, data_hash=facts_hash([Fact(**f) for f in facts]),
-                                               data="ffnmem/data/demo_facts.jsonl"))
+    model = {"model_id": wb.model_id, "n_layers": wb.n_layers, "d_mlp": wb.d_mlp, "d_vocab": wb.d_vocab,
+             "weight_hash": wb.weight_hash, "device": str(wb.device)}
+    return Result(kind="demo", tables={"facts": table_from_rows(fact_rows), "neurons": table_from_rows(neuron_rows)},
+                  tensors={"neuron_dla": fx.neurons, "mlp_dla": fx.mlp, "attn_dla": fx.attn},
+                  meta={"scoring": "first token of the target", "position": "last prompt token", "model": model},
+                  provenance=make_provenance(wb, data_hash=facts_hash([Fact(**f) for f in facts]),
+                                             data="ffnmem/data/demo_facts.jsonl"))
+
+
+def write(result: Result, out_dir: str | Path) -> Path:
+    """``result/``, ``layer_dla.png``, ``top_neurons.png`` and ``report.md``; returns the report's path."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     result.save(out / "result")
-    save_figure(plot_layer_dla(fx.mlp, fx.attn, [f["subject"] for f in facts]), out / "layer_dla.png",
-                bbox_inches="tight")
-    save_figure(plot_top_neurons(neuron_rows), out / "top_neurons.png")
+    facts, neurons = result.table("facts").to_dict("records"), result.table("neurons").to_dict("records")
+    mlp, attn = result.tensors["mlp_dla"], result.tensors["attn_dla"]
+    save_figure(plot_layer_dla(mlp, attn, [f["subject"] for f in facts]), out / "layer_dla.png", bbox_inches="tight")
+    save_figure(plot_top_neurons(neurons), out / "top_neurons.png")
     report = out / "report.md"
-    atomic_write_text(report, _markdown(wb, fact_rows, neuron_rows, fx))
+    atomic_write_text(report, _markdown(result.meta["model"], facts, neurons, mlp, attn))
     return report
 
 
-def _markdown(wb: Workbench, facts: list[dict], neurons: list[dict], fx: DirectEffects) -> str:
+def run_demo(wb: Workbench, out_dir: str | Path, *, facts: list[dict] | None = None,
+             top_neurons: int = 8, top_tokens: int = 6) -> Path:
+    """The main job in one call (:func:`compute` then :func:`write`); returns the path of ``report.md``."""
+    return write(compute(wb, facts, top_neurons=top_neurons, top_tokens=top_tokens), out_dir)
+
+
+def _markdown(model: dict, facts: list[dict], neurons: list[dict], mlp, attn) -> str:
     n_ok = sum(r["correct"] for r in facts)
-    lines = [f"# ffnmem report: where {wb.model_id} keeps {len(facts)} facts", "",
-             f"Model `{wb.model_id}` ({wb.n_layers} layers, d_mlp {wb.d_mlp}, weights `{wb.weight_hash[:12]}`), "
-             f"device {wb.device}. Scoring: first token of the target, at the last prompt token.", "",
+    lines = [f"# ffnmem report: where {model['model_id']} keeps {len(facts)} facts", "",
+             f"Model `{model['model_id']}` ({model['n_layers']} layers, d_mlp {model['d_mlp']}, weights `{model['weight_hash'][:12]}`), "
+             f"device {model['device']}. Scoring: first token of the target, at the last prompt token.", "",
              f"**Top-1 recall: {n_ok}/{len(facts)}.** FFN layers' summed direct effect on the answer logit "
-             f"averages {float(fx.mlp.sum(1).mean()):.2f}, attention layers' {float(fx.attn.sum(1).mean()):.2f}.", "",
+             f"averages {float(mlp.sum(1).mean()):.2f}, attention layers' {float(attn.sum(1).mean()):.2f}.", "",
              "| subject | target | predicted | p(target) | ok |", "|---|---|---|---|---|"]
     for r in facts:
         lines.append(f"| {r['subject']} | `{r['target']}` | `{r['predicted']}` | {r['p_answer']:.3f} | "
@@ -86,7 +98,7 @@ def _markdown(wb: Workbench, facts: list[dict], neurons: list[dict], fx: DirectE
               "Direct effect = m_i (v_i · d)/s: coefficient times the value vector's projection on the answer "
               "direction through the final norm. Value tokens: the value vector projected through the final "
               "norm weight and the unembedding (the per-position norm scale left out), flipped by the sign of m_i; "
-              f"the answer's rank is its place among the {wb.d_vocab:,} tokens that memory promotes.", "",
+              f"the answer's rank is its place among the {model['d_vocab']:,} tokens that memory promotes.", "",
               "![top neurons](top_neurons.png)", "", "| subject | # | memory | m_i | effect | answer's rank | tokens the memory promotes (sign(m)·v) |",
               "|---|---|---|---|---|---|---|"]
     for r in neurons:
