@@ -17,6 +17,7 @@ cells = [
     nbf.v4.new_code_cell(
         "import dataclasses, tempfile\n"
         "import torch\n"
+        "from ffnmem.jobs.architectures import write_report\n"
         "from ffnmem.methods import architectures as arch\n"
         "from ffnmem.methods.positions import train_order_model\n"
         "torch.set_num_threads(1)  # tiny models: one thread is faster on a shared machine\n"
@@ -32,7 +33,7 @@ cells = [
         "followed by `<mask>` (masked LM)."),
     nbf.v4.new_code_cell(
         "results = arch.compare(cfg, progress=False)\n"
-        "rows = arch.write_report(results, cfg, out)\n"
+        "rows = write_report(results, cfg, out)\n"
         "for r in rows:\n"
         "    bins = '  '.join(f\"{k[7:]}x {v:.2f}\" for k, v in r.items() if k.startswith('recall@'))\n"
         "    print(f\"{r['variant']:>13}: recall by exposure {bins} | {r['bits_per_param']:.4f} bits/param | \"\n"
