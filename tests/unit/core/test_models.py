@@ -102,6 +102,7 @@ def test_answer_must_be_one_token(smol):
 
 @pytest.mark.slow
 def test_smollm2_loads_from_its_cached_folder_and_gguf(smol):
-    assert smol.weight_hash and smol.source.startswith("Hugging Face folder")
+    assert smol.weight_hash and "SmolLM2-135M-Instruct" in smol.source and "Q4_1" in smol.source
+    assert smol.provenance()["model_source"] == smol.source and smol.provenance()["dtype"] == "float32"
     tokens = smol.to_tokens("The capital of France is")
     assert smol.decode(smol.bridge(tokens)[0, -1].argmax()) == " Paris"
