@@ -9,6 +9,7 @@ Writes to the output folder: ``triggers/`` (Result: examples + stats tables, pro
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -23,7 +24,7 @@ from ffnmem.methods import updates as U
 from ffnmem.store.provenance import make_provenance, tokens_hash
 from ffnmem.store.results import Result, table_from_rows
 from ffnmem.viz import plot_agreement, save_figure
-from ffnmem.viz.cards import histogram_coefficients, neuron_card
+from ffnmem.viz.cards import NeuronCard, histogram_coefficients, neuron_card
 
 log = logging.getLogger(__name__)
 
@@ -62,41 +63,65 @@ def compute_agreement(wb: Workbench, tokens: torch.Tensor, p: KeyAgreementParams
     return agreement_result(wb, _agreement(wb, tr, p, seed), tokens, p, seed)
 
 
-def run_keys(wb: Workbench, tokens: torch.Tensor, p: KeyAgreementParams, out_dir: str | Path, *, seed: int = 0,
-             cards_per_layer: int = 2, context: int = 12, prompts: tuple[str, ...] = DEFAULT_PROMPTS,
-             corpus: str = "", progress: bool = True) -> Path:
-    """Run the whole job; returns the path of ``report.md``."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+@dataclass(frozen=True)
+class KeysRun:
+    """Everything ``ffnmem keys`` computed: the Results, the neuron cards (by file name), the report."""
+
+    triggers: Result
+    agreement: Result
+    measured: T.Agreement
+    prediction: Result | None
+    cards: dict[str, NeuronCard]
+    report: str
+    model_id: str
+
+
+def compute(wb: Workbench, tokens: torch.Tensor, p: KeyAgreementParams, *, seed: int = 0, cards_per_layer: int = 2,
+            context: int = 12, prompts: tuple[str, ...] = DEFAULT_PROMPTS, corpus: str = "",
+            progress: bool = True) -> KeysRun:
+    """Mine triggers, measure agreement, make the cards and trace how FFN updates build ``prompts``."""
     layers = list(range(wb.n_layers)) if p.layers == "all" else [wb.check_layer(l) for l in p.layers]
     tr = T.mine(wb, tokens, layers, k=p.k, batch_size=p.batch_size, progress="mining triggers" if progress else False)
-    T.to_result(wb, tr, context=context, corpus=corpus, window=tokens.shape[1]).save(out / "triggers")
     ag = _agreement(wb, tr, p, seed)
-    agreement_result(wb, ag, tokens, p, seed, corpus).save(out / "agreement")
-    save_figure(plot_agreement(ag, title=f"{wb.model_id}: key-value agreement by layer"), out / "agreement.png")
-    cards = _write_cards(wb, tr, out / "cards", cards_per_layer, context)
+    cards = _cards(wb, tr, cards_per_layer, context)
     builds = {q: U.build_prediction(wb, q) for q in prompts if len(wb.encode(q)) <= wb.n_ctx}
-    if builds:
-        U.to_result(wb, builds).save(out / "prediction")
-    md = _report_md(wb, tr, ag, cards, builds, tokens)
-    atomic_write_text(out / "report.md", md)
-    atomic_write_text(out / "report.html", _md_to_html(md))
+    return KeysRun(triggers=T.to_result(wb, tr, context=context, corpus=corpus, window=tokens.shape[1]),
+                   agreement=agreement_result(wb, ag, tokens, p, seed, corpus), measured=ag,
+                   prediction=U.to_result(wb, builds) if builds else None, cards=cards,
+                   report=_report_md(wb, tr, ag, list(cards), builds, tokens), model_id=wb.model_id)
+
+
+def write(run: KeysRun, out_dir: str | Path) -> Path:
+    """``triggers/``, ``agreement/``, ``agreement.png``, ``cards/``, ``prediction/`` and the report
+    (Markdown and HTML); returns the path of ``report.md``."""
+    out = Path(out_dir)
+    (out / "cards").mkdir(parents=True, exist_ok=True)
+    run.triggers.save(out / "triggers")
+    run.agreement.save(out / "agreement")
+    save_figure(plot_agreement(run.measured, title=f"{run.model_id}: key-value agreement by layer"),
+                out / "agreement.png")
+    for name, card in run.cards.items():
+        card.save(out / "cards" / name)
+    if run.prediction is not None:
+        run.prediction.save(out / "prediction")
+    atomic_write_text(out / "report.md", run.report)
+    atomic_write_text(out / "report.html", _md_to_html(run.report))
     return out / "report.md"
 
 
-def _write_cards(wb: Workbench, tr: T.Triggers, folder: Path, per_layer: int, context: int) -> list[Path]:
+def run_keys(wb: Workbench, tokens: torch.Tensor, p: KeyAgreementParams, out_dir: str | Path, **kw) -> Path:
+    """The whole job in one call (:func:`compute` then :func:`write`); returns the path of ``report.md``."""
+    return write(compute(wb, tokens, p, **kw), out_dir)
+
+
+def _cards(wb: Workbench, tr: T.Triggers, per_layer: int, context: int) -> dict[str, NeuronCard]:
     """Cards for the memories with the largest top coefficient in each mined layer."""
-    folder.mkdir(parents=True, exist_ok=True)
     if per_layer < 1:  # --cards 0: no cards, and no histogram pass over nothing
-        return []
+        return {}
     chosen = {l: tr.values[l][0].topk(min(per_layer, tr.values[l].shape[1])).indices.tolist() for l in tr.layers}
     hist = histogram_coefficients(wb, tr, chosen)  # one forward pass for every card's histogram
-    paths = []
-    for l, neurons in chosen.items():
-        for j, n in enumerate(neurons):
-            card = neuron_card(wb, tr, l, n, context=context, acts=hist[l][:, j])
-            paths.append(card.save(folder / f"L{l}_N{n}.html"))
-    return paths
+    return {f"L{l}_N{n}.html": neuron_card(wb, tr, l, n, context=context, acts=hist[l][:, j])
+            for l, neurons in chosen.items() for j, n in enumerate(neurons)}
 
 
 def _report_md(wb, tr, ag, cards, builds, tokens) -> str:
@@ -110,7 +135,7 @@ def _report_md(wb, tr, ag, cards, builds, tokens) -> str:
               for r in ag.rows()]
     lines += ["", "| band | agreement % | baseline % |", "|---|---:|---:|"]
     lines += [f"| {b} | {100 * o:.2f} | {100 * s:.2f} |" for b, (o, s) in ag.bands(wb.n_layers).items()]
-    lines += ["", "## Neuron cards", ""] + [f"- [{p.stem}](cards/{p.name})" for p in cards]
+    lines += ["", "## Neuron cards", ""] + [f"- [{Path(n).stem}](cards/{n})" for n in cards]
     if builds:
         lines += ["", "## How FFN updates build a prediction (Geva 2022)", ""]
         for p, b in builds.items():
