@@ -72,7 +72,7 @@ def run_probe(wb: Workbench, tasks: dict[str, tuple[list, list, list]], layers: 
     for task, (prompts, labels, types) in tasks.items():
         P.check_task(np.zeros((len(prompts), 1)), labels, folds)
         acts, where = P.representations(wb, prompts, hooks)
-        P.save_dataset(wb, out_dir / f"dataset-{task}", acts, where, labels, prompts)
+        P.dataset_result(wb, acts, where, labels, prompts).save(out_dir / f"dataset-{task}")
         curve = P.layer_curve(acts, np.asarray(labels), types, cv=folds, seed=seed, probe=P.LogisticProbe(C=C))
         curves[task] = curve
         rows += [{"task": task, "layer": l, **r} for l, r in zip(layers, curve)]

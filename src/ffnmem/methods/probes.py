@@ -3,7 +3,7 @@
 * **Representation datasets** (:func:`representations`): activations at any hook (``resid_post``,
   ``post`` = FFN coefficients, ``out`` …) at chosen positions of each prompt (``"last"``, every
   token ``"all"``, or an explicit position per prompt such as the last subject token), saved as a
-  :class:`~ffnmem.store.results.Result` with provenance (:func:`save_dataset` / :func:`load_dataset`).
+  :class:`~ffnmem.store.results.Result` with provenance (:func:`dataset_result`, saved by the probe job; :func:`load_dataset`).
 * **Probes** follow scikit-learn's estimator contract: :class:`LogisticProbe` (classes),
   :class:`RidgeProbe` (values), :class:`SparseProbe` (L1 logistic; ``top_neurons`` names the units
   that carry the feature).
@@ -153,15 +153,14 @@ def _positions(positions, i: int, length: int) -> list[int]:
     return [p % length]
 
 
-def save_dataset(wb: Workbench, path, acts: dict[str, torch.Tensor], where: np.ndarray, labels,
-                 prompts: Sequence[str]) -> Result:
-    """Cache a representation dataset as a Result (tensors per hook, labels, provenance)."""
+def dataset_result(wb: Workbench, acts: dict[str, torch.Tensor], where: np.ndarray, labels,
+                   prompts: Sequence[str]) -> Result:
+    """A representation dataset as a Result (tensors per hook, labels, provenance), to cache with ``.save``."""
     rows = [{"prompt": int(i), "position": int(p), "label": str(l), "text": prompts[int(i)]}
             for (i, p), l in zip(where, labels)]
     res = Result(kind="representations", tables={"rows": table_from_rows(rows)},
                  tensors={f"acts/{n}": a for n, a in acts.items()},
                  meta={"hooks": list(acts)}, provenance=make_provenance(wb, data_hash=texts_hash(prompts)))
-    res.save(path)
     return res
 
 

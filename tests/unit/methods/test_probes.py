@@ -48,7 +48,7 @@ def test_representations_positions_and_cache(tiny, tmp_path):
     assert torch.allclose(acts["blocks.0.hook_resid_post"][1], full["blocks.0.hook_resid_post"][0, -1], atol=1e-5)
     every, w2 = P.representations(tiny, prompts, ["blocks.1.mlp.hook_post"], positions="all")
     assert every["blocks.1.mlp.hook_post"].shape[0] == 3 + 5 + 2 == len(w2)
-    P.save_dataset(tiny, tmp_path / "ds", acts, where, ["x", "y", "x"], prompts)
+    P.dataset_result(tiny, acts, where, ["x", "y", "x"], prompts).save(tmp_path / "ds")
     a2, w3, lab = P.load_dataset(tmp_path / "ds")
     assert torch.equal(a2["blocks.0.hook_resid_post"], acts["blocks.0.hook_resid_post"]) and list(lab) == ["x", "y", "x"]
 
