@@ -26,7 +26,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 from scipy import stats as sps
@@ -34,9 +33,8 @@ from scipy.stats import spearmanr
 
 from ffnmem.core.errors import BadInput
 
-Alternative = Literal["greater", "less", "two-sided"]
 Seed = np.random.Generator | int
-_ALTERNATIVES = ("greater", "less", "two-sided")
+_ALTERNATIVES = ("greater", "less", "two-sided")  # a str, not a Literal: a bad one is a BadInput
 
 
 def bootstrap_ci(x: np.ndarray, resamples: np.ndarray, level: float = 0.95) -> tuple[float, float]:
@@ -99,12 +97,12 @@ class TestResult:
     method: str
 
 
-def mean_diff(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+def mean_diff(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray | float:
     """``mean(x) - mean(y)`` along ``axis`` (vectorised, as scipy's resampling wants)."""
     return np.mean(x, axis=axis) - np.mean(y, axis=axis)
 
 
-def mean_paired_diff(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+def mean_paired_diff(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray | float:
     """``mean(x - y)`` along ``axis``: the mean of paired differences."""
     return np.mean(x - y, axis=axis)
 
@@ -147,7 +145,7 @@ def _resampled(data: tuple[np.ndarray, ...], statistic: Callable, kind: str, n_a
 
 
 def permutation_test(x, y, *, rng: Seed, statistic: Callable = mean_diff, n_resamples: int = 9999,
-                     alternative: Alternative = "two-sided") -> TestResult:
+                     alternative: str = "two-sided") -> TestResult:
     """Permutation test of two independent samples (null: the labels x/y are exchangeable).
 
     ``statistic(x, y, axis)`` defaults to ``mean(x) - mean(y)``; "greater" asks whether it is larger
@@ -159,7 +157,7 @@ def permutation_test(x, y, *, rng: Seed, statistic: Callable = mean_diff, n_resa
 
 
 def paired_permutation_test(x, y, *, rng: Seed, statistic: Callable = mean_paired_diff,
-                            n_resamples: int = 9999, alternative: Alternative = "two-sided") -> TestResult:
+                            n_resamples: int = 9999, alternative: str = "two-sided") -> TestResult:
     """Sign-flip test of paired samples (null: each ``x_i - y_i`` is symmetric about 0).
 
     Swapping ``x_i`` and ``y_i`` within a pair flips the sign of its difference; with the default
@@ -170,7 +168,7 @@ def paired_permutation_test(x, y, *, rng: Seed, statistic: Callable = mean_paire
                       "paired sign-flip permutation test")
 
 
-def binomial_test(successes: int, n: int, p0: float = 0.5, alternative: Alternative = "two-sided") -> TestResult:
+def binomial_test(successes: int, n: int, p0: float = 0.5, alternative: str = "two-sided") -> TestResult:
     """Exact binomial test (null: ``successes ~ Binomial(n, p0)``); statistic is ``successes / n``."""
     _check_alternative(alternative)
     if n < 1 or not 0 <= successes <= n:
@@ -181,7 +179,7 @@ def binomial_test(successes: int, n: int, p0: float = 0.5, alternative: Alternat
     return TestResult(successes / n, p0, float(res.pvalue), int(n), f"exact binomial test (p0={p0}, {alternative})")
 
 
-def sign_test(x, y, alternative: Alternative = "two-sided") -> TestResult:
+def sign_test(x, y, alternative: str = "two-sided") -> TestResult:
     """Sign test of paired samples (null: ``x_i > y_i`` as likely as ``x_i < y_i``); ties are dropped.
 
     Statistic: the share of untied pairs with ``x_i > y_i``. If every pair ties there is no evidence
