@@ -1,15 +1,40 @@
-"""Statistics shared by every analysis: bootstrap intervals, rank correlation, logistic fits, exact tails.
+"""Statistics shared by every analysis: bootstrap intervals, rank correlation, logistic fits, exact
+tails, and the hypothesis tests a claim rests on.
 
 One place for them, so a claim's CI or p-value means the same thing whichever analysis made it.
-All functions are pure and seeded through the caller's ``numpy.random.Generator``.
+All functions are pure; the random ones are seeded through the caller's ``numpy.random.Generator``
+(or an int seed). Each test returns a :class:`TestResult`; its null hypothesis:
+
+- :func:`permutation_test`: two independent samples ``x`` and ``y`` come from one distribution
+  (the labels are exchangeable); default statistic ``mean(x) - mean(y)``.
+- :func:`paired_permutation_test`: within each pair, ``x_i`` and ``y_i`` are exchangeable, so each
+  difference ``x_i - y_i`` is symmetric about 0 (sign-flip test); default statistic the mean
+  difference. Use it for "target drop vs random-set drop on the same prompts".
+- :func:`sign_test`: a paired difference is as likely positive as negative (ties dropped).
+- :func:`binomial_test`: ``successes`` is a Binomial(``n``, ``p0``) draw.
+- :func:`bootstrap_diff_ci` is an interval, not a test: percentile bootstrap CI of
+  ``mean(x) - mean(y)`` for two independent samples.
+- :func:`holm` adjusts the p-values of a claim's sub-tests (Holm–Bonferroni, family-wise error).
+
+Permutation p-values follow scipy: when the resamples cover every arrangement the test is exact
+(the observed arrangement is one of them); otherwise ``p = (count + 1) / (n_resamples + 1)``, which
+counts the observed arrangement too, so p is never 0. Two-sided p is twice the smaller tail, at most 1.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
+from scipy import stats as sps
 from scipy.stats import spearmanr
+
+from ffnmem.core.errors import BadInput
+
+Seed = np.random.Generator | int
+_ALTERNATIVES = ("greater", "less", "two-sided")  # a str, not a Literal: a bad one is a BadInput
 
 
 def bootstrap_ci(x: np.ndarray, resamples: np.ndarray, level: float = 0.95) -> tuple[float, float]:
@@ -56,3 +81,144 @@ def poisson_binomial_tail(ps: list[float], k: int) -> float:
         pmf[1:] = pmf[1:] * (1 - p) + pmf[:-1] * p
         pmf[0] *= 1 - p
     return float(min(1.0, pmf[max(k, 0):].sum()))
+
+
+@dataclass(frozen=True)
+class TestResult:
+    """One test's outcome: ``statistic`` observed, its mean under the null, the p-value, the number
+    of observations used (both samples; pairs; trials), and ``method`` in words."""
+
+    __test__ = False  # not a pytest class, despite the name
+
+    statistic: float
+    null_mean: float
+    p_value: float
+    n: int
+    method: str
+
+
+def mean_diff(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray | float:
+    """``mean(x) - mean(y)`` along ``axis`` (vectorised, as scipy's resampling wants)."""
+    return np.mean(x, axis=axis) - np.mean(y, axis=axis)
+
+
+def mean_paired_diff(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray | float:
+    """``mean(x - y)`` along ``axis``: the mean of paired differences."""
+    return np.mean(x - y, axis=axis)
+
+
+def _sample(values, name: str) -> np.ndarray:
+    """``values`` as a non-empty, finite 1-D float array, or a BadInput saying what is wrong."""
+    a = np.asarray(values, dtype=float)
+    if a.ndim != 1 or a.size == 0:
+        raise BadInput(f"{name} must be a non-empty 1-D sample (got shape {a.shape}); pass at least one value")
+    if not np.isfinite(a).all():
+        raise BadInput(f"{name} has {int((~np.isfinite(a)).sum())} NaN/inf values; drop or fix them before testing")
+    return a
+
+
+def _pair(x, y) -> tuple[np.ndarray, np.ndarray]:
+    x, y = _sample(x, "x"), _sample(y, "y")
+    if x.size != y.size:
+        raise BadInput(f"paired samples differ in length ({x.size} vs {y.size}); pass one x and one y per pair")
+    return x, y
+
+
+def _check_alternative(alternative: str) -> None:
+    if alternative not in _ALTERNATIVES:
+        raise BadInput(f"alternative {alternative!r} is not one of {', '.join(_ALTERNATIVES)}")
+
+
+def _resampled(data: tuple[np.ndarray, ...], statistic: Callable, kind: str, n_arrangements: int,
+               n_resamples: int, alternative: str, rng: Seed, name: str) -> TestResult:
+    """Run ``scipy.stats.permutation_test`` and describe the run in a TestResult."""
+    _check_alternative(alternative)
+    if n_resamples < 1:
+        raise BadInput(f"n_resamples is {n_resamples}; use at least 1 (9999 for a claim)")
+    res = sps.permutation_test(data, statistic, permutation_type=kind, n_resamples=n_resamples,
+                               alternative=alternative, rng=np.random.default_rng(rng))
+    exact = n_resamples >= n_arrangements
+    how = f"exact, all {n_arrangements} arrangements" if exact else f"{n_resamples} random arrangements"
+    return TestResult(float(res.statistic), float(np.mean(res.null_distribution)), float(res.pvalue),
+                      sum(len(d) for d in data) if kind == "independent" else len(data[0]),
+                      f"{name} ({how}, {alternative})")
+
+
+def permutation_test(x, y, *, rng: Seed, statistic: Callable = mean_diff, n_resamples: int = 9999,
+                     alternative: str = "two-sided") -> TestResult:
+    """Permutation test of two independent samples (null: the labels x/y are exchangeable).
+
+    ``statistic(x, y, axis)`` defaults to ``mean(x) - mean(y)``; "greater" asks whether it is larger
+    than chance. Exact when ``n_resamples`` reaches the number of distinct splits.
+    """
+    x, y = _sample(x, "x"), _sample(y, "y")
+    return _resampled((x, y), statistic, "independent", math.comb(x.size + y.size, x.size),
+                      n_resamples, alternative, rng, "permutation test")
+
+
+def paired_permutation_test(x, y, *, rng: Seed, statistic: Callable = mean_paired_diff,
+                            n_resamples: int = 9999, alternative: str = "two-sided") -> TestResult:
+    """Sign-flip test of paired samples (null: each ``x_i - y_i`` is symmetric about 0).
+
+    Swapping ``x_i`` and ``y_i`` within a pair flips the sign of its difference; with the default
+    statistic (the mean difference) this is the classic sign-flip test. Exact up to ``2**n`` flips.
+    """
+    x, y = _pair(x, y)
+    return _resampled((x, y), statistic, "samples", 2 ** x.size, n_resamples, alternative, rng,
+                      "paired sign-flip permutation test")
+
+
+def binomial_test(successes: int, n: int, p0: float = 0.5, alternative: str = "two-sided") -> TestResult:
+    """Exact binomial test (null: ``successes ~ Binomial(n, p0)``); statistic is ``successes / n``."""
+    _check_alternative(alternative)
+    if n < 1 or not 0 <= successes <= n:
+        raise BadInput(f"binomial test needs 0 <= successes <= n and n >= 1 (got {successes} of {n})")
+    if not 0 <= p0 <= 1:
+        raise BadInput(f"p0 is {p0}; a null success probability lies in [0, 1]")
+    res = sps.binomtest(int(successes), int(n), p0, alternative=alternative)
+    return TestResult(successes / n, p0, float(res.pvalue), int(n), f"exact binomial test (p0={p0}, {alternative})")
+
+
+def sign_test(x, y, alternative: str = "two-sided") -> TestResult:
+    """Sign test of paired samples (null: ``x_i > y_i`` as likely as ``x_i < y_i``); ties are dropped.
+
+    Statistic: the share of untied pairs with ``x_i > y_i``. If every pair ties there is no evidence
+    either way: p = 1 with n = 0.
+    """
+    _check_alternative(alternative)
+    x, y = _pair(x, y)
+    above, below = int((x > y).sum()), int((x < y).sum())
+    if above + below == 0:
+        return TestResult(0.5, 0.5, 1.0, 0, f"sign test (all {x.size} pairs tied, {alternative})")
+    res = binomial_test(above, above + below, 0.5, alternative)
+    return TestResult(res.statistic, 0.5, res.p_value, res.n,
+                      f"sign test ({x.size - res.n} ties dropped, {alternative})")
+
+
+def bootstrap_diff_ci(x, y, rng: Seed, n_boot: int = 1000, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap CI of ``mean(x) - mean(y)``, each sample resampled on its own."""
+    x, y = _sample(x, "x"), _sample(y, "y")
+    if n_boot < 1 or not 0 < level < 1:
+        raise BadInput(f"need n_boot >= 1 and 0 < level < 1 (got {n_boot}, {level})")
+    rng = np.random.default_rng(rng)
+    diffs = (x[rng.integers(0, x.size, (n_boot, x.size))].mean(1)
+             - y[rng.integers(0, y.size, (n_boot, y.size))].mean(1))
+    return float(np.percentile(diffs, 100 * (1 - level) / 2)), float(np.percentile(diffs, 100 * (1 + level) / 2))
+
+
+def holm(p_values: Sequence[float]) -> np.ndarray:
+    """Holm–Bonferroni adjusted p-values, in the input's order (reject where adjusted p <= alpha).
+
+    Sorted ascending, the i-th smallest (0-based) of m is multiplied by ``m - i``; a running maximum
+    keeps the adjusted values in the same order as the raw ones; each is capped at 1.
+    """
+    p = np.asarray(p_values, dtype=float)
+    if p.ndim != 1 or p.size == 0:
+        raise BadInput("holm needs a non-empty list of p-values; pass one p-value per sub-test")
+    if not ((p >= 0) & (p <= 1)).all():
+        raise BadInput(f"p-values must lie in [0, 1] (got {p[~((p >= 0) & (p <= 1))][:3].tolist()})")
+    order = np.argsort(p, kind="stable")
+    adjusted = np.minimum(1.0, np.maximum.accumulate(p[order] * (p.size - np.arange(p.size))))
+    out = np.empty_like(p)
+    out[order] = adjusted
+    return out
