@@ -21,6 +21,7 @@ Metrics are callables ``metric(last_logits [batch d_vocab], answers [batch]) -> 
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -34,8 +35,9 @@ INTERVENTION_POSITIONS = ("all", "last")
 
 
 @dataclass(frozen=True)
-class UnitIntervention:
-    """Base of interventions on units (FFN neurons): ``mask [rows d_mlp]``, at ``positions``."""
+class UnitIntervention(ABC):
+    """Base of interventions on units (FFN neurons): ``mask [rows d_mlp]``, at ``positions``; each
+    subclass says what a masked unit becomes (:meth:`replacement`)."""
 
     mask: Bool[Tensor, "rows d"]
     positions: str = "all"
@@ -44,8 +46,9 @@ class UnitIntervention:
         if self.positions not in INTERVENTION_POSITIONS:
             raise BadInput(f"positions must be 'all' or 'last', not {self.positions!r}")
 
+    @abstractmethod
     def replacement(self, act: Tensor) -> Tensor:
-        raise NotImplementedError
+        """The new value of masked units, broadcastable to ``act``."""
 
     def __call__(self, act: Float[Tensor, "batch pos d"], hook=None) -> Tensor:
         sel = self.mask.to(act.device)

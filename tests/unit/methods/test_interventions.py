@@ -90,3 +90,10 @@ def test_run_metric_applies_the_hooks(tiny):
     with torch.inference_mode():
         ref = tiny.bridge(tokens)[:, -1]
     torch.testing.assert_close(clean, ref[[0, 1], [5, 6]].float())
+
+
+def test_the_unit_intervention_base_cannot_be_used_alone():
+    from ffnmem.methods.interventions import UnitIntervention
+
+    with pytest.raises(TypeError):
+        UnitIntervention(MASK)
