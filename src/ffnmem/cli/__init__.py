@@ -13,6 +13,6 @@ from ffnmem.cli import (
     probes,  # noqa: F401  (probes and superposition)
     synthetic,  # noqa: F401  (frequency and recall)
 )
-from ffnmem.cli.app import app, main, parse_layers
+from ffnmem.cli.app import app, console_main, main, parse_layers
 
-__all__ = ["app", "main", "parse_layers"]
+__all__ = ["app", "console_main", "main", "parse_layers"]

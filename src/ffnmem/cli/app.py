@@ -7,6 +7,7 @@ import logging
 import math
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -14,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from ffnmem.cli.boundary import run
+from ffnmem.cli.boundary import INTERRUPTED, run
 from ffnmem.core import models
 from ffnmem.core.errors import BadInput
 from ffnmem.data.corpus import default_corpus, read_texts, windows
@@ -106,6 +107,30 @@ def main() -> None:
     logging.basicConfig(level=os.environ.get("FFNMEM_LOG", "WARNING"), format="%(levelname)s %(name)s: %(message)s")
     _quiet_libraries()
     run(lambda: app(standalone_mode=False), console)
+
+
+def console_main() -> None:
+    """The ``ffnmem`` command: :func:`main`, ending the process itself after Ctrl-C.
+
+    After the one ``interrupted`` line, exit 130 at once: a KeyboardInterrupt raised while the
+    interpreter shuts down (threads, finalizers) would otherwise end the process by SIGINT, a
+    different exit status, with the line already printed.
+    """
+    try:
+        main()
+    except SystemExit as exc:
+        if exc.code != INTERRUPTED:
+            raise
+        _exit_interrupted()
+    except KeyboardInterrupt:  # after the boundary has printed its line
+        _exit_interrupted()
+
+
+def _exit_interrupted() -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(INTERRUPTED)
 
 
 def _quiet_libraries() -> None:
