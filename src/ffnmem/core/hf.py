@@ -129,6 +129,26 @@ def load_hf_folder(path: Path, dev, dt, *, model_id: str) -> Workbench:
     return wb
 
 
+def random_init_hf_folder(path: Path, dev, dt, *, model_id: str, seed: int) -> Workbench:
+    """The model of ``path``'s config and tokenizer with freshly drawn weights (the architecture's own
+    initialiser, seeded): a random-init model of the same shape, for negative controls. No weights are read."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    tok = auto_tokenizer(path)
+    try:
+        config = AutoConfig.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
+    except Exception as exc:  # noqa: BLE001
+        raise CorruptWeights(f"cannot read the model config in {path}: {short_error(exc)}") from None
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(config, dtype=dt)
+    source = json.loads((path / "source.json").read_text()) if (path / "source.json").exists() else {}
+    wb = _bridge_from_hf(model, tok, dev, model_id=model_id, hf_name=source.get("hf_name") or _hf_name(model, model_id))
+    wb.weight_hash = f"random-init:seed={seed}"
+    wb.source = f"random initialisation (seed {seed}) of the architecture and tokenizer of {path}"
+    return wb
+
+
 def auto_tokenizer(path: Path):
     from transformers import AutoTokenizer
 

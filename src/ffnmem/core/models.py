@@ -33,6 +33,7 @@ from ffnmem.core.hf import (
     hf_cache_models,
     load_gguf,
     load_hf_folder,
+    random_init_hf_folder,
     short_error,
     smollm2_cache_path,
     smollm2_folder,
@@ -118,6 +119,8 @@ def load_model(
     dev, dt = resolve_device(device), resolve_dtype(dtype)
     kind, where, spec_seed = resolve_spec(spec)
     seed = seed if spec_seed is None else spec_seed
+    if spec_options(spec)[1].get("init") == "random":
+        return _random_init(spec, kind, where, seed, dev, dt)
     if kind == "native":
         return _load_native(where, PRESETS[where], seed, dev, dt)  # fresh seeded init: finite
     if kind == "embedded":
@@ -148,22 +151,22 @@ def resolve_spec(spec: str) -> tuple[str, Any, int | None]:
         return "native", name, seed
     if name.lower() in (DEFAULT_MODEL, "smollm2", "smollm2-135m-instruct"):
         smollm2_gguf()
-        return "embedded", None, None
-    path = Path(spec).expanduser()
+        return "embedded", None, seed
+    path = Path(name).expanduser()
     if path.is_dir() and (path / CHECKPOINT_META).exists():
-        return "checkpoint", path, None
+        return "checkpoint", path, seed
     if path.is_dir() and (path / "config.json").exists():
-        return "hf_folder", path, None
+        return "hf_folder", path, seed
     if path.suffix == ".gguf" and path.is_file():
-        return "gguf", path, None
+        return "gguf", path, seed
     if path.exists():
         raise ModelNotFound(
             f"{spec} exists but is not a model: expected a GGUF file, an ffnmem checkpoint or a "
             "Hugging Face folder with config.json"
         )
-    cached = hf_cache_folder(spec)
+    cached = hf_cache_folder(name)
     if cached is not None:
-        return "hf_cache", cached, None
+        return "hf_cache", cached, seed
     names = ", ".join(e.spec for e in list_models() if e.available)
     raise ModelNotFound(
         f"unknown model {spec!r}; available here: {names} (or a path to a GGUF file, "
@@ -225,28 +228,48 @@ def save_checkpoint(wb: Workbench, path: str | Path, *, extra: dict | None = Non
     return path
 
 
-SPEC_KEYS = ("seed",)  # the keys a ``name@key=value`` suffix may set
+SPEC_KEYS = ("seed", "init")  # the keys a ``name@key=value`` suffix may set
 
 
-def _split_spec(spec: str, seed: int | None) -> tuple[str, int | None]:
-    """``tiny-2l@seed=3`` into the name and the seed; a path that exists keeps its ``@``."""
+def spec_options(spec: str) -> tuple[str, dict[str, Any]]:
+    """``tiny-2l@seed=3`` or ``smollm2-135m@init=random,seed=1`` into the name and its options.
+
+    ``seed=N`` seeds a native preset's weights (or a random re-initialisation); ``init=random`` keeps a
+    pretrained model's architecture, tokenizer and config but draws fresh weights with the model's own
+    initialiser: the *random-init model of the same shape* that claims use as a negative control. A
+    path that exists keeps its ``@``.
+    """
     if "@" not in spec or Path(spec).expanduser().exists():
-        return spec, seed
+        return spec, {}
     name, _, opts = spec.partition("@")
+    found: dict[str, Any] = {}
     for opt in opts.split(","):
-        key, eq, value = opt.partition("=")
-        if key.strip() not in SPEC_KEYS or not eq:
-            raise ModelNotFound(f"unknown model option {opt!r} in {spec!r}; allowed: "
-                                f"{', '.join(k + '=N' for k in SPEC_KEYS)} (e.g. tiny-2l@seed=3)")
+        key, eq, value = (x.strip() for x in opt.partition("="))
+        if key not in SPEC_KEYS or not eq:
+            raise ModelNotFound(f"unknown model option {opt!r} in {spec!r}; allowed: seed=N, init=random "
+                                "(e.g. tiny-2l@seed=3, smollm2-135m@init=random)")
+        if key == "init":
+            if value != "random":
+                raise ModelNotFound(f"init={value!r} in {spec!r}: the only choice is init=random")
+            found["init"] = value
+            continue
         try:
             seed = int(value)
         except ValueError:
             raise ModelNotFound(f"seed {value!r} in {spec!r} is not an integer; e.g. tiny-2l@seed=3") from None
         if not 0 <= seed < 2**32:
             raise ModelNotFound(f"seed {seed} in {spec!r} is out of range; use 0..{2**32 - 1}")
-    if name not in PRESETS:
-        raise ModelNotFound(f"@seed applies to native presets only ({', '.join(PRESETS)}), not {name!r}")
-    return name, seed
+        found["seed"] = seed
+    if name in PRESETS and "init" in found:
+        raise ModelNotFound(f"{name} is a native preset: its weights are random already; use {name}@seed=N")
+    if name not in PRESETS and "seed" in found and "init" not in found:
+        raise ModelNotFound(f"@seed applies to native presets and init=random only, not {name!r}")
+    return name, found
+
+
+def _split_spec(spec: str, seed: int | None) -> tuple[str, int | None]:
+    name, opts = spec_options(spec)
+    return name, opts.get("seed", seed)
 
 
 def canonical_state(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -293,6 +316,16 @@ def byte_tokenizer():
     tok = ByT5Tokenizer()
     tok.bos_token = tok.eos_token  # GPT-2 convention: EOS doubles as the beginning marker
     return tok
+
+
+def _random_init(spec: str, kind: str, where, seed: int, dev, dt) -> Workbench:
+    """``NAME@init=random[,seed=N]``: the same architecture and tokenizer, fresh seeded weights."""
+    folder = {"embedded": smollm2_folder, "hf_folder": lambda: where, "hf_cache": lambda: where}.get(kind)
+    if folder is None:
+        raise ModelNotFound(f"init=random needs a Hugging Face model (the embedded SmolLM2, a folder or a cached "
+                            f"model), not a {kind} ({spec!r})")
+    name = DEFAULT_MODEL if kind == "embedded" else spec_options(spec)[0]
+    return random_init_hf_folder(folder(), dev, dt, model_id=f"{name}@init=random,seed={seed}", seed=seed)
 
 
 def _load_native(name: str, preset: NativePreset, seed: int, dev, dt) -> Workbench:
