@@ -280,6 +280,42 @@ def _queries(cfg, rng, facts: list[dict]) -> list[dict]:
     return out
 
 
+def unseen_queries(corpus: FactCorpus, n_entities: int | None = None, *, seed: int = 0) -> list[dict]:
+    """Query prompts for facts the corpus never states: the control of a knowledge-capacity estimate.
+
+    ``n_entities`` new entities (default: as many as the corpus has) named by re-pairing the first
+    and last names of the corpus' own entities — so every word is in the tokenizer's vocabulary —
+    into pairs that are not corpus entities; each gets a value drawn uniformly from each attribute's
+    value set (as :func:`generate` draws the true values) and one prompt per attribute with a
+    corpus template; ``exposures`` is 0. Seeded by the corpus seed and ``seed``: a model cannot know
+    these values, so log2|V| − loss bits on them is at most 0 on average.
+    """
+    cfg = corpus.config
+    n = cfg.n_entities if n_entities is None else n_entities
+    firsts = sorted({e.split()[0] for e in corpus.entities})
+    lasts = sorted({e.split()[1] for e in corpus.entities})
+    taken = set(corpus.entities)
+    if n < 1 or n > len(firsts) * len(lasts) - len(taken):
+        raise BadInput(f"cannot make {n} unseen entities from {len(firsts)} first and {len(lasts)} last names "
+                       f"(at most {len(firsts) * len(lasts) - len(taken)})")
+    rng = np.random.default_rng([cfg.seed, 0x5EE, seed])  # a stream of its own: the corpus is unchanged
+    names: list[str] = []
+    while len(names) < n:
+        name = f"{firsts[rng.integers(len(firsts))]} {lasts[rng.integers(len(lasts))]}"
+        if name not in taken:
+            taken.add(name)
+            names.append(name)
+    out = []
+    for i, name in enumerate(names):
+        for a in cfg.attributes:
+            t = int(rng.integers(cfg.templates_per_attribute))
+            out.append({"entity": name, "entity_id": cfg.n_entities + i, "attribute": a,
+                        "prompt": ATTRIBUTES[a][t].split("{value}")[0].format(name=name).rstrip(),
+                        "answer": corpus.values[a][int(rng.integers(cfg.n_values))], "template": t,
+                        "heldout": False, "exposures": 0})
+    return out
+
+
 def build_tokenizer(corpus: FactCorpus, *, mask_token: bool = False):
     """A word-level ``PreTrainedTokenizerFast`` over the corpus vocabulary (one token per word).
 

@@ -7,7 +7,8 @@ vocabulary and the corpus' exact conditional distribution p over the value set
 * loss in bits on the true value: ``−log2 q(v*)``; accuracy: ``argmax q == v*``;
 * cross-entropy ``CE = −Σ_v p(v) log2 q(v) = H(p) + KL(p ‖ q)`` — H exact, so the KL gap is exact
   and never negative;
-* knowledge capacity (Allen-Zhu & Li 2024): ``Σ_facts max(0, log2|V| − loss bits) / n_params``.
+* knowledge capacity (Allen-Zhu & Li 2024): ``Σ_facts max(0, log2|V| − loss bits) / n_params``;
+  per fact, unclipped, in :func:`fact_bits` (the claims' estimator: clipping at 0 inflates the sum).
 """
 
 from __future__ import annotations
@@ -132,12 +133,22 @@ def recall_curve(rows: list[dict], *, n_boot: int = 500, seed: int = 0, level: f
 
 
 def capacity_bits(rows: list[dict], n_values: int, n_params: int) -> dict:
-    """Knowledge stored: Σ max(0, log2|V| − loss bits) over facts, and per parameter."""
+    """Knowledge stored: Σ max(0, log2|V| − loss bits) over facts, and per parameter; also the sum
+    without clipping (``bits_unclipped``), which a fact the model does not know cannot inflate."""
     if n_params < 1:
         raise BadInput("n_params must be positive")
     bits = float(sum(max(0.0, math.log2(n_values) - r["loss_bits"]) for r in rows))
     return {"bits": bits, "n_params": int(n_params), "bits_per_param": bits / n_params,
+            "bits_unclipped": float(sum(math.log2(n_values) - r["loss_bits"] for r in rows)),
             "max_bits": len(rows) * math.log2(n_values)}
+
+
+def fact_bits(rows: list[dict], value_sets: dict[str, list[str]], arm: str) -> list[dict]:
+    """Per scored query: bits stored ``log2|V_attribute| − loss bits``, unclipped (a fact the model
+    does not know counts negative, so an unknown fact's expected bits are at most 0), tagged ``arm``."""
+    return [{"arm": arm, "entity": r["entity"], "attribute": r["attribute"], "exposures": r["exposures"],
+             "n_values": len(value_sets[r["attribute"]]), "loss_bits": r["loss_bits"], "correct": r["correct"],
+             "bits": math.log2(len(value_sets[r["attribute"]])) - r["loss_bits"]} for r in rows]
 
 
 def dla_rows(wb, queries: list[dict], *, contrast: dict[str, list[str]] | None = None,

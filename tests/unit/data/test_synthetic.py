@@ -89,3 +89,29 @@ def test_bad_settings_one_line(kwargs):
     with pytest.raises(BadInput) as err:
         FactConfig(**kwargs)
     assert "\n" not in str(err.value)
+
+
+def test_unseen_queries_are_fresh_facts_in_the_corpus_vocabulary():
+    from ffnmem.data.synthetic import ATTRIBUTES, unseen_queries
+
+    c = generate(SMALL)
+    qs = unseen_queries(c, seed=0)
+    assert qs == unseen_queries(c, seed=0) and qs != unseen_queries(c, seed=1)  # seeded
+    assert len(qs) == SMALL.n_entities * len(SMALL.attributes)
+    names = {q["entity"] for q in qs}
+    assert len(names) == SMALL.n_entities and not names & set(c.entities)  # new subjects, disjoint
+    tok = build_tokenizer(c)
+    for q in qs:
+        assert q["answer"] in c.values[q["attribute"]] and q["exposures"] == 0 and not q["heldout"]
+        assert q["template"] < SMALL.templates_per_attribute  # a template the corpus uses
+        assert q["prompt"] == ATTRIBUTES[q["attribute"]][q["template"]].split(" {value}")[0].format(name=q["entity"])
+        assert tok.unk_token_id not in tok(q["prompt"], add_special_tokens=False)["input_ids"]
+        assert q["entity"] not in " ".join(c.documents)  # the corpus never mentions them
+    # values drawn uniformly from the whole value set: 200 fresh entities over 8 values hit every one
+    import dataclasses
+    c2 = generate(dataclasses.replace(SMALL, n_entities=60))
+    many = unseen_queries(c2, 200, seed=2)
+    for a in SMALL.attributes:
+        assert {q["answer"] for q in many if q["attribute"] == a} == set(c2.values[a])
+    with pytest.raises(BadInput, match="cannot make"):
+        unseen_queries(c, 10_000)

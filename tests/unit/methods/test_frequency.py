@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ffnmem.core.errors import BadInput
-from ffnmem.methods.frequency import _row, by_exposure, capacity_bits, recall_curve, spearman_over_bins
+from ffnmem.methods.frequency import _row, by_exposure, capacity_bits, fact_bits, recall_curve, spearman_over_bins
 
 
 def _rows(acc_by_exp: dict[int, float], n: int = 40) -> list[dict]:
@@ -33,26 +33,49 @@ def test_bins_curve_and_spearman():
         spearman_over_bins(bins[:1])
 
 
-def test_capacity_counts_only_positive_bits():
+def test_capacity_counts_only_positive_bits_and_the_unclipped_sum():
     rows = [{"loss_bits": 0.0}, {"loss_bits": 1.0}, {"loss_bits": 10.0}]
     cap = capacity_bits(rows, 8, 10)
     assert cap["bits"] == pytest.approx(3 + 2 + 0) and cap["bits_per_param"] == pytest.approx(0.5)
+    assert cap["bits_unclipped"] == pytest.approx(3 + 2 - 7)  # the unknown fact counts -7 bits
     assert cap["max_bits"] == pytest.approx(9)
 
 
-def test_cross_entropy_is_entropy_plus_nonnegative_kl():
-    eps, ids = 0.2, torch.tensor([5, 6, 7, 8])
-    for logits in (torch.randn(10), torch.zeros(10), torch.tensor([0.0] * 5 + [9.0, 0, 0, 0, 0])):
-        log2q = torch.log_softmax(logits, -1) / math.log(2)
-        r = _row({"entity": "A", "attribute": "x", "exposures": 1, "heldout": False}, log2q, 5, {"x": ids}, eps)
-        assert r["kl_bits"] >= -1e-6
-        assert r["ce_bits"] == pytest.approx(r["h_bits"] + r["kl_bits"])
-    # q equal to p on the value set (and nothing elsewhere) has zero gap
-    p = torch.tensor([1 - eps + eps / 4] + [eps / 4] * 3)
-    log2q = torch.full((10,), -60.0)
-    log2q[ids] = torch.log2(p)
-    r = _row({"entity": "A", "attribute": "x", "exposures": 1, "heldout": False}, log2q, 5, {"x": ids}, eps)
-    assert r["kl_bits"] == pytest.approx(0.0, abs=1e-5)
+def test_fact_bits_unclipped_per_attribute_value_set():
+    rows = [{"entity": "A", "attribute": "x", "exposures": 2, "loss_bits": 1.0, "correct": True},
+            {"entity": "A", "attribute": "y", "exposures": 2, "loss_bits": 5.0, "correct": False}]
+    out = fact_bits(rows, {"x": list("abcd"), "y": list("abcdefgh")}, "trained")
+    assert [r["bits"] for r in out] == pytest.approx([2 - 1, 3 - 5])  # log2 4 - 1, log2 8 - 5 (negative kept)
+    assert [r["n_values"] for r in out] == [4, 8] and {r["arm"] for r in out} == {"trained"}
+
+
+def test_cross_entropy_decomposes_into_entropy_and_kl_on_a_known_case():
+    """CE = H(p) + KL(p || q), each checked against a direct sum (not against the other two), and KL is
+    0 exactly when q equals the data distribution p on the value set, positive otherwise."""
+    eps, ids, answer = 0.2, torch.tensor([5, 6, 7, 8]), 7  # the answer is the third value
+    p = torch.tensor([eps / 4] * 2 + [1 - eps + eps / 4, eps / 4], dtype=torch.float64)  # .05, .05, .85, .05
+    h_direct = -float((p * torch.log2(p)).sum())
+    assert h_direct == pytest.approx(0.8476, abs=1e-4)  # by hand: -.85 log2 .85 - 3 (.05 log2 .05)
+    q_cases = {"uniform on V": torch.tensor([0.25] * 4), "skewed": torch.tensor([0.1, 0.2, 0.4, 0.3]),
+               "equal to p": p.float()}
+    for name, q in q_cases.items():
+        log2q = torch.full((10,), -80.0)  # the rest of the vocabulary gets (almost) nothing
+        log2q[ids] = torch.log2(q)
+        r = _row({"entity": "A", "attribute": "x", "exposures": 1, "heldout": False}, log2q, answer, {"x": ids}, eps)
+        ce_direct = -float((p * torch.log2(q.double())).sum())
+        kl_direct = float((p * (torch.log2(p) - torch.log2(q.double()))).sum())
+        assert r["h_bits"] == pytest.approx(h_direct, abs=1e-6), name
+        assert r["ce_bits"] == pytest.approx(ce_direct, abs=1e-5), name
+        assert r["kl_bits"] == pytest.approx(kl_direct, abs=1e-5), name
+        assert r["loss_bits"] == pytest.approx(-math.log2(float(q[2])), abs=1e-5), name
+        if name == "equal to p":
+            assert r["kl_bits"] == pytest.approx(0.0, abs=1e-6)
+        else:
+            assert r["kl_bits"] > 0.05, name
+    # uniform q on V: CE = log2 4 = 2 bits exactly, so KL = 2 - H
+    r = _row({"entity": "A", "attribute": "x", "exposures": 1, "heldout": False},
+             torch.full((10,), -80.0).index_fill(0, ids, -2.0), answer, {"x": ids}, eps)
+    assert r["ce_bits"] == pytest.approx(2.0, abs=1e-6) and r["kl_bits"] == pytest.approx(2.0 - h_direct, abs=1e-6)
 
 
 @pytest.fixture(scope="module")
