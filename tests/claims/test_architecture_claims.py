@@ -9,11 +9,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ffnmem.methods.architectures import CompareConfig, compare, table_rows
 from ffnmem.core.models import boot_native
+from ffnmem.data.synthetic import FactConfig
+from ffnmem.methods.architectures import CompareConfig, compare, table_rows
 from ffnmem.methods.objectives import Objective, prepare
 from ffnmem.methods.positions import permutation_gap, train_order_model
-from ffnmem.data.synthetic import FactConfig
 from ffnmem.methods.training import TrainConfig
 
 
