@@ -87,7 +87,8 @@ def test_agreement_by_layer_seeded(tiny, tokens):
     for j, l in enumerate([0, 1]):
         vids = [set(r) for r in value_top_ids(tiny, l, 20).tolist()]
         nxt = [set(c) - {-1} for c in tr.next_ids(l)[:3].T.tolist()]
-        hits = lambda pairing: sum(bool(vids[i] & nxt[pairing[i]]) for i in range(len(vids))) / len(vids)
+        def hits(pairing, vids=vids, nxt=nxt):
+            return sum(bool(vids[i] & nxt[pairing[i]]) for i in range(len(vids))) / len(vids)
         assert a.observed[j] == pytest.approx(hits(list(range(len(vids)))))
         base = [hits(derangement(len(vids), 1 + s).tolist()) for s in range(3)]
         assert a.baseline[j] == pytest.approx(sum(base) / 3)
