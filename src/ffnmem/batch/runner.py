@@ -126,7 +126,8 @@ def load_batch(path: str | Path, *, quick: bool = False) -> Batch:
 
     ``quick``: apply the file's ``[quick]`` table first (a smaller version of the same batch, e.g. for
     CI): its ``data`` entries replace those of ``[data]``, its ``analysis`` list updates the
-    ``[[analysis]]`` tables by position, any other key replaces the top-level one (``seeds``).
+    ``[[analysis]]`` tables by position, any other key replaces the top-level one (``seeds``). A
+    batch without ``[quick]`` is its own quick version.
     """
     path = Path(path)
     if not path.exists():
@@ -156,8 +157,10 @@ def load_batch(path: str | Path, *, quick: bool = False) -> Batch:
 
 def _quick(path: Path, raw: dict) -> dict:
     over = raw.get("quick")
+    if over is None:
+        return raw  # a batch small enough already: its quick version is itself
     if not isinstance(over, dict):
-        raise BadInput(f"{path}: no [quick] table, so it has no quick version; add one (e.g. data = {{ limit_per_relation = 2 }})")
+        raise BadInput(f"{path}: [quick] must be a table (e.g. [quick] data = {{ limit_per_relation = 2 }})")
     raw = {**raw, "data": dict(raw.get("data", {}))}
     for key, value in over.items():
         if key == "data" and isinstance(value, dict):
