@@ -14,8 +14,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ffnmem.methods.frequency import score_queries
 from ffnmem.data.synthetic import FactConfig, generate
+from ffnmem.methods.frequency import score_queries
 from ffnmem.methods.training import TrainConfig, checkpoints, preset, train
 
 
