@@ -78,7 +78,8 @@ class BatchSpec(_Strict):
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     data: DataSpec = DataSpec()
     outputs: Outputs = Outputs()
-    claim: dict[str, Any] | None = None  # read by ffnmem.batch.claims
+    claim: dict[str, Any] | list[dict[str, Any]] | None = None  # read by ffnmem.batch.claims
+    quick: dict[str, Any] | None = None  # the CI size of a claim batch, read by ffnmem.batch.claims
 
     @field_validator("models", "seeds")
     @classmethod
@@ -102,7 +103,7 @@ class Batch:
         """Hash of what the units compute (not comments, not the [claim] table or outputs)."""
         import json
 
-        what = {"spec": self.spec.model_dump(exclude={"claim", "outputs", "description"}),
+        what = {"spec": self.spec.model_dump(exclude={"claim", "quick", "outputs", "description"}),
                 "analyses": [(name, p.model_dump()) for name, p in self.analyses]}
         return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
 
