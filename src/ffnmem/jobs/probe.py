@@ -126,7 +126,7 @@ def write(result: Result, out_dir: Path, datasets: dict | None = None) -> Path:
 
 
 def run_probe(wb: Workbench, tasks: dict[str, tuple[list, list, list]], layers: list[int], out_dir: Path, *,
-              kind: str = "resid_post", folds: int = 5, seed: int = 0, C: float = 0.1, draws: int = 5) -> Path:
+              kind: str = "resid_post", folds: int = 5, seed: int = 0, C: float = 0.1, draws: int = 1) -> Path:
     """``ffnmem probe``: :func:`compute` then :func:`write`."""
     datasets: dict = {}
     p = ProbeParams(layers=layers, kind=kind, folds=folds, C=C, draws=draws)
