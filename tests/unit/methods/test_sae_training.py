@@ -11,8 +11,8 @@ Machinery checks with regression tolerances; the monosemanticity claim is probes
 import pytest
 
 import ffnmem
-from ffnmem.methods import sae as S
 from ffnmem.data.corpus import default_corpus, windows
+from ffnmem.methods import sae as S
 
 
 @pytest.fixture(scope="module")
