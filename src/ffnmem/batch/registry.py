@@ -1,8 +1,9 @@
 """The analysis registry of batch runs: each name pairs a job's parameters with a call of that job.
 
 An :class:`Analysis` names its parameter model (pydantic: unknown names are refused), the data it
-reads (``facts`` — sharded across units —, ``corpus`` — one unit — or ``none``: the job makes its
-own data and model and runs once per seed whatever the batch's models, with ``wb=None``) and
+reads (``facts`` — sharded across units —, ``corpus`` — one unit —, ``model`` — the model only, the
+job brings its own prompts: one unit per model and seed — or ``none``: the job makes its own data
+and model and runs once per seed whatever the batch's models, with ``wb=None``) and
 ``fn(wb, data, params, seed) -> Result``, which only calls the job (:mod:`ffnmem.jobs`): the CLI
 command of the same analysis calls the same job, so both give the same tables for the same facts
 and seed. A name registered twice is an error.
@@ -20,6 +21,7 @@ from ffnmem.jobs import (
     attribute,
     exposure,
     keys,
+    probe,
     recall,
     superposition,
     trace,
@@ -44,7 +46,7 @@ class Analysis:
     name: str
     params: type[Params]
     fn: Callable[..., Result]
-    data: Literal["facts", "corpus", "none"] = "facts"
+    data: Literal["facts", "corpus", "model", "none"] = "facts"
     doc: str = ""
 
 
@@ -52,7 +54,7 @@ ANALYSES: dict[str, Analysis] = {}
 
 
 def register(name: str, params: type[Params], fn: Callable[..., Result], *,
-             data: Literal["facts", "corpus", "none"] = "facts", doc: str = "") -> Analysis:
+             data: Literal["facts", "corpus", "model", "none"] = "facts", doc: str = "") -> Analysis:
     """Add an analysis under ``name`` (refused if the name is taken)."""
     if name in ANALYSES:
         raise ValueError(f"analysis {name!r} is registered twice")  # a programming error, not user input
@@ -62,6 +64,9 @@ def register(name: str, params: type[Params], fn: Callable[..., Result], *,
 
 register("recall", recall.RecallParams, lambda wb, d, p, seed: recall.compute(wb, d.facts, p, seed),
          doc="Recall of each fact: rank, top-1/top-k, p(answer), loss bits (jobs.recall)")
+register("popularity", recall.PopularityParams,
+         lambda wb, d, p, seed: recall.compute_popularity(wb, d.facts, p, seed),
+         doc="Recall vs wordfreq popularity per fact, and wrong answers' substitutes with their nulls (jobs.recall)")
 register("direct_effects", attribute.DirectEffectsParams,
          lambda wb, d, p, seed: attribute.compute(wb, d.facts, p, seed),
          doc="Direct logit attribution per layer, neuron and head (jobs.attribute)")
@@ -74,6 +79,13 @@ register("key_agreement", keys.KeyAgreementParams,
          lambda wb, d, p, seed: keys.compute_agreement(
              wb, windows(wb, d.texts, window=d.window, max_windows=d.max_windows), p, seed),
          data="corpus", doc="Key-value agreement against shuffled pairings (jobs.keys)")
+register("probe_selectivity", probe.ProbeParams,
+         lambda wb, d, p, seed: probe.compute(wb, {t: probe.builtin_task(t, p.templates) for t in p.tasks}, p, seed),
+         data="model", doc="Linear probes per layer vs Hewitt-Liang control tasks, per control draw and fold (jobs.probe)")
+register("sae_units", probe.SaeParams,
+         lambda wb, d, p, seed: probe.compute_sae_units(
+             wb, windows(wb, d.texts, window=d.window, max_windows=d.max_windows), p, seed),
+         data="corpus", doc="SAE per layer on FFN coefficients; token concentration per neuron and latent (jobs.probe)")
 register("toy_superposition", superposition.ToyParams, lambda wb, d, p, seed: superposition.compute(p, seed),
          data="none", doc="Toy models of superposition: features represented per sparsity (jobs.superposition)")
 register("exposure_recall", exposure.TrainExposureParams,

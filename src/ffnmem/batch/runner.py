@@ -263,7 +263,7 @@ def units(batch: Batch) -> list[Unit]:
 
 def unit_data(batch: Batch, unit: Unit) -> UnitData:
     d = batch.spec.data
-    if ANALYSES[unit.analysis].data == "none":
+    if ANALYSES[unit.analysis].data in ("none", "model"):
         return UnitData()
     if ANALYSES[unit.analysis].data == "corpus":
 

@@ -56,6 +56,22 @@ def popularity(wb: Workbench, facts: list[Fact], recalled: Result, *, n_bins: in
     return popularity_analysis(wb, facts, recalled, n_bins=n_bins, seed=seed, pool_facts=shipped_facts())
 
 
+class PopularityParams(RecallParams):
+    n_bins: int = Field(5, ge=1)
+
+
+def compute_popularity(wb: Workbench, facts: list[Fact], p: PopularityParams, seed: int = 0) -> Result:
+    """The batch analysis ``popularity``: the per-item tables of :func:`popularity` on a fresh
+    :func:`compute` — ``facts`` (recall with subject/target Zipf frequency) and ``substitutions`` (one
+    row per wrong fact, with its chance under the uniform, frequency-weighted and re-pairing nulls).
+    The claims layer computes the statistics from these rows; the per-bin and per-relation summaries
+    stay with the CLI."""
+    recalled = compute(wb, facts, RecallParams(**p.model_dump(exclude={"n_bins"})), seed)
+    res = popularity(wb, facts, recalled, n_bins=p.n_bins, seed=seed)
+    keep = {k: t for k, t in res.tables.items() if k in ("facts", "substitutions")}
+    return dataclasses.replace(res, tables=keep, provenance={**res.provenance, "params": p.model_dump()})
+
+
 def write_popularity(result: Result, out_dir: str | Path) -> Path:
     """``out_dir/popularity``, ``recall_vs_popularity.png`` and ``substitutions.png``."""
     out = Path(out_dir)

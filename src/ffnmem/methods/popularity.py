@@ -18,7 +18,9 @@ known; here it is proxied by how common the entity's name is in English text.
   substitution rate is the share of those whose entity is strictly more popular than the right
   answer; the chance rate is that share if the substitute were drawn uniformly from the other
   candidates, ``mean_i #{c ≠ t_i : z(c) > z(t_i)} / #{c ≠ t_i}``, and the p-value is the exact
-  Poisson-binomial tail ``P(X ≥ observed)`` with ``X = Σ Bernoulli(chance_i)``.
+  Poisson-binomial tail ``P(X ≥ observed)`` with ``X = Σ Bernoulli(chance_i)``. Two stricter nulls
+  per row: ``chance_weighted`` (the substitute drawn in proportion to frequency, ``10**zipf``) and
+  ``chance_repaired`` (the substitutes the model wrote for the relation's other subjects).
 """
 
 from __future__ import annotations
@@ -121,6 +123,38 @@ def chance_more_frequent(target: str, candidates: list[str], z: dict[str, float]
     pop = _popularity_of(z)
     others = [c for c in candidates if _fold(c) != _fold(target)]
     return sum(pop(c) > pop(target) for c in others) / len(others) if others else math.nan
+
+
+def weighted_more_frequent(target: str, candidates: list[str], z: dict[str, float] | None = None) -> float | None:
+    """Chance that a frequency-weighted draw from the other candidates (weight ``10**zipf``, the
+    name's occurrences per billion words) is strictly more popular than ``target`` (None if no others).
+
+    The null of a model that names entities in proportion to how often they occur in text.
+    """
+    pop = _popularity_of(z)
+    others = [c for c in candidates if _fold(c) != _fold(target)]
+    if not others:
+        return None
+    w = np.array([10.0 ** pop(c) for c in others])
+    more = np.array([pop(c) > pop(target) for c in others])
+    return float(w[more].sum() / w.sum())
+
+
+def repaired_more_frequent(subs: list[dict]) -> list[float | None]:
+    """Per substitution row, the re-pairing null: the share of the *other* same-type substitutes of
+    its relation (what the model wrote for other subjects) that are more popular than this row's
+    target; None for rows that are no same-type substitution or are their relation's only one.
+
+    A model that writes one default entity per relation whatever the subject scores the same as
+    observed under this null.
+    """
+    same = [i for i, r in enumerate(subs) if r["kind"] in ("more_frequent", "not_more_frequent")]
+    out: list[float | None] = [None] * len(subs)
+    for i in same:
+        others = [subs[j]["substitute_zipf"] for j in same if j != i and subs[j]["relation"] == subs[i]["relation"]]
+        if others:
+            out[i] = float(np.mean([z > subs[i]["target_zipf"] for z in others]))
+    return out
 
 
 def substitution_summary(rows: list[dict], *, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
@@ -233,10 +267,19 @@ def substitutions(wb, facts: list[Fact], rows: list[dict], *, types: dict | None
             f, sub = facts[i], match_entity(cont, pool)
             out[i] = {"relation": f.relation, "subject": f.subject, "target": f.target.strip(),
                       "target_zipf": popularity(f.target), "continuation": cont, "substitute": sub,
-                      "substitute_zipf": popularity(sub) if sub else math.nan, "kind": classify(f.target, sub),
-                      "chance": chance_more_frequent(f.target, pool), "entity_type": entity_type,
+                      "substitute_zipf": popularity(sub) if sub else None, "kind": classify(f.target, sub),
+                      "chance": _or_none(chance_more_frequent(f.target, pool)),
+                      "chance_weighted": weighted_more_frequent(f.target, pool), "entity_type": entity_type,
                       "n_candidates": len(pool)}
-    return [out[i] for i in sorted(out)]
+    rows_out = [out[i] for i in sorted(out)]
+    for r, c in zip(rows_out, repaired_more_frequent(rows_out)):
+        r["chance_repaired"] = c
+    return rows_out
+
+
+def _or_none(x: float) -> float | None:
+    """Undefined values are stored as NULL, not NaN (see ffnmem.store.results.check_finite)."""
+    return None if math.isnan(x) else x
 
 
 def by_relation(subs: list[dict], *, n_boot: int = 1000, seed: int = 0) -> list[dict]:

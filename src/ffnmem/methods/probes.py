@@ -230,3 +230,43 @@ def layer_curve(acts: dict[str, torch.Tensor], labels, types=None, *, cv: int = 
                      "selectivity": acc - c_acc, "majority": float(np.unique(labels, return_counts=True)[1].max()
                                                                    / len(labels))})
     return rows
+
+
+def selectivity_folds(acts: dict[str, torch.Tensor], labels, types, *, cv: int = 5, draws: int = 5,
+                      seed: int = 0, probe=None) -> list[dict]:
+    """Task and control-task accuracy per hook, control draw and CV fold (Hewitt & Liang 2019).
+
+    Draw ``d`` assigns every word *type* one control label (:func:`control_labels`, seed
+    ``seed * 1000 + d``) and splits the examples into ``cv`` folds (stratified on the task
+    labels, same seed); the task and its control are fit and scored on the same folds, so each row
+    pairs them. Selectivity is only meaningful when types recur across folds: a type seen once can
+    only be guessed, and its control accuracy is chance, not the probe's memorisation capacity.
+    """
+    labels, types = np.asarray(labels), list(types)
+    check_task(np.zeros((len(labels), 1)), labels, cv)
+    if len(set(types)) == len(types):
+        raise BadInput("every example is its own word type, so the control task reduces to chance; "
+                       "give types that recur (e.g. the same subject in several templates)")
+    rows = []
+    for d in range(draws):
+        s = seed * 1000 + d
+        ctrl = control_labels(types, labels, s)
+        if len(np.unique(ctrl)) < 2:
+            raise BadInput(f"control draw {d} gave one label to every type; give more word types")
+        folds = list(StratifiedKFold(n_splits=cv, shuffle=True, random_state=s).split(labels, labels))
+        for name, X in acts.items():
+            X = X.numpy()
+            for f, (train, test) in enumerate(folds):
+                acc = _fit_score(probe, X, labels, train, test)
+                c_acc = _fit_score(probe, X, ctrl, train, test) if len(np.unique(ctrl[train])) > 1 else float(
+                    np.mean(ctrl[test] == ctrl[train][0]))  # one control class in training: it predicts it
+                rows.append({"hook": name, "draw": d, "fold": f, "accuracy": acc, "control": c_acc,
+                             "n_test": len(test)})
+    return rows
+
+
+def _fit_score(probe, X, y, train, test) -> float:
+    from sklearn.base import clone
+
+    model = clone(probe if probe is not None else LogisticProbe()).fit(X[train], y[train])
+    return float(model.score(X[test], y[test]))

@@ -119,3 +119,24 @@ def test_analysis_on_tiny_writes_tables_and_plots(tiny, tmp_path):
     assert (tmp_path / "a.png").stat().st_size > 0 and (tmp_path / "b.png").stat().st_size > 0
     with pytest.raises(BadInput, match="does not match"):
         popularity_analysis(tiny, facts[:-1], rec)
+
+
+def test_frequency_weighted_null_counts_occurrences_not_names():
+    from ffnmem.methods.popularity import weighted_more_frequent
+
+    z = {"Canberra": 3.0, "Sydney": 5.0, "Perth": 2.0, "Hobart": 2.0}
+    # Sydney alone is more popular, but it holds 10**5 / (10**5 + 2 * 10**2) of the frequency mass
+    assert weighted_more_frequent(" Canberra", list(z), z) == pytest.approx(1e5 / (1e5 + 200))
+    assert chance_more_frequent(" Canberra", list(z), z) == pytest.approx(1 / 3)
+    assert weighted_more_frequent("Canberra", ["Canberra"], z) is None
+
+
+def test_repairing_null_uses_the_relation_s_other_substitutes():
+    from ffnmem.methods.popularity import repaired_more_frequent
+
+    subs = [{"relation": "r", "kind": "more_frequent", "substitute_zipf": 5.0, "target_zipf": 3.0},
+            {"relation": "r", "kind": "not_more_frequent", "substitute_zipf": 2.0, "target_zipf": 4.0},
+            {"relation": "r", "kind": "more_frequent", "substitute_zipf": 4.5, "target_zipf": 1.0},
+            {"relation": "r", "kind": "not_listed", "substitute_zipf": None, "target_zipf": 2.0},
+            {"relation": "s", "kind": "more_frequent", "substitute_zipf": 6.0, "target_zipf": 1.0}]
+    assert repaired_more_frequent(subs) == [0.5, 1.0, 1.0, None, None]  # row 0: 2.0 and 4.5 vs 3.0

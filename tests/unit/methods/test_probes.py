@@ -59,3 +59,30 @@ def test_bad_hook_and_positions(tiny):
     assert "\n" not in str(e.value)
     with pytest.raises(BadInput, match="positions for"):
         P.representations(tiny, ["abc", "de"], ["blocks.0.hook_resid_post"], positions=[1])
+
+
+def test_selectivity_control_memorises_recurring_types_and_refuses_single_ones():
+    # 12 types, each seen 5 times; the task label is a noisy function of a planted direction,
+    # each type has its own offset so a probe can also memorise types
+    rng = np.random.default_rng(0)
+    types = np.repeat(np.arange(12), 5)
+    task = types % 2
+    X = rng.normal(size=(12, 20))[types] * 3 + rng.normal(size=(60, 20)) * 0.1
+    X[:, 0] += 4 * task
+    acts = {"h": torch.tensor(X, dtype=torch.float32)}
+    rows = P.selectivity_folds(acts, task, types, cv=5, draws=3, probe=P.LogisticProbe(C=1.0))
+    assert len(rows) == 3 * 5 and {r["draw"] for r in rows} == {0, 1, 2}
+    # types recur across folds, so the control task is learnable (well above the chance of ~0.5):
+    assert np.mean([r["control"] for r in rows]) > 0.8
+    with pytest.raises(BadInput, match="reduces to chance"):
+        P.selectivity_folds(acts, task, list(range(60)), cv=5)
+
+
+def test_selectivity_task_and_control_share_folds():
+    rng = np.random.default_rng(1)
+    types = np.repeat(np.arange(10), 4)
+    y = types % 2
+    acts = {"h": torch.tensor(rng.normal(size=(40, 5)), dtype=torch.float32)}
+    a = P.selectivity_folds(acts, y, types, cv=4, draws=2, seed=3)
+    b = P.selectivity_folds(acts, y, types, cv=4, draws=2, seed=3)
+    assert a == b and all(r["n_test"] == 10 for r in a)

@@ -43,3 +43,20 @@ def test_neuron_polysemanticity_from_triggers(tiny):
         assert float(poly["entropy_bits"][u]) == pytest.approx(float(-(p * p.log2()).sum()), abs=1e-5)
     # the repeated sentence has few distinct tokens: some neurons must see repeats, or the count is vacuous
     assert (poly["distinct_triggers"] < 5).any() and (poly["distinct_triggers"] > 1).any()
+
+
+def test_sae_units_rows_per_alive_unit(tiny):
+    from ffnmem.data.corpus import default_corpus, windows
+    from ffnmem.jobs.probe import SaeParams, compute_sae_units
+
+    tokens = windows(tiny, default_corpus(), window=32, max_windows=24)
+    res = compute_sae_units(tiny, tokens, SaeParams(layers=[0, 1], expansion=2, k=4, epochs=1, top=4), seed=0)
+    u = res.table("units")
+    assert set(u["layer"]) == {0, 1} and set(u["kind"]) == {"neuron", "latent"}
+    assert ((u["concentration_bits"] - (2.0 - u["entropy_bits"])).abs() < 1e-6).all()  # log2(4) - H
+    assert u["entropy_bits"].between(0, 2).all()
+    # dead units are left out: at most d_mlp neurons and 2 * d_mlp latents per layer
+    per = u.groupby(["layer", "kind"]).size()
+    assert (per.xs("neuron", level="kind") <= tiny.d_mlp).all()
+    assert (per.xs("latent", level="kind") <= 2 * tiny.d_mlp).all()
+    assert set(res.table("metrics")["layer"]) == {0, 1}

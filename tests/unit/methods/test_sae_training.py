@@ -5,6 +5,7 @@ expansion 4 (transcoder 256 latents, SAE on coefficients 1024), k=16, 4 epochs, 
 Measured held-out (CPU float32): transcoder FVU 0.346 at L0 16, 0 dead latents; SAE on
 coefficients FVU 0.516 at L0 16, 66 dead (6 %). Monosemanticity proxy (median entropy of the
 top-10 trigger tokens): neurons 2.05 bits (5 distinct tokens), SAE latents 1.77 bits (4).
+Machinery checks with regression tolerances; the monosemanticity claim is probes/claims/sae_monosemantic.toml.
 """
 
 import pytest
@@ -39,5 +40,7 @@ def test_sae_on_coefficients_and_proxy(data):
     ev = S.evaluate(coder, x[n:], y[n:])
     assert ev["fvu"] == pytest.approx(0.516, abs=0.1) and ev["l0"] <= 16
     mono = S.monosemanticity(x[n:], S.encode(coder, x[n:]), ids[n:], k=10)
-    # measured: latents 1.77 bits vs neurons 2.05 bits; assert only the direction, with slack
-    assert mono["latents"]["median_entropy_bits"] < mono["neurons"]["median_entropy_bits"] + 0.1
+    # whether latents are more monosemantic is the claim sae-monosemantic (probes/claims), tested
+    # against a null there; here only that the proxy reads alive units with k=10 examples each
+    for unit in ("neurons", "latents"):
+        assert 0 < mono[unit]["units"] and 0 <= mono[unit]["median_entropy_bits"] <= 3.33
