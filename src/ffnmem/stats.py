@@ -266,6 +266,8 @@ def claim_test(test: str, columns: dict[str, np.ndarray], *, alternative: str, r
     if missing:
         raise BadInput(f"a {test} test needs columns {', '.join(need)}; the query gave no {', '.join(missing)}")
     a, b = _pair(columns[need[0]], columns[need[1]])
+    if a.size < 2:
+        raise BadInput(f"a {test} test needs at least 2 items; the query gave {a.size}")
     boot = rng.integers(0, a.size, size=(n_boot, a.size))
     if test == "correlation":
         return _correlation(a, b, boot, alternative, rng, n_resamples)
