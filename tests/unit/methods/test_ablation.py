@@ -61,6 +61,10 @@ def test_layer_matched_random_keeps_histogram_and_avoids_the_set(tiny):
     assert len({tuple(d) for d in draws}) > 1  # not the same set every time
     assert layer_matched_random(tiny, pairs, torch.Generator().manual_seed(3)) == \
         layer_matched_random(tiny, pairs, torch.Generator().manual_seed(3))
+    half = [(1, i) for i in range(0, tiny.d_mlp, 2)]  # the only disjoint draw: the odd neurons of layer 1
+    assert sorted(layer_matched_random(tiny, half, g)) == [(1, i) for i in range(1, tiny.d_mlp, 2)]
+    with pytest.raises(BadInput, match="cannot draw"):
+        layer_matched_random(tiny, [(0, i) for i in range(tiny.d_mlp // 2 + 1)], g)
 
 
 def test_derangement_stays_in_group_and_never_maps_to_itself():
