@@ -13,8 +13,8 @@ import pytest
 import torch
 
 import ffnmem
-from ffnmem.methods import triggers as T
 from ffnmem.data.corpus import default_corpus, windows
+from ffnmem.methods import triggers as T
 from ffnmem.methods.keyvalue import value_tokens
 
 
