@@ -21,6 +21,7 @@ from ffnmem.jobs import (
     attribute,
     exposure,
     keys,
+    knowledge,
     probe,
     recall,
     superposition,
@@ -73,6 +74,14 @@ register("direct_effects", attribute.DirectEffectsParams,
 register("ablation_topk_vs_random", ablation.AblationParams,
          lambda wb, d, p, seed: ablation.compute(wb, d.facts, p, seed),
          doc="Top-k DLA memories vs k random ones ablated: p(answer) before and after (jobs.ablation)")
+register("ablation_heldout", ablation.HeldoutParams,
+         lambda wb, d, p, seed: ablation.compute_heldout(wb, d.facts, p, seed),
+         doc="Top-k DLA memories selected on the prompt, ablated on a held-out paraphrase vs layer-matched "
+             "random sets and another fact's top-k (jobs.ablation)")
+register("knowledge_neurons_heldout", knowledge.KnowledgeNeuronParams,
+         lambda wb, d, p, seed: knowledge.compute_heldout(wb, d.facts, p, seed),
+         doc="Knowledge neurons (integrated gradients, refined over paraphrases) ablated on a held-out "
+             "paraphrase vs layer-matched random sets (jobs.knowledge)")
 register("causal_trace", trace.TraceParams, lambda wb, d, p, seed: trace.compute(wb, d.facts, p, seed),
          doc="Causal tracing per fact, aligned on subject and last tokens (jobs.trace)")
 register("key_agreement", keys.KeyAgreementParams,

@@ -123,3 +123,62 @@ def summarise_drops(rows: list[dict]) -> dict:
     drop_rand = sum((r["p_clean"] - r["p_random"]) / r["p_clean"] for r in rows) / len(rows)
     return {"drop_top": drop_top, "drop_random": drop_rand,
             "factor": drop_top / drop_rand if drop_rand > 0 else float("inf")}
+
+
+def layer_histogram(pairs: list[tuple[int, int]]) -> dict[int, int]:
+    """How many neurons of ``pairs`` each layer holds (layers in increasing order)."""
+    counts: dict[int, int] = defaultdict(int)
+    for layer, _ in pairs:
+        counts[int(layer)] += 1
+    return dict(sorted(counts.items()))
+
+
+def layer_matched_random(wb: Workbench, pairs: list[tuple[int, int]],
+                         generator: torch.Generator) -> list[tuple[int, int]]:
+    """A random neuron set with the layer histogram of ``pairs``, disjoint from ``pairs``.
+
+    A set concentrated in the last layers (as top direct-effect sets are) is compared with random
+    neurons *of the same layers*, so the null does not confuse "these neurons" with "late layers".
+    """
+    taken = {(int(l), int(n)) for l, n in pairs}
+    out = []
+    for layer, count in layer_histogram(pairs).items():
+        free = torch.tensor([i for i in range(wb.d_mlp) if (layer, i) not in taken])
+        if len(free) < count:
+            raise BadInput(f"layer {layer} has only {len(free)} neurons outside the set; cannot draw {count}")
+        out += [(layer, int(free[j])) for j in torch.randperm(len(free), generator=generator)[:count]]
+    return out
+
+
+def derangement(groups: list[str], generator: torch.Generator) -> list[int | None]:
+    """For each item, the index of another item of the same group (a seeded random cyclic
+    permutation within each group, Sattolo's algorithm: nobody maps to itself); ``None`` for an
+    item alone in its group."""
+    members: dict[str, list[int]] = defaultdict(list)
+    for i, g in enumerate(groups):
+        members[g].append(i)
+    out: list[int | None] = [None] * len(groups)
+    for idx in members.values():
+        if len(idx) < 2:
+            continue
+        perm = list(idx)
+        for i in range(len(perm) - 1, 0, -1):
+            j = int(torch.randint(i, (1,), generator=generator))  # j < i: a single cycle, no fixed point
+            perm[i], perm[j] = perm[j], perm[i]
+        for a, b in zip(idx, perm):
+            out[a] = b
+    return out
+
+
+def ablate_sets(wb: Workbench, prompt: str, answer: int, sets: list[list[tuple[int, int]]], mode: str = "zero", *,
+                positions: str = "last", reference: dict[int, Tensor] | None = None,
+                seed: int = 0) -> Float[Tensor, " rows"]:
+    """p(answer) on ``prompt`` clean (row 0) and with each neuron set ablated (rows 1..), in one batch."""
+    tokens = wb.to_tokens(prompt).expand(len(sets) + 1, -1)
+    hooks = make_hooks(wb, masks_for(wb, [[], *sets]), mode, reference=reference, positions=positions, seed=seed)
+    return answer_probs(wb, tokens, torch.tensor([answer] * (len(sets) + 1)), hooks)
+
+
+def relative_drop(p_clean: float, p: float) -> float:
+    """``(p_clean − p) / p_clean``: 1 when ablation removes the answer, 0 when it changes nothing."""
+    return (p_clean - p) / p_clean

@@ -107,3 +107,17 @@ def edit_effects(wb: Workbench, neurons: list[tuple[int, int]], fact: tuple[str,
         out[f"{key}_suppress_change"] = sum(rel["suppress"]) / len(items)
         out[f"{key}_amplify_change"] = sum(rel["amplify"]) / len(items)
     return out
+
+
+def refine_neurons(sets: list[list[tuple[int, int]]], share: float = 0.7) -> list[tuple[int, int]]:
+    """Dai et al.'s refining: keep the neurons selected for more than ``share`` of a fact's prompts
+    (its paraphrases), in the order of the first set they appear in (pure)."""
+    if not 0 <= share < 1:
+        raise BadInput(f"share must be in [0, 1), not {share}")
+    if not sets:
+        return []
+    counts: dict[tuple[int, int], int] = {}
+    for s in sets:
+        for pair in dict.fromkeys(s):
+            counts[pair] = counts.get(pair, 0) + 1
+    return [pair for pair, c in counts.items() if c / len(sets) > share]

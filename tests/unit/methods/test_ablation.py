@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ffnmem.methods.ablation import (answer_probs, make_hooks, masks_for, random_neurons, reference_coefficients,
+from ffnmem.methods.ablation import (ablate_sets, answer_probs, derangement, layer_histogram, layer_matched_random,
+                                     make_hooks, masks_for, random_neurons, reference_coefficients, relative_drop,
                                      summarise_drops, top_vs_random, whole_layers)
 from ffnmem.core.errors import BadInput
 from ffnmem.methods.attribution import direct_effects
@@ -95,3 +96,40 @@ def test_summarise_drops_known_answer():
     assert s["drop_top"] == pytest.approx((0.8 + 0.5) / 2) and s["drop_random"] == pytest.approx(0.1)
     assert s["factor"] == pytest.approx(6.5)
     assert summarise_drops(rows[1:])["factor"] == float("inf")  # random set changed nothing
+
+
+def test_layer_matched_random_keeps_histogram_and_avoids_the_set(tiny):
+    pairs = [(1, 0), (1, 1), (1, 2), (0, 5)]
+    g = torch.Generator().manual_seed(0)
+    draws = [layer_matched_random(tiny, pairs, g) for _ in range(20)]
+    for d in draws:
+        assert layer_histogram(d) == {0: 1, 1: 3} and not set(d) & set(pairs) and len(set(d)) == 4
+    assert len({tuple(d) for d in draws}) > 1  # not the same set every time
+    assert layer_matched_random(tiny, pairs, torch.Generator().manual_seed(3)) == \
+        layer_matched_random(tiny, pairs, torch.Generator().manual_seed(3))
+    half = [(1, i) for i in range(0, tiny.d_mlp, 2)]  # the only disjoint draw: the odd neurons of layer 1
+    assert sorted(layer_matched_random(tiny, half, g)) == [(1, i) for i in range(1, tiny.d_mlp, 2)]
+    with pytest.raises(BadInput, match="cannot draw"):
+        layer_matched_random(tiny, [(0, i) for i in range(tiny.d_mlp // 2 + 1)], g)
+
+
+def test_derangement_stays_in_group_and_never_maps_to_itself():
+    groups = ["a", "b", "a", "a", "c", "b", "a"]
+    for seed in range(10):
+        d = derangement(groups, torch.Generator().manual_seed(seed))
+        assert d[4] is None  # alone in its group
+        for i, j in enumerate(d):
+            if j is not None:
+                assert j != i and groups[j] == groups[i]
+        assert sorted(j for j in d if j is not None) == [0, 1, 2, 3, 5, 6]  # a permutation
+    assert derangement(groups, torch.Generator().manual_seed(1)) == derangement(groups, torch.Generator().manual_seed(1))
+
+
+def test_ablate_sets_changes_only_the_ablated_rows(tiny):
+    top = [(l, n) for l, n, _ in direct_effects(tiny, ["hello wor"], [108]).top(0, 8)]
+    p = ablate_sets(tiny, "hello wor", 108, [top, [], top])
+    clean = answer_probs(tiny, tiny.to_tokens("hello wor"), torch.tensor([108]))
+    torch.testing.assert_close(p[[0, 2]], clean.expand(2))  # row 0 and the empty set: clean
+    assert float(p[1]) < float(p[0]) - 1e-4  # zeroing the top direct effects lowers p(answer): the hooks act
+    assert float(p[3]) == pytest.approx(float(p[1]))  # same set, same result
+    assert relative_drop(0.5, 0.1) == pytest.approx(0.8)

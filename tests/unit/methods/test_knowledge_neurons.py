@@ -7,7 +7,7 @@ import torch
 
 from ffnmem.methods.ablation import answer_probs, make_hooks, masks_for, whole_layers
 from ffnmem.core.errors import BadInput
-from ffnmem.methods.knowledge_neurons import edit_effects, integrated_gradients, select_neurons
+from ffnmem.methods.knowledge_neurons import edit_effects, integrated_gradients, refine_neurons, select_neurons
 
 
 def test_ig_completeness_and_batching(tiny):
@@ -55,3 +55,13 @@ def test_edit_effects_equal_a_manual_forward(tiny):
     rel = [(_p_with_last_position_edit(tiny, q, a, neurons, 0.0) - _p_with_last_position_edit(tiny, q, a, neurons, 1.0))
            / _p_with_last_position_edit(tiny, q, a, neurons, 1.0) for q, a in (("xyz", 101), ("hello", 102))]
     assert out["unrelated_suppress_change"] == pytest.approx(sum(rel) / 2, rel=1e-3, abs=1e-7)
+
+
+def test_refine_keeps_neurons_shared_by_most_prompts():
+    sets = [[(1, 2), (0, 3), (1, 5)], [(0, 3), (1, 2)], [(1, 2), (0, 9)]]
+    assert refine_neurons(sets, 0.7) == [(1, 2)]  # in 3/3; (0, 3) is in 2/3 < 0.7
+    assert refine_neurons(sets, 0.5) == [(1, 2), (0, 3)]
+    assert refine_neurons([[(0, 1), (0, 1)]], 0.7) == [(0, 1)]  # one prompt: every selected neuron
+    assert refine_neurons([], 0.7) == []
+    with pytest.raises(BadInput, match="share"):
+        refine_neurons(sets, 1.0)
