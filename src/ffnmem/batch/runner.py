@@ -59,6 +59,7 @@ class DataSpec(_Strict):
     facts: str | list[str] | None = None
     relations: list[str] | None = None
     limit_per_relation: int | None = Field(None, ge=1)
+    sample_seed: int | None = None  # with limit_per_relation: a seeded random sample per relation
     shards: int = Field(1, ge=1)
     corpus: str | list[str] | None = None  # 'default' (stdlib docstrings) or text files
     window: int = Field(64, ge=2)
@@ -78,7 +79,8 @@ class BatchSpec(_Strict):
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     data: DataSpec = DataSpec()
     outputs: Outputs = Outputs()
-    claim: dict[str, Any] | None = None  # read by ffnmem.batch.claims
+    claim: dict[str, Any] | list[dict[str, Any]] | None = None  # read by ffnmem.batch.claims
+    quick: dict[str, Any] | None = None  # what `ffnmem claims run --quick` changes (read by ffnmem.batch.claims)
 
     @field_validator("models", "seeds")
     @classmethod
@@ -102,7 +104,7 @@ class Batch:
         """Hash of what the units compute (not comments, not the [claim] table or outputs)."""
         import json
 
-        what = {"spec": self.spec.model_dump(exclude={"claim", "outputs", "description"}),
+        what = {"spec": self.spec.model_dump(exclude={"claim", "quick", "outputs", "description"}),
                 "analyses": [(name, p.model_dump()) for name, p in self.analyses]}
         return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -229,7 +231,8 @@ def _facts(batch: Batch) -> list:
         return [Fact(**f) for f in demo_facts()]
     spec = [_resolve(batch, s) for s in d.facts] if isinstance(d.facts, list) else _resolve(batch, d.facts)
     try:
-        return load_facts(spec, relations=d.relations, limit_per_relation=d.limit_per_relation)
+        return load_facts(spec, relations=d.relations, limit_per_relation=d.limit_per_relation,
+                          sample_seed=d.sample_seed)
     except FfnmemError as exc:
         raise BadInput(f"{batch.path}: [data] facts: {exc}") from None
 
