@@ -43,7 +43,7 @@ def test_claims_command_prints_every_claim(runs, monkeypatch):
     monkeypatch.setenv("COLUMNS", "250")
     res = CliRunner().invoke(app, ["claims", "--runs", str(runs), "--probes", str(ROOT / "probes" / "claims")])
     assert res.exit_code == 0, res.output
-    for cid in ("tiny-topk-ablation", "demo-recall", "topk-ablation", "tracing-mlp-peak-layer", "kv-agreement-upper"):
+    for cid in ("tiny-topk-ablation", "demo-recall", "topk-ablation", "tracing-early-site", "kv-agreement-upper"):
         assert cid in res.output
     assert "PASS" in res.output
 

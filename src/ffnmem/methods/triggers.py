@@ -203,8 +203,8 @@ class Agreement:
     n_triggers: int
     # per layer, per neuron: 1.0 if the key's triggers agree with its value, and the mean of the
     # same over the shuffled pairings (value i with key perm[i]): the items of the paired claim test
-    neuron_observed: list[Tensor] = field(default_factory=list)
-    neuron_baseline: list[Tensor] = field(default_factory=list)
+    neuron_observed: list[Tensor] = field(default_factory=list, compare=False)
+    neuron_baseline: list[Tensor] = field(default_factory=list, compare=False)
 
     def rows(self) -> list[dict]:
         return [{"layer": l, "agreement": o, "baseline": b, "baseline_std": s,
