@@ -94,7 +94,10 @@ def test_agreement_neuron_rows_are_the_layer_means(tiny, tokens):
     means = rows.groupby("layer")[["agreement", "shuffled"]].mean()
     assert means.agreement.tolist() == pytest.approx(a.observed, abs=1e-6)
     assert means.shuffled.tolist() == pytest.approx(a.baseline, abs=1e-6)
-    assert rows.shuffled.nunique() > 1  # per neuron, not a layer constant
+    # per neuron: value i with the triggers of key perm[i], averaged over the shuffles
+    vids, nxt = value_top_ids(tiny, 1, 20, sign=tr.sign), tr.next_ids(1)[:3].T
+    want = torch.stack([agreement(vids, nxt, derangement(nxt.shape[0], s)).float() for s in range(4)]).mean(0)
+    assert rows[rows.layer == 1].shuffled.tolist() == pytest.approx(want.tolist())
     assert [T.band_of(l, 30) for l in (0, 9, 10, 19, 20, 29)] == ["lower"] * 2 + ["middle"] * 2 + ["upper"] * 2
     assert T.band_of(1, 2) == "middle" and T.band_of(0, 2) == "lower"  # as the old per-band means
 
