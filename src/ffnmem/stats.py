@@ -222,3 +222,96 @@ def holm(p_values: Sequence[float]) -> np.ndarray:
     out = np.empty_like(p)
     out[order] = adjusted
     return out
+
+
+# --- the tests a claim names (``test = ...`` in probes/claims/*.toml) -------------------------------
+
+CLAIM_TESTS = ("paired", "proportion", "correlation")
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A claim's statistic on its items: ``estimate`` (effect: claim minus null) with its percentile
+    bootstrap ``ci`` over items, the raw ``value`` and ``null`` it compares, the p-value of the null
+    in the claimed direction, ``n`` items and the method in words."""
+
+    estimate: float
+    ci: tuple[float, float]
+    value: float
+    null: float
+    p_value: float
+    n: int
+    method: str
+
+
+def claim_test(test: str, columns: dict[str, np.ndarray], *, alternative: str, rng: Seed,
+               n_resamples: int = 9999, n_boot: int = 2000) -> Estimate:
+    """Run a claim's test on its per-item columns (one entry per item: fact, neuron, seed, ...).
+
+    * ``paired`` (``value``, ``null``): estimate ``mean(value - null)``; p by sign-flip permutation.
+    * ``proportion`` (``success`` 0/1, ``p0`` each item's success probability under the null):
+      estimate ``mean(success) - mean(p0)``; p the exact Poisson-binomial tail of the success count.
+    * ``correlation`` (``x``, ``y``): estimate Spearman's rho; null 0 with ``y`` permuted over items.
+
+    The CI is a percentile bootstrap over items (items resampled whole). ``alternative`` is
+    ``greater`` or ``less``: claims are directional.
+    """
+    if alternative not in ("greater", "less"):
+        raise BadInput(f"a claim's alternative is 'greater' or 'less', not {alternative!r}")
+    if test not in CLAIM_TESTS:
+        raise BadInput(f"unknown claim test {test!r}; choose from {', '.join(CLAIM_TESTS)}")
+    rng = np.random.default_rng(rng)
+    need = {"paired": ("value", "null"), "proportion": ("success", "p0"), "correlation": ("x", "y")}[test]
+    missing = [c for c in need if c not in columns]
+    if missing:
+        raise BadInput(f"a {test} test needs columns {', '.join(need)}; the query gave no {', '.join(missing)}")
+    a, b = _pair(columns[need[0]], columns[need[1]])
+    boot = rng.integers(0, a.size, size=(n_boot, a.size))
+    if test == "correlation":
+        return _correlation(a, b, boot, alternative, rng, n_resamples)
+    if test == "proportion":
+        if not np.isin(a, (0, 1)).all() or not ((b >= 0) & (b <= 1)).all():
+            raise BadInput("a proportion test needs success in {0, 1} and p0 in [0, 1]")
+        k = int(a.sum())
+        p = poisson_binomial_tail(b.tolist(), k) if alternative == "greater" else \
+            1 - poisson_binomial_tail(b.tolist(), k + 1)
+        lo, hi = _percentiles((a[boot] - b[boot]).mean(1))
+        return Estimate(float(a.mean() - b.mean()), (lo, hi), float(a.mean()), float(b.mean()), float(min(1.0, p)),
+                        a.size, f"exact Poisson-binomial tail of {k} successes in {a.size} ({alternative})")
+    d = a - b
+    if not d.any():  # every pair ties: no evidence either way
+        p, how = 1.0, "all pairs tied"
+    else:
+        res = paired_permutation_test(a, b, rng=rng, n_resamples=n_resamples, alternative=alternative)
+        p, how = res.p_value, res.method
+    lo, hi = _percentiles(d[boot].mean(1))
+    return Estimate(float(d.mean()), (lo, hi), float(a.mean()), float(b.mean()), float(p), a.size, how)
+
+
+def _percentiles(draws: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    draws = draws[np.isfinite(draws)]
+    if draws.size == 0:
+        return math.nan, math.nan
+    return float(np.percentile(draws, 100 * (1 - level) / 2)), float(np.percentile(draws, 100 * (1 + level) / 2))
+
+
+def _pearson_rows(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Pearson correlation along ``axis`` (on ranks it is Spearman's rho); nan for a constant row."""
+    xc = x - x.mean(axis=axis, keepdims=True)
+    yc = y - y.mean(axis=axis, keepdims=True)
+    den = np.sqrt((xc ** 2).sum(axis=axis) * (yc ** 2).sum(axis=axis))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, (xc * yc).sum(axis=axis) / np.where(den > 0, den, 1), np.nan)
+
+
+def _correlation(x: np.ndarray, y: np.ndarray, boot: np.ndarray, alternative: str, rng, n_resamples: int) -> Estimate:
+    rx, ry = sps.rankdata(x), sps.rankdata(y)
+    rho = float(_pearson_rows(rx, ry))
+    if math.isnan(rho):
+        return Estimate(math.nan, (math.nan, math.nan), math.nan, 0.0, 1.0, x.size,
+                        "Spearman rho undefined (a constant column)")
+    res = sps.permutation_test((rx, ry), _pearson_rows, permutation_type="pairings", n_resamples=n_resamples,
+                               alternative=alternative, vectorized=True, rng=rng)
+    lo, hi = _percentiles(_pearson_rows(sps.rankdata(x[boot], axis=1), sps.rankdata(y[boot], axis=1)))
+    return Estimate(rho, (lo, hi), rho, 0.0, float(res.pvalue), x.size,
+                    f"Spearman rho, permutation test of the pairings ({n_resamples} permutations, {alternative})")

@@ -2,6 +2,13 @@
 
 Numbers measured on this machine (OMP_NUM_THREADS=1, seeds as written) are quoted next to each
 assertion; tolerances leave room for BLAS differences, not for a different conclusion.
+
+No claim here orders the objectives by what they remember. The former "causal > prefix > MLM" test
+(bits/param and rare-fact recall after 250 steps) asserted an under-training artefact: the masked
+LM had not converged and was read with an open query it never saw in training (issue 17, which
+brings the fair comparison at equal FLOPs, equal supervised tokens and convergence, with seeds and
+CIs). Its machinery checks (equal trainable parameters; signal fraction per objective) are in
+tests/unit/methods/test_architectures.py.
 """
 
 from __future__ import annotations
@@ -9,12 +16,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ffnmem.methods.architectures import CompareConfig, compare, table_rows
 from ffnmem.core.models import boot_native
 from ffnmem.methods.objectives import Objective, prepare
 from ffnmem.methods.positions import permutation_gap, train_order_model
-from ffnmem.data.synthetic import FactConfig
-from ffnmem.methods.training import TrainConfig
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -57,25 +61,3 @@ def test_order_task_causal_needs_no_positions_bidirectional_falls_to_bag_of_word
     assert acc[("bidirectional", True)] > 0.95
     bag = res[("bidirectional", False)]["bag_of_words"]
     assert acc[("bidirectional", False)] < bag + 0.05  # 2000 test sequences: sd of chance ≈ 0.01
-
-
-@pytest.fixture(scope="module")
-def matched():
-    cfg = CompareConfig(facts=FactConfig(n_entities=48, bins=(1, 4, 16, 64), n_values=16, value_noise=0.05, seed=0),
-                        train=TrainConfig(n_layers=2, d_model=64, n_heads=4, d_mlp=256, n_ctx=64, steps=250,
-                                          batch_size=32, eval_every=10_000, checkpoint_every=10_000, seed=0),
-                        variants=("causal", "prefix", "mlm"), probe_docs=20, dla_facts=8)
-    return {r["variant"]: r for r in table_rows(compare(cfg, progress=False))}
-
-
-def test_matched_parameters_causal_stores_more_bits_and_recalls_rare_facts_better(matched):
-    assert len({r["trainable_params"] for r in matched.values()}) == 1
-    c, p, m = matched["causal"], matched["prefix"], matched["mlm"]
-    # measured (bits/param): causal 0.0039, prefix 0.0032, mlm 0.0001 (mask at the prompt end)
-    assert c["bits_per_param"] > p["bits_per_param"] > m["bits_per_param"]
-    # recall of facts seen 1 and 4 times: causal 0.15 / 0.67, prefix 0.08 / 0.40, mlm 0.00 / 0.00
-    rare = lambda r: (r["recall@1"] + r["recall@4"]) / 2
-    assert rare(c) > rare(p) > rare(m)
-    assert rare(c) > rare(m) + 0.2
-    # signal fraction: every target for causal, the continuation for prefix, the masking rate for mlm
-    assert c["signal_fraction"] > 0.9 and 0.3 < p["signal_fraction"] < 0.7 and m["signal_fraction"] == pytest.approx(0.15, abs=0.03)

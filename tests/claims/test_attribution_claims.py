@@ -12,9 +12,9 @@ import pytest
 import torch
 
 import ffnmem
+from ffnmem.data.facts import encode_facts, load_facts
 from ffnmem.methods.ablation import answer_probs, make_hooks, masks_for, summarise_drops, top_vs_random
 from ffnmem.methods.attribution import direct_effects
-from ffnmem.data.facts import encode_facts, load_facts
 from ffnmem.methods.knowledge_neurons import integrated_gradients
 from ffnmem.methods.patching import attribution_core, attribution_patching
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ffnmem.methods.frequency import by_exposure, capacity_bits, score_queries, spearman_over_bins
 from ffnmem.data.synthetic import FactConfig, generate
+from ffnmem.methods.frequency import by_exposure, capacity_bits, score_queries, spearman_over_bins
 from ffnmem.methods.training import TrainConfig, checkpoints, preset, train
 
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 
 import ffnmem
-from ffnmem.methods import triggers as T
 from ffnmem.data.corpus import windows
+from ffnmem.methods import triggers as T
 from ffnmem.methods.keyvalue import value_tokens
 
 

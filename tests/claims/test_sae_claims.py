@@ -10,8 +10,8 @@ top-10 trigger tokens): neurons 2.05 bits (5 distinct tokens), SAE latents 1.77 
 import pytest
 
 import ffnmem
-from ffnmem.methods import sae as S
 from ffnmem.data.corpus import default_corpus, windows
+from ffnmem.methods import sae as S
 
 
 @pytest.fixture(scope="module")

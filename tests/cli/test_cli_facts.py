@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from ffnmem.cli import app
@@ -14,7 +15,7 @@ from ffnmem.store.results import Result
 runner = CliRunner()
 
 
-def test_recall_and_attribute_on_tiny(tmp_path):
+def test_recall_and_attribute_on_tiny(tmp_path, tiny):
     r = runner.invoke(app, ["recall", "--model", "tiny-2l", "--scoring", "sequence", "--limit", "1",
                             "--out", str(tmp_path / "rec")])
     assert r.exit_code == 0, r.output
@@ -25,6 +26,16 @@ def test_recall_and_attribute_on_tiny(tmp_path):
     assert r.exit_code == 0, r.output
     res = Result.load(tmp_path / "att" / "result")
     assert {"neuron_dla", "integrated_gradients", "attribution_patching"} <= set(res.tensors)
+    # the saved numbers are the methods' own on this prompt, answer and corruption (tiny-2l is seed 0)
+    from ffnmem.methods.attribution import direct_effects
+    from ffnmem.methods.knowledge_neurons import integrated_gradients
+    from ffnmem.methods.patching import attribution_patching
+
+    a = tiny.answer_token(" ")
+    torch.testing.assert_close(res.tensors["neuron_dla"], direct_effects(tiny, ["The cat sat on"], [a]).neurons[0])
+    torch.testing.assert_close(res.tensors["attribution_patching"],
+                               attribution_patching(tiny, "The cat sat on", "The dog sat on", a)[0])
+    torch.testing.assert_close(res.tensors["integrated_gradients"], integrated_gradients(tiny, "The cat sat on", a, steps=2))
 
 
 @pytest.mark.slow

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ffnmem.core.models import load_checkpoint
+from ffnmem.methods.training import checkpoints
 from ffnmem.store.results import Result
 
 
@@ -24,7 +26,11 @@ def test_make_train_recall_and_capacity(tmp_path, cli):
             "--device", "cpu")
     assert r.returncode == 0, r.stderr
     widths = Result.load(tmp_path / "cap" / "result").table("widths")
-    assert list(widths["d_model"]) == [8, 16] and widths["params"].is_monotonic_increasing
+    assert list(widths["d_model"]) == [8, 16] and list(widths["d_mlp"]) == [32, 64]
+    # params is the trained model's own count (read back from each width's checkpoint), not a formula
+    for w, n in zip(widths["d_model"], widths["params"]):
+        wb = load_checkpoint(checkpoints(tmp_path / "cap" / "runs" / f"d{w}")[-1] / "model", device="cpu")
+        assert wb.cfg.d_model == w and n == wb.n_params()
     assert (tmp_path / "cap" / "capacity_vs_size.png").exists() and (tmp_path / "cap" / "runs" / "d16").is_dir()
 
 

@@ -10,8 +10,20 @@ from scipy import stats as sps
 from scipy.stats import binom
 
 from ffnmem.core.errors import BadInput
-from ffnmem.stats import (TestResult, binomial_test, bootstrap_ci, bootstrap_diff_ci, holm, logistic_fit, mean_ci,
-                          paired_permutation_test, permutation_test, poisson_binomial_tail, sign_test, spearman)
+from ffnmem.stats import (
+    TestResult,
+    binomial_test,
+    bootstrap_ci,
+    bootstrap_diff_ci,
+    holm,
+    logistic_fit,
+    mean_ci,
+    paired_permutation_test,
+    permutation_test,
+    poisson_binomial_tail,
+    sign_test,
+    spearman,
+)
 
 
 def test_poisson_binomial_tail_matches_binomial_and_edges():
@@ -187,3 +199,54 @@ def test_bad_input_is_a_clear_one_line_error(call, match):
     with pytest.raises(BadInput, match=match) as info:
         call()
     assert "\n" not in str(info.value)
+
+
+# --- claim tests (ffnmem.stats.claim_test): known answers -----------------------------------------
+
+def test_claim_paired_exact_sign_flip_and_direction():
+    from ffnmem.stats import claim_test
+
+    value, null = np.array([1.0, 2, 3, 4, 5]), np.zeros(5)
+    up = claim_test("paired", {"value": value, "null": null}, alternative="greater", rng=0, n_resamples=99)
+    assert up.estimate == 3 and up.value == 3 and up.null == 0 and up.n == 5
+    assert up.p_value == pytest.approx(1 / 32)  # exact: only the observed signs reach a mean of 3
+    down = claim_test("paired", {"value": value, "null": null}, alternative="less", rng=0, n_resamples=99)
+    assert down.p_value == 1.0
+    assert up.ci[0] <= up.estimate <= up.ci[1]
+    tied = claim_test("paired", {"value": value, "null": value}, alternative="greater", rng=0)
+    assert tied.p_value == 1.0 and tied.estimate == 0
+
+
+def test_claim_proportion_is_the_binomial_tail_when_p0_is_constant():
+    from scipy.stats import binomtest
+
+    from ffnmem.stats import claim_test
+
+    success = np.array([1] * 9 + [0] * 11, dtype=float)
+    res = claim_test("proportion", {"success": success, "p0": np.full(20, 0.2)}, alternative="greater", rng=0)
+    assert res.p_value == pytest.approx(binomtest(9, 20, 0.2, alternative="greater").pvalue)
+    assert res.estimate == pytest.approx(0.45 - 0.2) and res.null == pytest.approx(0.2)
+    less = claim_test("proportion", {"success": success, "p0": np.full(20, 0.2)}, alternative="less", rng=0)
+    assert less.p_value == pytest.approx(binomtest(9, 20, 0.2, alternative="less").pvalue)
+    with pytest.raises(BadInput, match="success in"):
+        claim_test("proportion", {"success": success * 2, "p0": np.full(20, 0.2)}, alternative="greater", rng=0)
+
+
+def test_claim_correlation_permutes_the_pairings():
+    from scipy.stats import spearmanr
+
+    from ffnmem.stats import claim_test
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=40)
+    y = x + rng.normal(size=40)
+    res = claim_test("correlation", {"x": x, "y": y}, alternative="greater", rng=0, n_resamples=999)
+    assert res.estimate == pytest.approx(spearmanr(x, y).statistic) and res.null == 0
+    assert res.p_value == pytest.approx(1 / 1000)  # no permutation reaches rho ~ 0.7 at n = 40
+    assert res.ci[0] < res.estimate < res.ci[1] < 1
+    flat = claim_test("correlation", {"x": x, "y": rng.normal(size=40)}, alternative="greater", rng=0, n_resamples=999)
+    assert flat.p_value > 0.05
+    with pytest.raises(BadInput, match="needs columns x, y"):
+        claim_test("correlation", {"x": x}, alternative="greater", rng=0)
+    with pytest.raises(BadInput, match="'greater' or 'less'"):
+        claim_test("correlation", {"x": x, "y": y}, alternative="two-sided", rng=0)

@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ffnmem.batch.executors import RayExecutor, executor_for
 from ffnmem.batch.registry import ANALYSES, Params, UnitData
+from ffnmem.batch.toml_lines import line_of as _line
 from ffnmem.core.errors import BadInput, FfnmemError
 from ffnmem.core.models import load_model, resolve_spec
 from ffnmem.core.workbench import resolve_device
@@ -79,8 +80,8 @@ class BatchSpec(_Strict):
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     data: DataSpec = DataSpec()
     outputs: Outputs = Outputs()
-    claim: dict[str, Any] | list[dict[str, Any]] | None = None  # read by ffnmem.batch.claims
-    quick: dict[str, Any] | None = None  # what `ffnmem claims run --quick` changes (read by ffnmem.batch.claims)
+    claim: list[dict[str, Any]] | None = None  # [[claim]] tables, read by ffnmem.batch.claims
+    quick: dict[str, Any] | None = None  # overrides applied by load_batch(quick=True)
 
     @field_validator("models", "seeds")
     @classmethod
@@ -121,8 +122,13 @@ class Unit:
     seed: int
 
 
-def load_batch(path: str | Path) -> Batch:
-    """Read and validate a batch file; every error is one line naming the file and line."""
+def load_batch(path: str | Path, *, quick: bool = False) -> Batch:
+    """Read and validate a batch file; every error is one line naming the file and line.
+
+    ``quick``: apply the file's ``[quick]`` table first (a smaller version of the same batch, e.g. for
+    CI): its ``data`` entries replace those of ``[data]``, its ``analysis`` list updates the
+    ``[[analysis]]`` tables by position, any other key replaces the top-level one (``seeds``).
+    """
     path = Path(path)
     if not path.exists():
         raise BadInput(f"batch file {path} does not exist")
@@ -132,6 +138,8 @@ def load_batch(path: str | Path) -> Batch:
     except tomllib.TOMLDecodeError as exc:
         where = "" if "line" in str(exc) else f" (line {len(text.splitlines())})"
         raise BadInput(f"{path}: malformed TOML: {exc}{where}") from None  # message has (at line L, column C)
+    if quick:
+        raw = _quick(path, raw)
     entries = raw.pop("analysis", None)
     if not isinstance(entries, list) or not entries:
         raise BadInput(f"{path}: no [[analysis]] tables; add one, e.g. name = \"recall\" "
@@ -145,6 +153,26 @@ def load_batch(path: str | Path) -> Batch:
     _check_data(batch)
     units(batch)  # unit ids must be unique: refuse names that collide once made file-safe
     return batch
+
+
+def _quick(path: Path, raw: dict) -> dict:
+    over = raw.get("quick")
+    if not isinstance(over, dict):
+        raise BadInput(f"{path}: no [quick] table, so it has no quick version; add one (e.g. data = {{ limit_per_relation = 2 }})")
+    raw = {**raw, "data": dict(raw.get("data", {}))}
+    for key, value in over.items():
+        if key == "data" and isinstance(value, dict):
+            raw["data"].update(value)
+        elif key == "analysis" and isinstance(value, list):
+            entries = [dict(e) for e in raw.get("analysis", [])]
+            if len(value) > len(entries):
+                raise BadInput(f"{path}: [quick] analysis lists {len(value)} tables but the batch has {len(entries)}")
+            for entry, change in zip(entries, value, strict=False):
+                entry.update(change)
+            raw["analysis"] = entries
+        else:
+            raw[key] = value
+    return raw
 
 
 def _analysis(path: Path, text: str, i: int, entry: dict) -> tuple[str, Params]:
@@ -174,33 +202,6 @@ def _error(path: Path, text: str, err: dict, analysis: tuple[int, str] | None) -
     if err["type"] == "extra_forbidden":
         return BadInput(f"{path}:{line}: {what} has no parameter {key!r}; allowed: {allowed}")
     return BadInput(f"{path}:{line}: {what} parameter {'.'.join(map(str, loc))!r}: {err['msg']}")
-
-
-def _line(text: str, loc: tuple) -> int:
-    """Line (1-based) of a key: ``(key,)``, ``(section, key)`` or ``("analysis", i, key)``; best effort."""
-    section, index, key = None, None, loc[-1]
-    if len(loc) == 2:
-        section = loc[0]
-    elif len(loc) >= 3:
-        section, index, key = loc[0], loc[1], loc[2]
-    current, count, header_line = None, -1, 1
-    for n, line in enumerate(text.splitlines(), start=1):
-        s = line.strip()
-        if m := re.match(r"^\[\[\s*([\w.-]+)\s*\]\]", s):
-            current = m.group(1)
-            count = count + 1 if current == section else count
-            if current == section and count == index:
-                header_line = n
-            continue
-        if m := re.match(r"^\[\s*([\w.-]+)\s*\]", s):
-            current = m.group(1)
-            if current == section and index is None:
-                header_line = n
-            continue
-        in_scope = current == section and (index is None or count == index)
-        if in_scope and re.match(rf"^{re.escape(str(key))}\s*=", s):
-            return n
-    return header_line
 
 
 def _check_data(batch: Batch) -> None:

@@ -26,7 +26,7 @@ def local_ray():
 
 
 def test_ray_and_local_give_identical_numbers(local_ray, tmp_path):
-    b = B.load_batch(ROOT / "probes" / "claims" / "tiny_ablation.toml")
+    b = B.load_batch(ROOT / "probes" / "tiny-ablation.toml")
     on_ray = B.run_batch(b, tmp_path / "ray", executor="ray", progress=False)
     local = B.run_batch(b, tmp_path / "local", progress=False)
     q = "SELECT subject, p_clean, p_top, p_random FROM ablation_topk_vs_random_prompts ORDER BY subject"
@@ -45,7 +45,7 @@ def _die(wb, data, p, seed):
 def test_worker_death_is_one_line_and_catalogue_stays_consistent(local_ray, tmp_path, monkeypatch):
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     monkeypatch.setitem(A.ANALYSES, "die", A.Analysis("die", DieParams, _die, "facts"))
-    text = (ROOT / "probes" / "claims" / "tiny_ablation.toml").read_text().replace("[claim]", '[[analysis]]\nname = "die"\n\n[claim]')
+    text = (ROOT / "probes" / "tiny-ablation.toml").read_text().replace("[outputs]", '[[analysis]]\nname = "die"\n\n[outputs]')
     p = tmp_path / "b.toml"
     p.write_text(text.replace('facts = "capital_of.jsonl"', f'facts = "{ROOT}/data/facts/capital_of.jsonl"'))
     b = B.load_batch(p)

@@ -110,7 +110,7 @@ def test_interrupted_save_leaves_the_old_result_intact(tmp_path, monkeypatch):
         raise RuntimeError("disk full")
 
     monkeypatch.setattr("ffnmem.store.results.save_file", boom)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="disk full"):  # the injected failure, not another one
         result(2).save(path)
     assert value(path) == 1 and sorted(p.name for p in tmp_path.iterdir()) == ["r"]
 

@@ -36,6 +36,19 @@ def test_exposure_laws_in_range(law):
     assert counts.min() >= 2 and counts.max() <= 100 and len(counts) == 50
 
 
+def test_exposure_laws_follow_their_shape():
+    # zipf: the entity of rank r is seen max · r^(−a) times (floored at min), in shuffled order
+    cfg = FactConfig(n_entities=50, law="zipf", max_exposure=100, min_exposure=2, zipf_a=1.0)
+    counts = exposure_counts(cfg, np.random.default_rng(0))
+    assert sorted(counts, reverse=True) == [max(2, round(100 / r)) for r in range(1, 51)]
+    assert list(counts) != sorted(counts, reverse=True)
+    # log-uniform on [2, 100]: P(count <= 14) = (ln 14.5 − ln 2) / (ln 100 − ln 2) ≈ 0.506 (sd 0.011 at n = 2000)
+    cfg = FactConfig(n_entities=2000, law="loguniform", max_exposure=100, min_exposure=2)
+    counts = exposure_counts(cfg, np.random.default_rng(0))
+    want = (math.log(14.5) - math.log(2)) / (math.log(100) - math.log(2))
+    assert abs((counts <= 14).mean() - want) < 0.04
+
+
 def test_value_noise_entropy_exact():
     assert noisy_entropy_bits(0.0, 24) == 0.0
     assert noisy_entropy_bits(0.999999999, 8) == pytest.approx(3.0, abs=1e-6)

@@ -8,6 +8,7 @@ import torch
 from ffnmem.methods.ablation import (answer_probs, make_hooks, masks_for, random_neurons, reference_coefficients,
                                      summarise_drops, top_vs_random, whole_layers)
 from ffnmem.core.errors import BadInput
+from ffnmem.methods.attribution import direct_effects
 
 
 def test_zero_whole_layer_matches_capture(tiny):
@@ -32,6 +33,17 @@ def test_mean_and_resample_are_seeded(tiny):
         p2 = answer_probs(tiny, tokens, ans, make_hooks(tiny, masks, mode, reference=ref, seed=1))
         torch.testing.assert_close(p1, p2)
         assert not torch.allclose(p1, clean), f"{mode} ablation changed nothing"
+    # mean ablation is the reference mean written into those units at every position (hand-written hook)
+    mean = ref[0].mean(0)
+
+    def write_mean(act, hook=None):
+        act = act.clone()
+        act[:, :, [3, 5]] = mean[[3, 5]].to(act.dtype)
+        return act
+    with torch.inference_mode(), tiny.bridge.hooks(fwd_hooks=[("blocks.0.mlp.hook_post", write_mean)]):
+        want = tiny.bridge(tokens)[:, -1].float().softmax(-1)[[0, 1], [10, 10]]
+    got = answer_probs(tiny, tokens, ans, make_hooks(tiny, masks, "mean", reference=ref))
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-7)
     p_other = answer_probs(tiny, tokens, ans, make_hooks(tiny, masks, "resample", reference=ref, seed=2))
     assert not torch.allclose(p_other, p1), "resampling ignores its seed"
     with pytest.raises(BadInput, match="needs reference"):
@@ -45,6 +57,41 @@ def test_random_neurons_seeded(tiny):
     assert a == random_neurons(tiny, 5, torch.Generator().manual_seed(0)) and len(set(a)) == 5
 
 
-def test_top_vs_random_rows(tiny):
-    rows = top_vs_random(tiny, ["abc", "xyz"], [100, 101], k=4)
-    assert len(rows) == 2 and set(summarise_drops(rows)) == {"drop_top", "drop_random", "factor"}
+def manual_p(wb, prompt: str, answer: int, neurons, factor: float = 0.0) -> float:
+    """p(answer) from a hand-written hook that multiplies each (layer, neuron) coefficient by
+    ``factor`` at the last position only: an independent reference for the ablation machinery."""
+    def edit(layer):
+        def hook(act, hook=None):
+            act = act.clone()
+            for l, n in neurons:
+                if l == layer:
+                    act[:, -1, n] = act[:, -1, n] * factor
+            return act
+        return hook
+    hooks = [(f"blocks.{l}.mlp.hook_post", edit(l)) for l in sorted({l for l, _ in neurons})]
+    with torch.inference_mode(), wb.bridge.hooks(fwd_hooks=hooks):
+        logits = wb.bridge(wb.to_tokens(prompt))
+    return float(logits[0, -1].float().softmax(-1)[answer])
+
+
+def test_top_vs_random_ablates_the_top_dla_set_and_the_seeded_random_set(tiny):
+    prompts, answers = ["abc", "xyz"], [100, 101]
+    rows = top_vs_random(tiny, prompts, answers, k=4, seed=3)
+    fx = direct_effects(tiny, prompts, answers)
+    g = torch.Generator().manual_seed(3)  # the documented draw: one generator, one set per prompt
+    for b, (prompt, ans) in enumerate(zip(prompts, answers)):
+        top = [(l, n) for l, n, _ in fx.top(b, 4)]
+        rand = random_neurons(tiny, 4, g)
+        r = rows[b]
+        assert r["p_clean"] == pytest.approx(manual_p(tiny, prompt, ans, []), rel=1e-4)
+        assert r["p_top"] == pytest.approx(manual_p(tiny, prompt, ans, top), rel=1e-4)
+        assert r["p_random"] == pytest.approx(manual_p(tiny, prompt, ans, rand), rel=1e-4)
+        assert abs(r["p_top"] - r["p_clean"]) > 1e-4 * r["p_clean"], "the top-k ablation changed nothing"
+
+
+def test_summarise_drops_known_answer():
+    rows = [{"p_clean": 0.5, "p_top": 0.1, "p_random": 0.4}, {"p_clean": 0.2, "p_top": 0.1, "p_random": 0.2}]
+    s = summarise_drops(rows)
+    assert s["drop_top"] == pytest.approx((0.8 + 0.5) / 2) and s["drop_random"] == pytest.approx(0.1)
+    assert s["factor"] == pytest.approx(6.5)
+    assert summarise_drops(rows[1:])["factor"] == float("inf")  # random set changed nothing

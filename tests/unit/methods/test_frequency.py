@@ -40,19 +40,27 @@ def test_capacity_counts_only_positive_bits():
     assert cap["max_bits"] == pytest.approx(9)
 
 
-def test_cross_entropy_is_entropy_plus_nonnegative_kl():
-    eps, ids = 0.2, torch.tensor([5, 6, 7, 8])
-    for logits in (torch.randn(10), torch.zeros(10), torch.tensor([0.0] * 5 + [9.0, 0, 0, 0, 0])):
-        log2q = torch.log_softmax(logits, -1) / math.log(2)
-        r = _row({"entity": "A", "attribute": "x", "exposures": 1, "heldout": False}, log2q, 5, {"x": ids}, eps)
-        assert r["kl_bits"] >= -1e-6
-        assert r["ce_bits"] == pytest.approx(r["h_bits"] + r["kl_bits"])
+def test_cross_entropy_entropy_and_kl_known_answers():
+    """The noisy target puts 1 − ε + ε/n on the answer and ε/n on each other value of the set.
+    (ce = h + kl is how kl is defined, and kl ≥ 0 is Gibbs: neither is checked here; the numbers are.)"""
+    eps, ids, q = 0.2, torch.tensor([5, 6, 7, 8]), {"entity": "A", "attribute": "x", "exposures": 1, "heldout": False}
+    p = torch.tensor([0.05, 0.05, 0.85, 0.05])  # answer 7 is the third value of the set
+    h = -float((p * p.log2()).sum())
+    # a uniform model over 10 tokens: cross-entropy log2(10) on any target, loss log2(10), wrong argmax
+    r = _row(q, torch.full((10,), -math.log2(10)), 7, {"x": ids}, eps)
+    assert r["ce_bits"] == pytest.approx(math.log2(10)) and r["h_bits"] == pytest.approx(h)
+    assert r["kl_bits"] == pytest.approx(math.log2(10) - h) and r["loss_bits"] == pytest.approx(math.log2(10))
+    # an arbitrary model: KL summed term by term, Σ p log2(p / q) over the value set
+    logits = torch.randn(10, generator=torch.Generator().manual_seed(0))
+    log2q = torch.log_softmax(logits, -1) / math.log(2)
+    r = _row(q, log2q, 7, {"x": ids}, eps)
+    assert r["kl_bits"] == pytest.approx(float((p * (p.log2() - log2q[ids])).sum()), abs=1e-5)
+    assert r["p_true"] == pytest.approx(float(logits.softmax(-1)[7]))
+    assert r["correct"] == (int(logits.argmax()) == 7)
     # q equal to p on the value set (and nothing elsewhere) has zero gap
-    p = torch.tensor([1 - eps + eps / 4] + [eps / 4] * 3)
     log2q = torch.full((10,), -60.0)
     log2q[ids] = torch.log2(p)
-    r = _row({"entity": "A", "attribute": "x", "exposures": 1, "heldout": False}, log2q, 5, {"x": ids}, eps)
-    assert r["kl_bits"] == pytest.approx(0.0, abs=1e-5)
+    assert _row(q, log2q, 7, {"x": ids}, eps)["kl_bits"] == pytest.approx(0.0, abs=1e-5)
 
 
 @pytest.fixture(scope="module")

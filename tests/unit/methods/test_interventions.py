@@ -95,5 +95,5 @@ def test_run_metric_applies_the_hooks(tiny):
 def test_the_unit_intervention_base_cannot_be_used_alone():
     from ffnmem.methods.interventions import UnitIntervention
 
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="abstract"):
         UnitIntervention(MASK)

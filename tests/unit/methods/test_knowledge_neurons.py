@@ -32,6 +32,26 @@ def test_select_neurons():
         select_neurons(attr, 0.0)
 
 
-def test_edit_effects_keys(tiny):
-    out = edit_effects(tiny, [(1, 3)], ("abc", 100), [("xyz", 101)])
-    assert {"p_clean", "p_suppressed", "p_amplified", "unrelated_suppress_change"} <= set(out)
+def _p_with_last_position_edit(wb, prompt, ans, neurons, factor):
+    """Independent reference: a hand-written hook multiplies the coefficients at the last position."""
+    def hook(act, hook=None):
+        act = act.clone()
+        for l, n in neurons:
+            act[:, -1, n] *= factor
+        return act
+    (layer,) = {l for l, _ in neurons}
+    with torch.inference_mode(), wb.bridge.hooks(fwd_hooks=[(f"blocks.{layer}.mlp.hook_post", hook)]):
+        return float(wb.bridge(wb.to_tokens(prompt))[0, -1].float().softmax(-1)[ans])
+
+
+def test_edit_effects_equal_a_manual_forward(tiny):
+    neurons = [(0, 3), (0, 17)]  # layer 0: an edit at earlier positions would reach the last one through layer 1
+    out = edit_effects(tiny, neurons, ("abc", 100), [("xyz", 101), ("hello", 102)], amplify=3.0)
+    p0 = _p_with_last_position_edit(tiny, "abc", 100, neurons, 1.0)
+    assert out["p_clean"] == pytest.approx(p0, rel=1e-5)
+    assert out["p_suppressed"] == pytest.approx(_p_with_last_position_edit(tiny, "abc", 100, neurons, 0.0), rel=1e-4)
+    assert out["p_amplified"] == pytest.approx(_p_with_last_position_edit(tiny, "abc", 100, neurons, 3.0), rel=1e-4)
+    assert out["p_suppressed"] != pytest.approx(p0, rel=1e-4), "suppressing the neurons changed nothing"
+    rel = [(_p_with_last_position_edit(tiny, q, a, neurons, 0.0) - _p_with_last_position_edit(tiny, q, a, neurons, 1.0))
+           / _p_with_last_position_edit(tiny, q, a, neurons, 1.0) for q, a in (("xyz", 101), ("hello", 102))]
+    assert out["unrelated_suppress_change"] == pytest.approx(sum(rel) / 2, rel=1e-3, abs=1e-7)

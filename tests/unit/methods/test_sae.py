@@ -31,6 +31,15 @@ def test_neuron_polysemanticity_from_triggers(tiny):
     tokens = windows(tiny, ["The quick brown fox jumps over the lazy dog. " * 8], window=32)
     tr = T.mine(tiny, tokens, [0], k=5, progress=False)
     poly = S.neuron_polysemanticity(tr, 0)
-    assert poly["distinct_triggers"].shape == (tiny.d_mlp,)
-    assert ((poly["distinct_triggers"] >= 1) & (poly["distinct_triggers"] <= 5)).all()
-    assert (poly["entropy_bits"] <= torch.log2(torch.tensor(5.0)) + 1e-5).all()
+    # independent count: the token at each mined flat index, and the one after it in its window
+    flat, width = tokens.flatten().tolist(), tokens.shape[1]
+    for u in (0, 7, 100, tiny.d_mlp - 1):
+        idx = tr.index[0][:, u].tolist()
+        trig = [flat[i] for i in idx]
+        nxt = [flat[i + 1] if (i % width) != width - 1 else -1 for i in idx]
+        assert int(poly["distinct_triggers"][u]) == len(set(trig))
+        assert int(poly["distinct_next"][u]) == len(set(nxt))
+        p = torch.tensor([trig.count(t) / len(trig) for t in set(trig)])
+        assert float(poly["entropy_bits"][u]) == pytest.approx(float(-(p * p.log2()).sum()), abs=1e-5)
+    # the repeated sentence has few distinct tokens: some neurons must see repeats, or the count is vacuous
+    assert (poly["distinct_triggers"] < 5).any() and (poly["distinct_triggers"] > 1).any()

@@ -21,6 +21,11 @@ def test_training_is_seeded_and_vectorised():
     a, b = sp.train(cfg), sp.train(cfg)
     assert a.W.shape == (2, 2, 4) and torch.equal(a.W, b.W)
     assert not torch.equal(a.W, sp.train(sp.ToyConfig(**{**cfg.__dict__, "seed": 4})).W)
+    # and it trains: 40 steps at least halve each instance's held-out loss vs one step
+    # (measured: 0.54 -> 0.14 dense, 0.059 -> 0.014 at sparsity 0.9)
+    long = sp.ToyConfig(n_features=4, n_hidden=2, sparsity=(0.0, 0.9), steps=40, batch=64, lr=3e-2, seed=3)
+    trained, one = sp.eval_loss(sp.train(long)), sp.eval_loss(sp.train(sp.ToyConfig(**{**long.__dict__, "steps": 1})))
+    assert (trained < 0.5 * one).all(), (trained, one)
 
 
 @pytest.mark.parametrize("kw", [dict(sparsity=(1.0,)), dict(n_hidden=0), dict(sparsity=(0.1, 0.2), importance=((1.0,),))])

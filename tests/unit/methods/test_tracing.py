@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -42,10 +44,14 @@ def test_aligned_and_peak(tmp_path, tiny):
     a = aligned(eff, (1, 4))
     assert a[0].tolist() == [1.0, 2.0, 3.0, 4.0, 5.0]
     assert torch.isnan(aligned(eff, (1, 2))[0, 1])
+    # peak on a hand-built profile: NaN cells never win, the largest finite one does
+    prof = torch.tensor([[0.1, float("nan"), 0.3, 0.0, 0.2], [0.4, 0.9, float("nan"), -1.0, 0.5], [0.0] * 5])
+    assert peak(prof) == (1, "middle_subject", pytest.approx(0.9))
+    assert peak(-prof)[:2] == (1, "first_after")
     t = trace(tiny, PROMPT, ANS, SPAN, kinds=("attn",), n_samples=2, window=1)
-    avg = average_aligned([t, t])
-    layer, pos, value = peak(avg["attn"])
-    assert 0 <= layer < 2 and pos in ("first_subject", "middle_subject", "last_subject", "first_after", "last")
+    shifted = dataclasses.replace(t, effects={"attn": t.effects["attn"] + 1.0})
+    avg = average_aligned([t, shifted])  # the mean of two facts, cell by cell
+    torch.testing.assert_close(avg["attn"], aligned(t.effects["attn"], SPAN) + 0.5)
     save_figure(plot_trace(t), tmp_path / "t.png")
     assert (tmp_path / "t.png").stat().st_size > 1000
     with pytest.raises(BadInput, match="unknown trace kind"):

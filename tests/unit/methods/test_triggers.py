@@ -82,7 +82,18 @@ def test_agreement_by_layer_seeded(tiny, tokens):
     tr = T.mine(tiny, tokens, [0, 1], k=3, progress=False)
     a = T.agreement_by_layer(tiny, tr, value_k=20, n_triggers=3, n_shuffles=3, seed=1)
     b = T.agreement_by_layer(tiny, tr, value_k=20, n_triggers=3, n_shuffles=3, seed=1)
-    assert a == b and len(a.rows()) == 2 and all(0 <= x <= 1 for x in a.observed + a.baseline)
+    assert a == b and len(a.rows()) == 2
+    # independent recount with Python sets: value i's top-20 tokens vs the next tokens of its top-3
+    # triggers (observed), and vs those of key perm[i] for each seeded derangement (baseline)
+    for j, l in enumerate([0, 1]):
+        vids = [set(r) for r in value_top_ids(tiny, l, 20).tolist()]
+        nxt = [set(c) - {-1} for c in tr.next_ids(l)[:3].T.tolist()]
+        def hits(pairing, vids=vids, nxt=nxt):
+            return sum(bool(vids[i] & nxt[pairing[i]]) for i in range(len(vids))) / len(vids)
+        assert a.observed[j] == pytest.approx(hits(list(range(len(vids)))))
+        base = [hits(derangement(len(vids), 1 + s).tolist()) for s in range(3)]
+        assert a.baseline[j] == pytest.approx(sum(base) / 3)
+    assert any(x > 0 for x in a.observed + a.baseline), "no hit anywhere: the recount would be vacuous"
     assert set(a.bands(tiny.n_layers)) <= {"lower", "middle", "upper"}
 
 

@@ -24,15 +24,28 @@ def test_classify():
 
 
 def test_build_prediction(tiny_gated):
-    b = U.build_prediction(tiny_gated, "abcdef", top=5)
-    assert len(b.layers) == tiny_gated.n_layers * 6  # BOS skipped
-    assert abs(sum(b.shares().values()) - 1) < 1e-9
-    assert len(b.updates) == 5 and all(set(r) >= {"layer", "neuron", "effect", "value_top_token"} for r in b.updates)
-    effects = [abs(r["effect"]) for r in b.updates]
-    assert effects == sorted(effects, reverse=True)
-    res = U.to_result(tiny_gated, {"abcdef": b})
+    from ffnmem.methods.attribution import direct_effects
+
+    wb = tiny_gated
+    b = U.build_prediction(wb, "abcdef", top=5)
+    assert len(b.layers) == wb.n_layers * 6  # BOS skipped
+    logits = wb.bridge(wb.to_tokens("abcdef"))[0]
+    assert b.final_token == int(logits[-1].argmax())
+    # after the last FFN the lens reads the model's own prediction at every position
+    last = [r for r in b.layers if r["layer"] == wb.n_layers - 1]
+    assert [r["after"] for r in last] == [wb.decode(int(logits[p].argmax())) for p in range(1, 7)]
+    for r in b.layers:  # each case follows from its own row (module docstring)
+        want = "keep" if r["after"] == r["before"] else "single" if r["after"] == r["dominant_token"] else "compose"
+        assert r["case"] == want
+    # the top sub-updates are the 5 largest |direct effects| toward the final token, over all layers
+    fx = direct_effects(wb, ["abcdef"], [b.final_token]).neurons[0]
+    top = fx.abs().flatten().topk(5).indices.tolist()
+    assert [(r["layer"], r["neuron"]) for r in b.updates] == [divmod(i, wb.d_mlp) for i in top]
+    res = U.to_result(wb, {"abcdef": b})
     assert res.tables["layers"].num_rows == len(b.layers)
-    assert len(b.shares_by_layer()) == tiny_gated.n_layers
+    shares = dict(zip(res.table("shares")["case"], res.table("shares")["share"]))
+    assert shares == pytest.approx({k: sum(r["case"] == k for r in b.layers) / len(b.layers) for k in U.CASES})
+    assert [s["layer"] for s in b.shares_by_layer()] == list(range(wb.n_layers))
 
 
 def test_top_update_effect_matches_direct_effects(tiny):
