@@ -21,6 +21,7 @@ from typing import Literal
 from pydantic import Field
 from tqdm.auto import tqdm
 
+from ffnmem.core.errors import BadInput
 from ffnmem.core.workbench import Workbench
 from ffnmem.data.facts import Fact
 from ffnmem.jobs.params import FirstTokenParams, encoded_facts
@@ -78,13 +79,15 @@ def compute(wb: Workbench, facts: list[Fact], p: TraceParams, seed: int = 0, *, 
                           "subject_start": t.subject[0], "subject_end": t.subject[1], "tokens": t.tokens})
         site_rows.append(_sites(fid, e.fact.relation, answer == gold, t, p, wb.n_layers))
         for kind, eff in t.effects.items():
-            tensors[f"fact{i}/{kind}"] = eff
+            if p.positions is None:  # a partial trace is NaN off its cells: the tables hold it
+                tensors[f"fact{i}/{kind}"] = eff
             al = aligned(eff, t.subject)
             effect_rows += [{"subject": e.fact.subject, "kind": kind, "layer": l, "position": pos,
                              "effect": None if al[l, j].isnan() else float(al[l, j])}  # SQL NULL
                             for l in range(al.shape[0]) for j, pos in enumerate(ALIGNED_POSITIONS)]
     avg = average_aligned(traces)
-    tensors.update({f"average/{k}": v for k, v in avg.items()})
+    if p.positions is None:
+        tensors.update({f"average/{k}": v for k, v in avg.items()})
     tables = {"facts": table_from_rows(fact_rows), "effects": table_from_rows(effect_rows),
               "sites": table_from_rows(site_rows)}
     return Result(kind=KIND, tables=tables,
@@ -111,6 +114,8 @@ def _sites(fid: str, relation: str, known: bool, t: Trace, p: TraceParams, n_lay
 
 def traces_of(result: Result) -> list[Trace]:
     """The per-fact :class:`Trace` objects stored in a ``causal_trace`` Result."""
+    if result.meta["params"].get("positions") is not None:
+        raise BadInput("this trace covers some positions only (params.positions); it has no full traces to plot")
     facts = result.table("facts")
     kinds = result.meta["params"]["kinds"]
     return [Trace(tokens=list(r.tokens), subject=(int(r.subject_start), int(r.subject_end)),
