@@ -60,6 +60,7 @@ class DataSpec(_Strict):
     facts: str | list[str] | None = None
     relations: list[str] | None = None
     limit_per_relation: int | None = Field(None, ge=1)
+    sample_seed: int | None = None  # with limit_per_relation: a seeded random sample per relation
     shards: int = Field(1, ge=1)
     corpus: str | list[str] | None = None  # 'default' (stdlib docstrings) or text files
     window: int = Field(64, ge=2)
@@ -234,7 +235,8 @@ def _facts(batch: Batch) -> list:
         return [Fact(**f) for f in demo_facts()]
     spec = [_resolve(batch, s) for s in d.facts] if isinstance(d.facts, list) else _resolve(batch, d.facts)
     try:
-        return load_facts(spec, relations=d.relations, limit_per_relation=d.limit_per_relation)
+        return load_facts(spec, relations=d.relations, limit_per_relation=d.limit_per_relation,
+                          sample_seed=d.sample_seed)
     except FfnmemError as exc:
         raise BadInput(f"{batch.path}: [data] facts: {exc}") from None
 

@@ -14,6 +14,7 @@ position) or ``scoring="sequence"`` (the full answer's log-probability, teacher-
 from __future__ import annotations
 
 import json
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,8 +69,13 @@ def resolve_fact_paths(spec: str | Path | list) -> list[Path]:
 
 
 def load_facts(spec: str | Path | list, *, relations: list[str] | None = None,
-               limit_per_relation: int | None = None) -> list[Fact]:
-    """Read and validate fact files; errors name the file and line. Optionally filter relations."""
+               limit_per_relation: int | None = None, sample_seed: int | None = None) -> list[Fact]:
+    """Read and validate fact files; errors name the file and line. Optionally filter relations.
+
+    ``limit_per_relation`` keeps the first N facts of each relation in file order, or, with
+    ``sample_seed``, N drawn at random per relation by that seed (kept in file order): the files
+    list famous subjects first, so the first N are not a fair sample of a relation.
+    """
     facts: list[Fact] = []
     first: dict[tuple[str, str], Fact] = {}
     for path in _unique_files(resolve_fact_paths(spec)):
@@ -87,13 +93,16 @@ def load_facts(spec: str | Path | list, *, relations: list[str] | None = None,
             raise BadInput(f"unknown relation {unknown[0]!r}; the fact set has {', '.join(sorted(known))}")
         facts = [f for f in facts if f.relation in relations]
     if limit_per_relation is not None:
-        seen: dict[str, int] = {}
-        keep = []
-        for f in facts:
-            seen[f.relation] = seen.get(f.relation, 0) + 1
-            if seen[f.relation] <= limit_per_relation:
-                keep.append(f)
-        facts = keep
+        by_relation: dict[str, list[int]] = {}
+        for i, f in enumerate(facts):
+            by_relation.setdefault(f.relation, []).append(i)
+        keep: set[int] = set()
+        for rel, idx in sorted(by_relation.items()):
+            if sample_seed is not None:
+                g = random.Random(f"{sample_seed}/{rel}")  # per relation: adding a file changes no other sample
+                idx = sorted(g.sample(idx, min(limit_per_relation, len(idx))))
+            keep.update(idx[:limit_per_relation])
+        facts = [f for i, f in enumerate(facts) if i in keep]
     if not facts:
         raise BadInput(f"no facts in {spec}: the fact set is empty")
     return facts

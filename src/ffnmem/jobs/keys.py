@@ -42,9 +42,12 @@ class KeyAgreementParams(Params):
 
 def agreement_result(wb: Workbench, ag: T.Agreement, tokens: torch.Tensor, p: KeyAgreementParams, seed: int,
                      corpus: str = "") -> Result:
-    """A ``key_agreement`` Result (tables ``layers`` and ``bands``) of a measured agreement."""
+    """A ``key_agreement`` Result of a measured agreement: tables ``layers``, ``bands`` and ``neurons``
+    (one row per neuron: ``agreement`` 0/1 and ``shuffled``, its mean under shuffled pairings)."""
     bands = [{"band": b, "agreement": o, "baseline": base} for b, (o, base) in ag.bands(wb.n_layers).items()]
-    return Result(kind="key_agreement", tables={"layers": table_from_rows(ag.rows()), "bands": table_from_rows(bands)},
+    tables = {"layers": table_from_rows(ag.rows()), "bands": table_from_rows(bands),
+              "neurons": table_from_rows(ag.neuron_rows(wb.n_layers))}
+    return Result(kind="key_agreement", tables=tables,
                   meta={"value_k": p.value_k, "n_triggers": ag.n_triggers, "params": p.model_dump()},
                   provenance=make_provenance(wb, data_hash=tokens_hash(tokens), seed=seed, params=p.model_dump(),
                                              corpus=corpus))

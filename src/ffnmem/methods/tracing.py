@@ -76,11 +76,12 @@ def restore_batch(wb: Workbench, tokens: Tensor, answer: int, span: tuple[int, i
 
 def trace(wb: Workbench, prompt: str, answer: int, span: tuple[int, int], *, kinds=("resid", "mlp", "attn"),
           n_samples: int = 10, window: int = 10, seed: int = 0, max_rows: int = 256,
-          noise_scale: float = 3.0, layers: list[int] | None = None) -> Trace:
+          noise_scale: float = 3.0, layers: list[int] | None = None, positions: list[int] | None = None) -> Trace:
     """Trace one fact over every (layer, position) for each kind (``resid`` uses window 1).
 
-    ``layers`` restricts the traced cells (rows of other layers are NaN); windows still span
-    neighbouring layers.
+    ``layers`` and ``positions`` (token indices; negative ones count from the end) restrict the
+    traced cells (the others are NaN); windows still span neighbouring layers. Layers whose
+    clipped windows restore the same layers are one measurement: it is run once and copied.
     """
     unknown = [k for k in kinds if k not in TRACED_HOOKS]
     if unknown:
@@ -95,19 +96,33 @@ def trace(wb: Workbench, prompt: str, answer: int, span: tuple[int, int], *, kin
     p_corrupt = float(_probs(wb, tokens.expand(n_samples, -1), answer,
                              [(EMBED, Noise(noise, span))]).mean())
     layers = list(range(L)) if layers is None else sorted({wb.check_layer(l) for l in layers})
-    cells = [(l, t) for l in layers for t in range(T)]
+    cols = list(range(T)) if positions is None else sorted({_check_position(t, T) for t in positions})
     per_chunk = max(1, max_rows // n_samples)
     effects = {}
     for kind in kinds:
         clean = {l: cache[hook_name(TRACED_HOOKS[kind], l)] for l in range(L)}
         w = 1 if kind == "resid" else window
+        # the first layer of each distinct window stands for the layers that restore the same window
+        first = {}
+        for l in layers:
+            first.setdefault(tuple(window_layers(l, w, L)) if w > 1 else (l,), l)
+        cells = [(l, t) for l in first.values() for t in cols]
         ps = [restore_batch(wb, tokens, answer, span, noise, clean, cells[s: s + per_chunk], kind, w)
               for s in range(0, len(cells), per_chunk)]
+        got = dict(zip(cells, (torch.cat(ps) - p_corrupt).tolist()))
         eff = torch.full((L, T), float("nan"))
-        eff[layers] = (torch.cat(ps) - p_corrupt).reshape(len(layers), T)
+        for l in layers:
+            lead = first[tuple(window_layers(l, w, L)) if w > 1 else (l,)]
+            eff[l, cols] = torch.tensor([got[(lead, t)] for t in cols])
         effects[kind] = eff
     return Trace(tokens=wb.str_tokens(tokens[0]), subject=span, p_clean=p_clean, p_corrupt=p_corrupt,
                  effects=effects, window=window)
+
+
+def _check_position(t: int, n_tokens: int) -> int:
+    if not -n_tokens <= t < n_tokens:
+        raise BadInput(f"position {t} is outside the prompt's {n_tokens} tokens")
+    return t % n_tokens
 
 
 def trace_one_cell_per_forward(wb: Workbench, prompt: str, answer: int, span: tuple[int, int], *,
@@ -127,6 +142,33 @@ def trace_one_cell_per_forward(wb: Workbench, prompt: str, answer: int, span: tu
         for t in range(tokens.shape[1]):
             out[l, t] = restore_batch(wb, tokens, answer, span, noise, clean, [(l, t)], kind, window)[0] - p_corrupt
     return out
+
+
+def aligned_columns(span: tuple[int, int], n_tokens: int, positions) -> list[int]:
+    """Token indices that the aligned ``positions`` (names of :data:`ALIGNED_POSITIONS`) read."""
+    s0, s1 = span
+    cols = {"first_subject": [s0], "middle_subject": list(range(s0 + 1, s1 - 1)), "last_subject": [s1 - 1],
+            "first_after": [s1] if s1 < n_tokens else [], "last": [n_tokens - 1]}
+    unknown = [p for p in positions if p not in cols]
+    if unknown:
+        raise BadInput(f"unknown trace position {unknown[0]!r}; choose from {', '.join(ALIGNED_POSITIONS)}")
+    return sorted({t for p in positions for t in cols[p]})
+
+
+def predicted_token(wb: Workbench, prompt: str) -> int:
+    """The model's own top-1 next token after ``prompt`` (what ROME traces on known facts)."""
+    with torch.inference_mode():
+        return int(wb.bridge(wb.to_tokens(prompt))[0, -1].argmax())
+
+
+def site_peak(effect: Float[Tensor, " n_layers"], window: int) -> tuple[float, int]:
+    """(max, layer) of one position's effect over layers; the layer is the centre of the argmax
+    cell's restored window, so clipped windows at the model's edges (which restore the same layers
+    as the first unclipped one) are labelled by that window, not by the lowest tied layer."""
+    e = torch.nan_to_num(effect, nan=float("-inf"))
+    l = int(e.argmax())
+    w = window_layers(l, window, effect.shape[0]) if window > 1 else range(l, l + 1)
+    return float(e[l]), w.start + (w.stop - w.start) // 2
 
 
 def aligned(effect: Float[Tensor, "n_layers pos"], span: tuple[int, int]) -> Float[Tensor, "n_layers 5"]:

@@ -19,7 +19,7 @@ the top-k and the statistics. The next token of a window's last position is unkn
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from jaxtyping import Float, Int
@@ -182,6 +182,14 @@ def from_result(res: Result) -> Triggers:
                            for l in layers})
 
 
+BANDS = (("lower", 0.0, 1 / 3), ("middle", 1 / 3, 2 / 3), ("upper", 2 / 3, 1.0))
+
+
+def band_of(layer: int, n_layers: int) -> str:
+    """The third of the model's layers that ``layer`` lies in: lower, middle or upper."""
+    return next(name for name, lo, hi in BANDS if lo * n_layers <= layer < hi * n_layers or hi == 1.0)
+
+
 @dataclass(frozen=True)
 class Agreement:
     """Per layer: share of keys whose value's top-``value_k`` tokens contain the next token of one
@@ -193,18 +201,27 @@ class Agreement:
     baseline_std: list[float]
     value_k: int
     n_triggers: int
+    # per layer, per neuron: 1.0 if the key's triggers agree with its value, and the mean of the
+    # same over the shuffled pairings (value i with key perm[i]): the items of the paired claim test
+    neuron_observed: list[Tensor] = field(default_factory=list, compare=False)
+    neuron_baseline: list[Tensor] = field(default_factory=list, compare=False)
 
     def rows(self) -> list[dict]:
         return [{"layer": l, "agreement": o, "baseline": b, "baseline_std": s,
                  "value_k": self.value_k, "n_triggers": self.n_triggers}
                 for l, o, b, s in zip(self.layers, self.observed, self.baseline, self.baseline_std)]
 
+    def neuron_rows(self, n_layers: int) -> list[dict]:
+        """One row per (layer, neuron): ``agreement`` (0/1), ``shuffled`` (mean over shuffles), ``band``."""
+        return [{"layer": l, "neuron": n, "band": band_of(l, n_layers), "agreement": float(o), "shuffled": float(b)}
+                for l, obs, base in zip(self.layers, self.neuron_observed, self.neuron_baseline)
+                for n, (o, b) in enumerate(zip(obs.tolist(), base.tolist()))]
+
     def bands(self, n_layers: int) -> dict[str, tuple[float, float]]:
         """Mean (agreement, baseline) in the lower, middle and upper thirds of the model's layers."""
         out = {}
-        for name, lo, hi in (("lower", 0, n_layers / 3), ("middle", n_layers / 3, 2 * n_layers / 3),
-                             ("upper", 2 * n_layers / 3, n_layers)):
-            pick = [i for i, l in enumerate(self.layers) if lo <= l < hi]
+        for name, _, _ in BANDS:
+            pick = [i for i, l in enumerate(self.layers) if band_of(l, n_layers) == name]
             if pick:
                 out[name] = (sum(self.observed[i] for i in pick) / len(pick),
                              sum(self.baseline[i] for i in pick) / len(pick))
@@ -217,13 +234,16 @@ def agreement_by_layer(wb: Workbench, tr: Triggers, *, value_k: int = 10, n_trig
 
     if n_triggers < 1 or n_triggers > tr.k:
         raise BadInput(f"n_triggers={n_triggers} must be between 1 and the mined k={tr.k}")
-    obs, base, std = [], [], []
+    obs, base, std, n_obs, n_base = [], [], [], [], []
     for l in tr.layers:
         vids = value_top_ids(wb, l, value_k, sign=tr.sign)
         nxt = tr.next_ids(l)[:n_triggers].T  # (d_mlp, n)
-        obs.append(agreement(vids, nxt).float().mean().item())
-        shuf = torch.tensor([agreement(vids, nxt, derangement(nxt.shape[0], seed + s)).float().mean().item()
-                             for s in range(n_shuffles)])
+        hit = agreement(vids, nxt).float()
+        shuf = torch.stack([agreement(vids, nxt, derangement(nxt.shape[0], seed + s)).float()
+                            for s in range(n_shuffles)])  # (n_shuffles, d_mlp)
+        obs.append(hit.mean().item())
         base.append(shuf.mean().item())
-        std.append(shuf.std().item() if n_shuffles > 1 else 0.0)
-    return Agreement(tr.layers, obs, base, std, value_k, n_triggers)
+        std.append(shuf.mean(1).std().item() if n_shuffles > 1 else 0.0)
+        n_obs.append(hit)
+        n_base.append(shuf.mean(0))
+    return Agreement(tr.layers, obs, base, std, value_k, n_triggers, n_obs, n_base)

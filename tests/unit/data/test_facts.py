@@ -26,6 +26,19 @@ def test_shipped_facts_load_and_cover_relations():
     assert all(f.subject in f.prompt and f.target.startswith(" ") for f in facts)
 
 
+def test_seeded_sample_per_relation():
+    first = load_facts("all", limit_per_relation=3)
+    a = load_facts("all", limit_per_relation=3, sample_seed=0)
+    b = load_facts("all", limit_per_relation=3, sample_seed=0)
+    c = load_facts("all", limit_per_relation=3, sample_seed=1)
+    relations = {f.relation for f in first}
+    assert a == b and a != c and a != first
+    assert all(sum(f.relation == r for f in a) == 3 for r in relations)
+    # a relation's sample does not depend on which other relations are loaded
+    one = load_facts("all", relations=["currency"], limit_per_relation=3, sample_seed=0)
+    assert one == [f for f in a if f.relation == "currency"]
+
+
 def test_malformed_line_names_file_and_line(tmp_path):
     p = _write(tmp_path, [GOOD, "{not json"])
     with pytest.raises(BadInput, match=r"f\.jsonl:2: not valid JSON"):

@@ -8,7 +8,16 @@ import pytest
 import torch
 
 from ffnmem.core.errors import BadInput
-from ffnmem.methods.tracing import aligned, average_aligned, peak, trace, trace_one_cell_per_forward, window_layers
+from ffnmem.methods.tracing import (
+    aligned,
+    aligned_columns,
+    average_aligned,
+    peak,
+    site_peak,
+    trace,
+    trace_one_cell_per_forward,
+    window_layers,
+)
 from ffnmem.viz import plot_trace, save_figure
 
 PROMPT, SPAN, ANS = "The cat sat on", (4, 8), 109  # BOS + "The " then "cat " (bytes 4..7)
@@ -47,3 +56,55 @@ def test_aligned_and_peak(tmp_path, tiny):
     assert (tmp_path / "t.png").stat().st_size > 1000
     with pytest.raises(BadInput, match="unknown trace kind"):
         trace(tiny, PROMPT, ANS, SPAN, kinds=("ffn",))
+
+
+def test_positions_trace_only_those_columns(tiny):
+    full = trace(tiny, PROMPT, ANS, SPAN, kinds=("mlp",), n_samples=3, window=2)
+    part = trace(tiny, PROMPT, ANS, SPAN, kinds=("mlp",), n_samples=3, window=2, positions=[SPAN[1] - 1, -1])
+    cols = [SPAN[1] - 1, part.effects["mlp"].shape[1] - 1]
+    torch.testing.assert_close(part.effects["mlp"][:, cols], full.effects["mlp"][:, cols], atol=1e-5, rtol=1e-4)
+    others = [c for c in range(part.effects["mlp"].shape[1]) if c not in cols]
+    assert part.effects["mlp"][:, others].isnan().all()
+    with pytest.raises(BadInput, match="outside the prompt"):
+        trace(tiny, PROMPT, ANS, SPAN, kinds=("mlp",), positions=[99])
+
+
+def test_aligned_columns_and_site_peak():
+    assert aligned_columns((1, 4), 7, ["last_subject", "last"]) == [3, 6]
+    assert aligned_columns((1, 4), 7, ["middle_subject"]) == [2]
+    with pytest.raises(BadInput, match="unknown trace position"):
+        aligned_columns((1, 4), 7, ["subject"])
+    eff = torch.zeros(30)
+    eff[0:6] = 0.5  # layers 0-5 restore the same clipped window 0-9: labelled by its centre, 5
+    assert site_peak(eff, 10) == (0.5, 5)
+    eff[12] = 0.7
+    assert site_peak(eff, 10) == (pytest.approx(0.7), 12)
+    eff[29] = 0.9  # window 20-29
+    assert site_peak(eff, 10) == (pytest.approx(0.9), 25)
+    assert site_peak(eff, 1)[1] == 29
+
+
+def test_trace_job_sites_table(tiny):
+    from ffnmem.store.results import check_finite
+    from ffnmem.data.facts import Fact
+    from ffnmem.jobs.trace import TraceParams, compute
+
+    facts = [Fact(subject="cat", relation="r", prompt="The cat sat on", target=" the"),
+             Fact(subject="dog", relation="r", prompt="A dog ran to", target=" the")]
+    p = TraceParams(kinds=["mlp"], positions=["last_subject", "last"], target="prediction", n_samples=2,
+                    window=2, first_token="any")
+    res = compute(tiny, facts, p)
+    sites, rows = res.table("sites"), res.table("facts")
+    assert list(sites.fact_id) == ["r/cat", "r/dog"] and (sites.n_layers == tiny.n_layers).all()
+    assert {"mlp_last_subject_max", "mlp_last_subject_peak", "mlp_last_max", "mlp_last_peak"} <= set(sites.columns)
+    assert "mlp_first_subject_max" not in sites.columns
+    # the traced token is the model's own top-1, so the clean p is the largest next-token probability
+    for r in rows.itertuples():
+        with torch.no_grad():
+            probs = tiny.bridge(tiny.to_tokens(r.prompt))[0, -1].softmax(-1)
+        assert r.p_clean == pytest.approx(float(probs.max()), abs=1e-5)
+        assert r.known == (int(probs.argmax()) == tiny.encode(" the", prepend_bos=False)[0])
+    eff = res.table("effects")
+    last = eff[(eff.subject == "cat") & (eff.position == "last")].effect
+    assert sites.mlp_last_max[0] == pytest.approx(float(last.max()), abs=1e-6)
+    check_finite(res)  # the batch runner refuses NaN tensors: a partial trace stores none

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 import torch
 
@@ -94,6 +95,22 @@ def test_agreement_by_layer_seeded(tiny, tokens):
         assert a.baseline[j] == pytest.approx(sum(base) / 3)
     assert any(x > 0 for x in a.observed + a.baseline), "no hit anywhere: the recount would be vacuous"
     assert set(a.bands(tiny.n_layers)) <= {"lower", "middle", "upper"}
+
+
+def test_agreement_neuron_rows_are_the_layer_means(tiny, tokens):
+    tr = T.mine(tiny, tokens, [0, 1], k=3, progress=False)
+    a = T.agreement_by_layer(tiny, tr, value_k=20, n_triggers=3, n_shuffles=4, seed=0)
+    rows = pd.DataFrame(a.neuron_rows(tiny.n_layers))
+    assert len(rows) == 2 * tiny.d_mlp and set(rows.agreement) <= {0.0, 1.0}
+    means = rows.groupby("layer")[["agreement", "shuffled"]].mean()
+    assert means.agreement.tolist() == pytest.approx(a.observed, abs=1e-6)
+    assert means.shuffled.tolist() == pytest.approx(a.baseline, abs=1e-6)
+    # per neuron: value i with the triggers of key perm[i], averaged over the shuffles
+    vids, nxt = value_top_ids(tiny, 1, 20, sign=tr.sign), tr.next_ids(1)[:3].T
+    want = torch.stack([agreement(vids, nxt, derangement(nxt.shape[0], s)).float() for s in range(4)]).mean(0)
+    assert rows[rows.layer == 1].shuffled.tolist() == pytest.approx(want.tolist())
+    assert [T.band_of(l, 30) for l in (0, 9, 10, 19, 20, 29)] == ["lower"] * 2 + ["middle"] * 2 + ["upper"] * 2
+    assert T.band_of(1, 2) == "middle" and T.band_of(0, 2) == "lower"  # as the old per-band means
 
 
 @pytest.mark.parametrize("kw, msg", [
