@@ -34,6 +34,12 @@ def _ci(ci: tuple[float, float] | None) -> str:
     return "–" if ci is None else f"[{_num(ci[0])}, {_num(ci[1])}]"
 
 
+def _short(text: str, width: int = 48) -> str:
+    """The paper reference cut for the table (the claim's section has it whole)."""
+    text = text.replace("|", "/")
+    return text if len(text) <= width else text[: width - 1].rstrip() + "…"
+
+
 def rerun_command(row: ClaimResult) -> str:
     quick = " --quick" if row.quick else ""
     return f"ffnmem claims run --only {row.claim.id}{quick}"
@@ -51,7 +57,7 @@ def render(rows: list[ClaimResult], *, machine: str | None = None) -> str:
     """The whole CLAIMS.md: summary table, then each claim's definition and numbers."""
     holm_p = adjusted(rows)
     quick = any(r.quick for r in rows)
-    total = sum(r.seconds or 0.0 for r in {id(r.run): r for r in rows if r.run}.values())
+    total = sum(r.seconds or 0.0 for r in {str(r.run): r for r in rows if r.run}.values())  # a file's run once
     lines = [
         "# Claims",
         "",
@@ -69,8 +75,10 @@ def render(rows: list[ClaimResult], *, machine: str | None = None) -> str:
         f"Machine: {machine or platform.platform()}; total run time {total / 60:.1f} min"
         + (" (quick versions: smaller samples, same statistics)." if quick else "."),
         "",
-        "| claim | status | estimate [95% CI] | value vs null | p (Holm) | n | control: estimate, p | run time |",
-        "|---|---|---|---|---|---|---|---|",
+        "Run time is that of the claim file's run, shared by the claims it holds.",
+        "",
+        "| claim | paper | status | estimate [95% CI] | value vs null | p (Holm) | n | control: estimate, p | run time | rerun |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         res, ctl = r.result, r.control
@@ -79,8 +87,8 @@ def render(rows: list[ClaimResult], *, machine: str | None = None) -> str:
         p = "–" if res is None else f"{_p(res.p_value)} ({_p(holm_p.get(r.claim.id))})"
         control = "–" if ctl is None else f"{_num(ctl.estimate)}, p = {_p(ctl.p_value)}"
         secs = "–" if r.seconds is None else f"{r.seconds / 60:.1f} min"
-        lines.append(f"| [{r.claim.id}](#{r.claim.id}) | {r.status} | {est} | {vs} | {p} | "
-                     f"{'–' if res is None else res.n} | {control} | {secs} |")
+        lines.append(f"| [{r.claim.id}](#{r.claim.id}) | {_short(r.claim.spec.paper)} | {r.status} | {est} | {vs} | {p} | "
+                     f"{'–' if res is None else res.n} | {control} | {secs} | `{rerun_command(r)}` |")
     for r in rows:
         lines += ["", *_section(r)]
     return "\n".join(lines) + "\n"
