@@ -54,7 +54,7 @@ cells = [
         "Direct logit attribution (`ffnmem.methods.attribution.direct_effects`) of each fact's *margin*: the answer's logit "
         "minus the mean logit of the attribute's other values, split into FFN and attention layers. On the `tiny` "
         "preset the FFN layers write about 70% of |DLA| in every exposure bin; what changes with exposure is the "
-        "size of the margin, not where it is written (tests/claims/test_frequency_claims.py)."),
+        "size of the margin, not where it is written (docs/FINDINGS.md; measured, not a registered claim)."),
     nbf.v4.new_code_cell(
         "queries = [q for q in corpus.queries if not q['heldout']]\n"
         "dla = fq.dla_by_exposure(fq.dla_rows(run.wb, queries, contrast=corpus.values), n_boot=200, seed=0)\n"
