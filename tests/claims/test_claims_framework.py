@@ -17,6 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ffnmem.batch.claims import claims_table, finished, load_claims, run_dir
+from ffnmem.batch.claims_report import recorded_statuses
 from ffnmem.cli import app
 from ffnmem.jobs.report import write_report
 
@@ -123,6 +124,8 @@ def test_cli_lists_runs_one_claim_and_reports(probes, tmp_path, monkeypatch, cli
     text = doc.read_text()
     assert "| [fx-pass](#fx-pass) | PASS |" in text and "ffnmem claims run --only fx-broken" in text
     assert "## fx-too-small" in text and "Negative control: c" in text
+    assert recorded_statuses(text) == {"fx-pass": "PASS", "fx-wrong-way": "NOT REPRODUCED",
+                                       "fx-too-small": "NOT REPRODUCED", "fx-broken": "BROKEN"}
     mine = tmp_path / "NOTES.md"
     mine.write_text("my notes\n")
     res = cli("claims", "report", "--out", mine, *where)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import platform
+import re
 
 import numpy as np
 
@@ -117,6 +118,16 @@ def _section(r: ClaimResult) -> list[str]:
 def _where(r: ClaimResult) -> str:
     path = r.claim.path
     return f"probes/claims/{path.name}" if path.parent.name == "claims" else path.as_posix()
+
+
+def recorded_statuses(markdown: str) -> dict[str, str]:
+    """Claim id -> status as a CLAIMS.md written by :func:`render` records them (its summary table)."""
+    found = {}
+    for line in markdown.splitlines():
+        m = re.match(r"^\| \[([a-z0-9-]+)\]\(#[a-z0-9-]+\) \|[^|]*\| ([A-Z ]+) \|", line)
+        if m:
+            found[m.group(1)] = m.group(2)
+    return found
 
 
 def summary_counts(rows: list[ClaimResult]) -> dict[str, int]:
