@@ -122,7 +122,7 @@ def test_cli_lists_runs_one_claim_and_reports(probes, tmp_path, monkeypatch, cli
     res = CliRunner().invoke(app, ["claims", "report", "--out", str(doc), *where])
     assert res.exit_code == 0, res.output
     text = doc.read_text()
-    assert "| [fx-pass](#fx-pass) | PASS |" in text and "ffnmem claims run --only fx-broken" in text
+    assert "| [fx-pass](#fx-pass) | p | PASS |" in text and "ffnmem claims run --only fx-broken" in text
     assert "## fx-too-small" in text and "Negative control: c" in text
     assert recorded_statuses(text) == {"fx-pass": "PASS", "fx-wrong-way": "NOT REPRODUCED",
                                        "fx-too-small": "NOT REPRODUCED", "fx-broken": "BROKEN"}
