@@ -131,7 +131,7 @@ USER = [  # FfnmemError and file errors: exit 2, exactly one "error:" line
     (["run", "empty_dir"], r"empty_dir: Is a directory"),
     (["run", "a_file"], r"a_file: malformed TOML"),
     (["report", "a_file"], r"a_file is not an ffnmem run folder"),
-    (["claims", "--probes", "empty_dir", "--runs", "empty_dir"], r"no claim batches in empty_dir"),
+    (["claims", "--probes", "empty_dir", "--runs", "empty_dir"], r"no claim files in empty_dir"),
     (["neuron", "0", "3", *T, "--triggers", "empty_dir"], r"empty_dir is not an ffnmem result"),
     (["neuron", "5", "3", *T], r"layer 5 is out of range"),
     (["sae", *T, "--layer", "9"], r"layer 9 is out of range"),
