@@ -128,7 +128,7 @@ def trace(
     seed: Annotated[int, typer.Option(min=0, max=SEED_MAX, help="Noise seed.")] = 0,
     max_rows: Annotated[int, typer.Option(min=1, help="Rows per batched forward pass.")] = 256,
     kind: Annotated[list[str], typer.Option(help="States restored: resid, mlp, attn (window --window), mlp_w1, "
-                                            "attn_w1 (window 1).")] = ["resid", "mlp", "attn"],  # noqa: B006
+                                            "attn_w1 (window 1).")] = ["resid", "mlp", "attn", "mlp_w1", "attn_w1"],  # noqa: B006
     target: Annotated[str, typer.Option(help="prediction: the model's own top-1 token (ROME); gold: the fact's "
                                         "answer.")] = "prediction",
     noise_at: Annotated[str, typer.Option(help="embed: noise on the subject's embeddings (ROME); mlp0_out: on "

@@ -137,3 +137,11 @@ def test_trace_job_sites_table(tiny):
     last = eff[(eff.subject == "cat") & (eff.position == "last")].effect
     assert sites.mlp_last_max[0] == pytest.approx(float(last.max()), abs=1e-6)
     check_finite(res)  # the batch runner refuses NaN tensors: a partial trace stores none
+    # ROME's defaults: the model's prediction, one noise level from all the facts' subjects, window 10
+    assert TraceParams().target == "prediction" and TraceParams().window == 10
+    toks = [tiny.to_tokens(f.prompt) for f in facts]
+    spans = [(int(r.subject_start), int(r.subject_end)) for r in rows.itertuples()]
+    assert spans == [(5, 8), (3, 6)]  # byte tokens: BOS T h e _ | c a t; BOS A _ | d o g
+    assert res.meta["sigma"] == pytest.approx(noise_sigma(tiny, toks, spans), rel=1e-6)
+    fixed = compute(tiny, facts[:1], p.model_copy(update={"noise_sigma": 0.5, "window": "scaled"}))
+    assert fixed.meta["sigma"] == 0.5 and fixed.meta["window"] == 1  # round(10 * 2 / 48) = 0 -> 1
