@@ -85,7 +85,7 @@ def compute(wb: Workbench, facts: list[Fact], p: TraceParams, seed: int = 0, *, 
     fact_rows, effect_rows, site_rows, tensors, traces = [], [], [], {}, []
     encoded = list(encoded_facts(wb, facts, p))
     window = p.window_for(wb.n_layers)
-    if isinstance(p.noise_sigma, float):
+    if not isinstance(p.noise_sigma, str):  # a fixed level
         sigma = p.noise_sigma
     else:  # ROME: one noise level for the whole fact set
         sigma = noise_sigma(wb, [wb.to_tokens(e.fact.prompt) for e in encoded], [e.subject for e in encoded],
