@@ -166,22 +166,48 @@ class _Expand:
 
 def restore_from(wb: Workbench, tokens: Tensor, answer: int, span: tuple[int, int], noise: Tensor,
                  clean: dict[int, Tensor], cells: list[tuple[int, int]], kind: str, window: int,
-                 noise_at: str = "embed") -> Tensor:
-    """:func:`restore_batch` for cells whose windows all start at the same layer ``lo``, reusing the
-    corrupted run below it: the forward runs the ``n`` noise samples up to ``lo`` and expands to
-    cells × samples rows only there (``hook_resid_pre`` of ``lo``, or its ``hook_resid_post`` for
-    the residual stream), so the layers below ``lo`` cost ``n`` rows instead of ``cells·n``."""
+                 noise_at: str = "embed", lo: int | None = None) -> Tensor:
+    """:func:`restore_batch` reusing the corrupted run below layer ``lo`` (default: the first layer
+    any of the cells' windows restores): the forward runs the ``n`` noise samples up to ``lo`` and
+    expands to cells × samples rows only there (``hook_resid_pre`` of ``lo``, or its
+    ``hook_resid_post`` for the residual stream), so the layers below cost ``n`` rows, not ``cells·n``."""
     n, T, L = noise.shape[0], tokens.shape[1], wb.n_layers
-    starts = {window_layers(l, window, L).start for l, _ in cells}
-    if len(starts) != 1:
-        raise BadInput("restore_from takes cells whose windows start at one layer")
-    lo = starts.pop()
+    first = min(window_layers(l, window, L).start for l, _ in cells)
+    lo = first if lo is None else lo
+    if lo > first:
+        raise BadInput(f"restore_from: a window starts at layer {first}, below the expansion layer {lo}")
     at = hook_name("resid_post", lo) if kind == "resid" else hook_name("resid_pre", lo)
     # order matters where hooks share a point: noise (resid_post 0), then expand, then restore
     hooks = [(NOISE_SITES[noise_at], Noise(noise, span)), (at, _Expand(len(cells)))]
     hooks += _restore_hooks(cells, n, T, kind, window, clean, L)
     p = _probs(wb, tokens.expand(n, -1), answer, hooks, rows=len(cells) * n)
     return p.reshape(len(cells), n).mean(1)
+
+
+FORWARD_COST = 256.0  # fixed cost of one forward pass, in row·layer·token units (measured: bench/tracing.py)
+
+
+def plan_chunks(cells: list[tuple[int, int]], window: int, n_layers: int, row_tokens: int, max_cells: int,
+                forward_cost: float = FORWARD_COST) -> list[tuple[int, list[tuple[int, int]]]]:
+    """Split cells into forward passes ``(expansion layer, cells)`` of at most ``max_cells`` cells.
+
+    A pass expanding at layer ``lo`` costs ``forward_cost + cells·row_tokens·(L − lo)`` (the rows
+    below ``lo`` are shared); cells sorted by their window's first layer are cut into consecutive
+    passes by dynamic programming on that cost. ``forward_cost = 0`` gives one pass per first layer
+    (most reuse); a large one merges into few full passes (least per-pass overhead)."""
+    order = sorted(cells, key=lambda c: (window_layers(c[0], window, n_layers).start, c))
+    starts = [window_layers(l, window, n_layers).start for l, _ in order]
+    best, cut = [0.0] + [float("inf")] * len(order), [0] * (len(order) + 1)
+    for j in range(1, len(order) + 1):
+        for i in range(max(0, j - max_cells), j):  # cells i..j-1 in one pass expanding at starts[i]
+            cost = best[i] + forward_cost + (j - i) * row_tokens * (n_layers - starts[i])
+            if cost < best[j]:
+                best[j], cut[j] = cost, i
+    out, j = [], len(order)
+    while j:
+        out.append((starts[cut[j]], order[cut[j]: j]))
+        j = cut[j]
+    return out[::-1]
 
 
 def _clean_cache(wb: Workbench, tokens: Tensor, kinds) -> tuple:
@@ -193,13 +219,14 @@ def _clean_cache(wb: Workbench, tokens: Tensor, kinds) -> tuple:
 def trace(wb: Workbench, prompt: str, answer: int, span: tuple[int, int], *, kinds=("resid", "mlp", "attn"),
           n_samples: int = 10, window: int = ROME_WINDOW, seed: int = 0, max_rows: int = 256,
           noise_scale: float = 3.0, sigma: float | None = None, noise_at: str = "embed",
-          layers: list[int] | None = None, positions: list[int] | None = None) -> Trace:
+          layers: list[int] | None = None, positions: list[int] | None = None,
+          forward_cost: float = FORWARD_COST) -> Trace:
     """Trace one fact over every (layer, position) for each kind (``resid`` and ``*_w1`` use window 1).
 
     ``sigma``: the noise level (None: ROME's, from this fact's own subject tokens; the job passes
     the level of the whole fact set, as ROME does). ``layers`` and ``positions`` (token indices;
     negative ones count from the end) restrict the traced cells (the others are NaN); windows
-    still span neighbouring layers.
+    still span neighbouring layers. ``forward_cost``: see :func:`plan_chunks` (speed only).
     """
     unknown = [k for k in kinds if k not in TRACED]
     if unknown:
@@ -225,15 +252,10 @@ def trace(wb: Workbench, prompt: str, answer: int, span: tuple[int, int], *, kin
         eff = torch.full((L, T), float("nan"))
         for l in layers:
             eff[l, [t for t in cols if t < span[0]]] = 0.0
-        # cells grouped by their window's first layer: each group reuses the corrupted run below it
-        groups: dict[int, list[tuple[int, int]]] = {}
-        for l in layers:
-            groups.setdefault(window_layers(l, w, L).start, []).extend((l, t) for t in cols if t >= span[0])
-        for cells in groups.values():
-            for s in range(0, len(cells), per_chunk):
-                chunk = cells[s: s + per_chunk]
-                got = restore_from(wb, tokens, answer, span, noise, clean, chunk, kind, w, noise_at) - p_corrupt
-                eff[[c[0] for c in chunk], [c[1] for c in chunk]] = got.float()
+        cells = [(l, t) for l in layers for t in cols if t >= span[0]]
+        for start, chunk in plan_chunks(cells, w, L, n_samples * T, per_chunk, forward_cost):
+            got = restore_from(wb, tokens, answer, span, noise, clean, chunk, kind, w, noise_at, start) - p_corrupt
+            eff[[c[0] for c in chunk], [c[1] for c in chunk]] = got.float()
         effects[kind] = eff
     return Trace(tokens=wb.str_tokens(tokens[0]), subject=span, p_clean=p_clean, p_corrupt=p_corrupt,
                  effects=effects, window=window)

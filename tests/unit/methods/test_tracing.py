@@ -145,3 +145,28 @@ def test_trace_job_sites_table(tiny):
     assert res.meta["sigma"] == pytest.approx(noise_sigma(tiny, toks, spans), rel=1e-6)
     fixed = compute(tiny, facts[:1], p.model_copy(update={"noise_sigma": 0.5, "window": "scaled"}))
     assert fixed.meta["sigma"] == 0.5 and fixed.meta["window"] == 1  # round(10 * 2 / 48) = 0 -> 1
+
+
+def test_plan_chunks_known_answer():
+    from ffnmem.methods.tracing import plan_chunks
+
+    cells = [(l, t) for l in range(4) for t in (1, 2)]
+    # no per-pass cost: one pass per first restored layer, expanding there
+    plan = plan_chunks(cells, 1, 4, row_tokens=10, max_cells=8, forward_cost=0.0)
+    assert [(lo, len(c)) for lo, c in plan] == [(0, 2), (1, 2), (2, 2), (3, 2)]
+    # a huge per-pass cost: one full pass from layer 0; max_cells still caps a pass
+    assert [(lo, len(c)) for lo, c in plan_chunks(cells, 1, 4, 10, 8, forward_cost=1e9)] == [(0, 8)]
+    assert [lo for lo, _ in plan_chunks(cells, 1, 4, 10, 3, forward_cost=1e9)][0] == 0
+    assert all(len(c) <= 3 for _, c in plan_chunks(cells, 1, 4, 10, 3, forward_cost=1e9))
+    # window 4 on 4 layers: layers 0-2 start at 0, layer 3 at 1
+    assert {lo for lo, _ in plan_chunks(cells, 4, 4, 10, 8, forward_cost=0.0)} == {0, 1}
+    assert sorted(c for _, cs in plan for c in cs) == sorted(cells)
+
+
+def test_fast_path_is_exact_for_any_chunking(tiny):
+    ref = trace(tiny, PROMPT, ANS, SPAN, kinds=("resid", "mlp"), n_samples=2, window=2, forward_cost=0.0)
+    for cost in (1e9, 50.0):
+        t = trace(tiny, PROMPT, ANS, SPAN, kinds=("resid", "mlp"), n_samples=2, window=2, max_rows=6,
+                  forward_cost=cost)
+        for k in ("resid", "mlp"):
+            torch.testing.assert_close(t.effects[k], ref.effects[k], atol=1e-6, rtol=0)
