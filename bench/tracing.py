@@ -24,6 +24,7 @@ from ffnmem.core.hooks import hook_name
 from ffnmem.data.facts import encode_facts, load_facts
 from ffnmem.methods.patching import activation_patching, attribution_patching
 from ffnmem.methods.tracing import (
+    FORWARD_COST,
     TRACED_HOOKS,
     kind_window,
     noise_sigma,
@@ -78,6 +79,8 @@ def main() -> None:
     ap.add_argument("--window", type=int, default=10)
     ap.add_argument("--relations", default="capital_of,city_country,company_founder",
                     help="one fact (the first) of each relation is traced")
+    ap.add_argument("--costs", default="0,64,256,1024,1e9",
+                    help="forward_cost values of trace's pass planner timed on the first fact")
     ap.add_argument("--patch-sample", type=int, default=128, help="neurons patched for real")
     ap.add_argument("--out", default="docs/BENCHMARKS-facts.md")
     args = ap.parse_args()
@@ -87,6 +90,13 @@ def main() -> None:
     sigma = noise_sigma(wb, [wb.to_tokens(e.fact.prompt) for e in encoded], [e.subject for e in encoded])
     rows = trace_rows(wb, encoded, ("resid", "mlp"), args.window, args.samples, sigma)
     e = encoded[0]
+    sweep = []
+    for cost in (float(c) for c in args.costs.split(",")):
+        t0 = time.perf_counter()
+        trace(wb, e.fact.prompt, e.answer_ids[0], e.subject, kinds=("resid", "mlp"), window=args.window,
+              n_samples=args.samples, sigma=sigma, forward_cost=cost)
+        sweep.append((cost, time.perf_counter() - t0))
+        print("forward_cost", sweep[-1], flush=True)
     fast, batch, loop = (sum(r[k] for r in rows) for k in ("fast", "batched", "loop"))
     load1 = os.getloadavg()[0]
 
@@ -125,6 +135,9 @@ def main() -> None:
         "", (f"Total: `trace` {fast:.1f} s, batched only {batch:.1f} s, loop {loop:.1f} s: **{loop / fast:.1f}×** "
              f"faster than the loop (batched only: {loop / batch:.1f}×); max |trace − loop| "
              f"{max(r['diff'] for r in rows):.1e}."), "",
+        (f"`trace`'s pass planner (`forward_cost`, row·layer·token units; default {FORWARD_COST:g}) on "
+         f"{e.fact.prompt!r}, resid + mlp:"), "",
+        "| forward_cost | seconds |", "|---|---|", *[f"| {c:g} | {t:.2f} |" for c, t in sweep], "",
         "## Attribution patching vs activation patching (all FFN neurons)", "",
         f"Clean {e.fact.prompt!r}, corrupted {corrupt!r}, metric: answer logit.", "",
         "| method | seconds |", "|---|---|",
