@@ -177,10 +177,15 @@ def restore_from(wb: Workbench, tokens: Tensor, answer: int, span: tuple[int, in
     if lo > first:
         raise BadInput(f"restore_from: a window starts at layer {first}, below the expansion layer {lo}")
     at = hook_name("resid_post", lo) if kind == "resid" else hook_name("resid_pre", lo)
-    # order matters where hooks share a point: noise (resid_post 0), then expand, then restore
-    hooks = [(NOISE_SITES[noise_at], Noise(noise, span)), (at, _Expand(len(cells)))]
+    # The forward starts from one row and becomes the n samples at block 0's input: the attention
+    # mask and position tables the model builds before its blocks then have batch 1 and broadcast
+    # over any rows. Embedding noise is added there: block 0's input is the token embedding (plus
+    # additive position embeddings), so this is the same sum (Gemma-style embedding scaling would
+    # break it). Order matters where hooks share a point: expand, noise, expand to cells, restore.
+    site = hook_name("resid_pre", 0) if noise_at == "embed" else NOISE_SITES[noise_at]
+    hooks = [(hook_name("resid_pre", 0), _Expand(n)), (site, Noise(noise, span)), (at, _Expand(len(cells)))]
     hooks += _restore_hooks(cells, n, T, kind, window, clean, L)
-    p = _probs(wb, tokens.expand(n, -1), answer, hooks, rows=len(cells) * n)
+    p = _probs(wb, tokens[:1], answer, hooks, rows=len(cells) * n)
     return p.reshape(len(cells), n).mean(1)
 
 
