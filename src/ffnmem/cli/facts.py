@@ -127,7 +127,14 @@ def trace(
     window: Annotated[int, typer.Option(min=1, help="Layers restored together for MLP / attention.")] = 10,
     seed: Annotated[int, typer.Option(min=0, max=SEED_MAX, help="Noise seed.")] = 0,
     max_rows: Annotated[int, typer.Option(min=1, help="Rows per batched forward pass.")] = 256,
-    kind: Annotated[list[str], typer.Option(help="States restored: resid, mlp, attn.")] = ["resid", "mlp", "attn"],  # noqa: B006
+    kind: Annotated[list[str], typer.Option(help="States restored: resid, mlp, attn (window --window), mlp_w1, "
+                                            "attn_w1 (window 1).")] = ["resid", "mlp", "attn", "mlp_w1", "attn_w1"],  # noqa: B006
+    target: Annotated[str, typer.Option(help="prediction: the model's own top-1 token (ROME); gold: the fact's "
+                                        "answer.")] = "prediction",
+    noise_at: Annotated[str, typer.Option(help="embed: noise on the subject's embeddings (ROME); mlp0_out: on "
+                                          "the residual after MLP0.")] = "embed",
+    noise_sigma: Annotated[str, typer.Option(help="subject: std of the subject tokens' embeddings (ROME); "
+                                             "matrix: std of the embedding matrix.")] = "subject",
     first_token: Annotated[str, typer.Option(help="strict: refuse answers whose first token is a bare space; any: "
                                              "trace the first token whatever it is (byte-level test models).")] = "strict",
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Result folder.")] = Path("ffnmem-out/trace"),
@@ -137,6 +144,7 @@ def trace(
     """Causal tracing (Meng et al. 2022) over a fact set: a heatmap per fact and the average aligned
     on subject / last tokens."""
     params = trace_job.TraceParams(n_samples=samples, window=window, max_rows=max_rows, kinds=list(kind),
+                                   target=target, noise_at=noise_at, noise_sigma=noise_sigma,
                                    first_token=first_token)  # checked before anything is written or loaded
     claim(out_dir, force=force)
     fs = _facts(facts, relation, limit)

@@ -8,7 +8,14 @@ the largest effect over layers and the layer of that peak, per kind and traced p
 of the tracing claims) and, as tensors, each fact's
 full ``[n_layers, pos]`` effect and the average over facts. :func:`write` saves it with a heatmap
 per fact and the average. Each fact's noise is seeded by ``seed`` and the prompt's text, so a fact
-gets the same numbers whichever shard or command traces it.
+gets the same numbers whichever shard or command traces it, given the same noise level: the
+default level (``noise_sigma = "subject"``, ROME's) is the std of the subject tokens' embeddings over
+the facts given, so for shard-independent numbers give ``noise_sigma`` as a number (the level used
+is in ``meta["sigma"]``). Defaults are ROME's: window 10 trimmed at the edges (``window = "scaled"``:
+ROME's 10 of 48 layers scaled to depth, 6 on SmolLM2's 30), the model's own top-1 prediction as the
+traced answer (``target = "prediction"``; ``known`` says whether it is the gold answer), window-1
+MLP and attention traces alongside (``mlp_w1``, ``attn_w1``), noise on the embeddings
+(``noise_at = "mlp0_out"``: after MLP0, see :mod:`ffnmem.methods.tracing`).
 """
 
 from __future__ import annotations
@@ -31,8 +38,10 @@ from ffnmem.methods.tracing import (
     aligned,
     aligned_columns,
     average_aligned,
+    noise_sigma,
     peak,
     predicted_token,
+    scaled_window,
     site_peak,
     trace,
 )
@@ -45,15 +54,25 @@ KIND = "causal_trace"
 
 class TraceParams(FirstTokenParams):
     n_samples: int = Field(10, ge=1)
-    window: int = Field(10, ge=1)
-    kinds: list[Literal["resid", "mlp", "attn"]] = ["resid", "mlp", "attn"]
+    # ROME's code uses 10 whatever the depth (GPT-2 XL's 48 layers, GPT-J's 28); "scaled": 10/48 of the depth
+    window: int | Literal["scaled"] = 10
+    kinds: list[Literal["resid", "mlp", "attn", "mlp_w1", "attn_w1"]] = ["resid", "mlp", "attn", "mlp_w1", "attn_w1"]
     max_rows: int = Field(256, ge=1)
     noise_scale: float = Field(3.0, gt=0)
+    # noise level sigma: "subject" (ROME: std of the subject tokens' embeddings over the facts given),
+    # "matrix" (std of the whole embedding matrix, ffnmem's earlier default) or a fixed number
+    noise_sigma: Literal["subject", "matrix"] | float = "subject"
+    # where the noise goes: the token embeddings (ROME) or the residual after MLP0 (MLP0 undoes embedding noise)
+    noise_at: Literal["embed", "mlp0_out"] = "embed"
     # traced positions (aligned names); None: every token. Tracing 2 of ~8 positions is 4x faster.
     positions: list[Literal[ALIGNED_POSITIONS]] | None = None
-    # "gold": the fact's answer; "prediction": the model's own top-1 token (ROME traces known facts,
-    # i.e. prediction == answer: the ``known`` column of ``facts`` and ``sites``)
-    target: Literal["gold", "prediction"] = "gold"
+    # "prediction" (ROME): the model's own top-1 token, claims over known facts (prediction == gold
+    # answer: the ``known`` column of ``facts`` and ``sites``); "gold": the fact's answer
+    target: Literal["gold", "prediction"] = "prediction"
+
+    def window_for(self, n_layers: int) -> int:
+        """The window width on a model of ``n_layers`` layers."""
+        return scaled_window(n_layers) if self.window == "scaled" else self.window
 
 
 def fact_seed(seed: int, prompt: str) -> int:
@@ -64,20 +83,27 @@ def fact_seed(seed: int, prompt: str) -> int:
 def compute(wb: Workbench, facts: list[Fact], p: TraceParams, seed: int = 0, *, progress: bool = False) -> Result:
     """Trace every fact; see the module docstring for the tables and tensors."""
     fact_rows, effect_rows, site_rows, tensors, traces = [], [], [], {}, []
-    for i, e in enumerate(tqdm(encoded_facts(wb, facts, p), desc="tracing", unit="fact", disable=not progress)):
+    encoded = list(encoded_facts(wb, facts, p))
+    window = p.window_for(wb.n_layers)
+    if not isinstance(p.noise_sigma, str):  # a fixed level
+        sigma = p.noise_sigma
+    else:  # ROME: one noise level for the whole fact set
+        sigma = noise_sigma(wb, [wb.to_tokens(e.fact.prompt) for e in encoded], [e.subject for e in encoded],
+                            noise_at=p.noise_at, source=p.noise_sigma)
+    for i, e in enumerate(tqdm(encoded, desc="tracing", unit="fact", disable=not progress)):
         gold = e.answer_ids[0]
         answer = gold if p.target == "gold" else predicted_token(wb, e.fact.prompt)
         cols = None if p.positions is None else aligned_columns(e.subject, len(e.prompt_ids), p.positions)
         t = trace(wb, e.fact.prompt, answer, e.subject, kinds=tuple(p.kinds), n_samples=p.n_samples,
-                  window=p.window, seed=fact_seed(seed, e.fact.prompt), max_rows=p.max_rows,
-                  noise_scale=p.noise_scale, positions=cols)
+                  window=window, seed=fact_seed(seed, e.fact.prompt), max_rows=p.max_rows,
+                  noise_scale=p.noise_scale, sigma=sigma, noise_at=p.noise_at, positions=cols)
         traces.append(t)
         fid = f"{e.fact.relation}/{e.fact.subject}"
         fact_rows.append({"fact_id": fid, "relation": e.fact.relation, "subject": e.fact.subject,
                           "prompt": e.fact.prompt, "target": e.fact.target, "traced": wb.decode([answer]),
                           "known": answer == gold, "p_clean": t.p_clean, "p_corrupt": t.p_corrupt,
                           "subject_start": t.subject[0], "subject_end": t.subject[1], "tokens": t.tokens})
-        site_rows.append(_sites(fid, e.fact.relation, answer == gold, t, p, wb.n_layers))
+        site_rows.append(_sites(fid, e.fact.relation, answer == gold, t, p, wb.n_layers, window))
         for kind, eff in t.effects.items():
             if p.positions is None:  # a partial trace is NaN off its cells: the tables hold it
                 tensors[f"fact{i}/{kind}"] = eff
@@ -92,22 +118,23 @@ def compute(wb: Workbench, facts: list[Fact], p: TraceParams, seed: int = 0, *, 
               "sites": table_from_rows(site_rows)}
     return Result(kind=KIND, tables=tables,
                   tensors=tensors,
-                  meta={"positions": list(ALIGNED_POSITIONS), "params": p.model_dump(), "noise": f"{p.noise_scale} x std(W_E)",
+                  meta={"positions": list(ALIGNED_POSITIONS), "params": p.model_dump(), "window": window, "sigma": sigma,
+                        "noise": f"{p.noise_scale} x sigma ({p.noise_sigma}) at {p.noise_at}",
                         "peaks": {k: list(peak(a)) for k, a in avg.items()}},
                   provenance=make_provenance(wb, data_hash=facts_hash(facts), seed=seed, params=p.model_dump()))
 
 
-def _sites(fid: str, relation: str, known: bool, t: Trace, p: TraceParams, n_layers: int) -> dict:
+def _sites(fid: str, relation: str, known: bool, t: Trace, p: TraceParams, n_layers: int, window: int) -> dict:
     """One fact's row of ``sites``: per kind and traced aligned position, the largest effect over
-    layers (``{kind}_{position}_max``) and where it peaks (``{kind}_{position}_peak``: the centre of
-    the restored window, see :func:`ffnmem.methods.tracing.site_peak`)."""
+    layers (``{kind}_{position}_max``) and where it peaks (``{kind}_{position}_peak``: the layer, i.e.
+    the centre of its trimmed window, see :func:`ffnmem.methods.tracing.site_peak`)."""
     row = {"fact_id": fid, "relation": relation, "known": known, "p_clean": t.p_clean, "n_layers": n_layers,
-           "window": p.window}
+           "window": window}
     for kind, eff in t.effects.items():
         al = aligned(eff, t.subject)
         for j, pos in enumerate(ALIGNED_POSITIONS):
             if (p.positions is None or pos in p.positions) and not al[:, j].isnan().all():
-                top, layer = site_peak(al[:, j], 1 if kind == "resid" else p.window)
+                top, layer = site_peak(al[:, j])
                 row |= {f"{kind}_{pos}_max": top, f"{kind}_{pos}_peak": layer}
     return row
 
@@ -120,7 +147,7 @@ def traces_of(result: Result) -> list[Trace]:
     kinds = result.meta["params"]["kinds"]
     return [Trace(tokens=list(r.tokens), subject=(int(r.subject_start), int(r.subject_end)),
                   effects={k: result.tensors[f"fact{i}/{k}"] for k in kinds}, p_clean=float(r.p_clean),
-                  p_corrupt=float(r.p_corrupt), window=result.meta["params"]["window"])
+                  p_corrupt=float(r.p_corrupt), window=result.meta.get("window", result.meta["params"]["window"]))
             for i, r in enumerate(facts.itertuples())]
 
 

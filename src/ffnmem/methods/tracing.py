@@ -1,15 +1,36 @@
 """Causal tracing (Meng et al. 2022): where does restoring a clean state rescue a corrupted fact?
 
+As ROME's ``experiments/causal_trace.py`` defines it:
+
 1. Clean run: cache the residual stream (``hook_resid_post``), MLP output (``hook_mlp_out``)
    and attention output (``hook_attn_out``) at every (layer, position).
 2. Corrupted runs: add Gaussian noise ``N(0, (3σ)²)`` to the subject's token embeddings
-   (``hook_embed``; σ the standard deviation of the embedding matrix's entries), ``n_samples``
-   draws from a seeded generator.
+   (``noise_at="embed"``), ``n_samples`` draws from a seeded generator. σ is ROME's: the std of
+   the *subject tokens'* embeddings over the facts traced (:func:`noise_sigma`, ``source="subject"``;
+   ROME embeds each subject alone, ffnmem takes the subject's tokens as they stand in the prompt).
+   ``source="matrix"`` (the std of the whole embedding matrix) is the older ffnmem setting.
+   ``noise_at="mlp0_out"`` puts the noise on the residual stream *after* block 0 instead
+   (``blocks.0.hook_resid_post``, at the subject positions): MLP0 acts as an extended embedding that
+   undoes embedding noise (window 1, MLP0 at the subject restores most of the answer), so with
+   noise after it the trace shows what the layers above MLP0 store.
 3. Restored runs: the corrupted run with one clean state put back at (layer, position); for MLP
-   and attention a *window* of ``window`` layers centred on that layer is restored.
+   and attention a *window* of layers around it, trimmed at the model's edges as ROME does:
+   layers ``max(0, l − w//2) … min(L, l − (−w//2)) − 1`` (:func:`window_layers`). Every layer is
+   the centre of its own window. ROME's code uses ``w = 10`` for every model it traces (48-layer
+   GPT-2 XL, 28-layer GPT-J); :func:`scaled_window` gives the width scaled to depth (6 on 30 layers).
+   Kinds ``mlp_w1`` / ``attn_w1`` report window 1 alongside the windowed trace.
 
 Indirect effect ``IE = p_restored(answer) − p_corrupted(answer)``, averaged over noise samples.
-All cells × samples of a chunk run in one batched forward pass (``max_rows`` rows at a time).
+The answer ROME traces is the model's own top-1 prediction on facts it knows
+(:func:`predicted_token`; the job's default ``target="prediction"``).
+
+Speed (:func:`trace`): what does not change is not recomputed. Cells are grouped by the first
+layer their window restores; each group runs the corrupted run's ``n_samples`` rows up to that
+layer once and only then expands to cells × samples rows (:func:`restore_from`), all in one batched
+forward (``max_rows`` rows at a time, on the model's device: the same code on CPU and GPU). Cells
+at positions before the subject are not run: the noise starts at the subject, so a clean state
+there *is* the corrupted state and the effect is exactly 0. :func:`trace_one_cell_per_forward` is
+the reference (one full forward per cell) the tests and ``bench/tracing.py`` compare it with.
 """
 
 from __future__ import annotations
@@ -25,8 +46,13 @@ from ffnmem.core.hooks import EMBED, hook_name
 from ffnmem.core.workbench import Workbench
 from ffnmem.methods.interventions import AnswerProb, Noise, Restore, run_metric
 
-TRACED_HOOKS = {"resid": "resid_post", "mlp": "out", "attn": "attn_out"}  # traced kind -> hook kind (core.hooks)
+# traced kind -> (hook kind (core.hooks), fixed window or None for the trace's window)
+TRACED = {"resid": ("resid_post", 1), "mlp": ("out", None), "attn": ("attn_out", None),
+          "mlp_w1": ("out", 1), "attn_w1": ("attn_out", 1)}
+TRACED_HOOKS = {k: h for k, (h, _) in TRACED.items()}
 ALIGNED_POSITIONS = ("first_subject", "middle_subject", "last_subject", "first_after", "last")
+NOISE_SITES = {"embed": EMBED, "mlp0_out": hook_name("resid_post", 0)}
+ROME_WINDOW, ROME_LAYERS = 10, 48  # ROME's window on GPT-2 XL's 48 layers
 
 
 @dataclass(frozen=True)
@@ -42,78 +68,199 @@ class Trace:
 
 
 def window_layers(layer: int, window: int, n_layers: int) -> range:
-    """Layers restored for a window centred on ``layer`` (clipped to the model)."""
-    lo = max(0, min(layer - window // 2, n_layers - window))
-    return range(lo, min(n_layers, lo + window))
+    """Layers restored for a window centred on ``layer``, trimmed at the model's edges as ROME's
+    ``trace_important_window``: ``max(0, l − w//2) .. min(L, l − (−w//2))`` (end exclusive)."""
+    return range(max(0, layer - window // 2), min(n_layers, layer - (-window // 2)))
 
 
-def subject_noise(wb: Workbench, span: tuple[int, int], n_samples: int, seed: int,
+def scaled_window(n_layers: int) -> int:
+    """ROME's window scaled to depth: 10 of GPT-2 XL's 48 layers, i.e. ``round(10·L/48)`` (≥ 1)."""
+    return max(1, round(ROME_WINDOW * n_layers / ROME_LAYERS))
+
+
+def kind_window(kind: str, window: int) -> int:
+    """The window a traced kind restores: 1 for ``resid`` and the ``_w1`` kinds, else ``window``."""
+    return TRACED[kind][1] or window
+
+
+def noise_sigma(wb: Workbench, prompts: list[Tensor], spans: list[tuple[int, int]], *, noise_at: str = "embed",
+                source: str = "subject") -> float:
+    """σ of the tracing noise. ``subject`` (ROME): the std of all entries of the subject tokens'
+    activations at the noised site (``embed``: their token embeddings) over the facts given
+    (``prompts``: token ids ``[1, pos]``; ``spans``: their subjects). ``matrix``: the std of the
+    whole embedding matrix (ffnmem's earlier setting; ``noise_at="embed"`` only)."""
+    _check_noise_at(noise_at)
+    if source == "matrix":
+        if noise_at != "embed":
+            raise BadInput("noise sigma 'matrix' is the embedding matrix's std: use it with noise_at='embed'")
+        return float(wb.bridge.W_E.detach().float().std())
+    if source != "subject":
+        raise BadInput(f"unknown noise sigma {source!r}; choose subject or matrix")
+    if not prompts:
+        raise BadInput("no facts to take the subject noise level from")
+    site, acts = NOISE_SITES[noise_at], []
+    with torch.inference_mode():
+        for tokens, (s0, s1) in zip(prompts, spans):
+            if noise_at == "embed":  # the embeddings alone: no forward pass needed
+                acts.append(wb.bridge.W_E[tokens[0, s0:s1]].float())
+            else:
+                _, cache = wb.bridge.run_with_cache(tokens, names_filter=lambda n: n == site)
+                acts.append(cache[site][0, s0:s1].float())
+    return float(torch.cat(acts).std())
+
+
+def _check_noise_at(noise_at: str) -> None:
+    if noise_at not in NOISE_SITES:
+        raise BadInput(f"unknown noise site {noise_at!r}; choose from {', '.join(NOISE_SITES)}")
+
+
+def subject_noise(wb: Workbench, span: tuple[int, int], n_samples: int, seed: int, sigma: float,
                   scale: float = 3.0) -> Float[Tensor, "n_samples subj d_model"]:
-    """Seeded noise ``scale·σ·N(0, 1)`` for the subject positions (σ: std of the embedding matrix)."""
-    sigma = float(wb.bridge.W_E.detach().float().std())
+    """Seeded noise ``scale·σ·N(0, 1)`` for the subject positions."""
     g = torch.Generator().manual_seed(seed)
     return scale * sigma * torch.randn(n_samples, span[1] - span[0], wb.d_model, generator=g)
 
 
-def _probs(wb: Workbench, tokens: Tensor, answer: int, hooks: list) -> Tensor:
-    return run_metric(wb, tokens, torch.full((tokens.shape[0],), answer), AnswerProb(), hooks)
+def _probs(wb: Workbench, tokens: Tensor, answer: int, hooks: list, rows: int | None = None) -> Tensor:
+    """p(answer) per output row (``rows``: when a hook expands the batch, the rows it ends with)."""
+    if rows is None or rows == tokens.shape[0]:
+        return run_metric(wb, tokens, torch.full((tokens.shape[0],), answer), AnswerProb(), hooks)
+    with torch.inference_mode(), wb.bridge.hooks(fwd_hooks=list(hooks)):
+        logits = wb.bridge(tokens.to(wb.device))
+    return AnswerProb()(logits[:, -1], torch.full((rows,), answer, device=logits.device)).cpu()
 
 
 def restore_batch(wb: Workbench, tokens: Tensor, answer: int, span: tuple[int, int], noise: Tensor,
-                  clean: dict[int, Tensor], cells: list[tuple[int, int]], kind: str, window: int) -> Tensor:
-    """Mean restored p(answer) for each (layer, pos) cell, all cells × samples in one forward."""
+                  clean: dict[int, Tensor], cells: list[tuple[int, int]], kind: str, window: int,
+                  noise_at: str = "embed") -> Tensor:
+    """Mean restored p(answer) for each (layer, pos) cell, all cells × samples in one forward.
+
+    The reference path: every row runs the whole model (see :func:`restore_from`)."""
     n, T = noise.shape[0], tokens.shape[1]
     rows = len(cells) * n
-    masks: dict[int, Tensor] = {}
-    for c, (layer, pos) in enumerate(cells):
-        for l in (window_layers(layer, window, wb.n_layers) if window > 1 else [layer]):
-            masks.setdefault(l, torch.zeros(rows, T, dtype=torch.bool))[c * n: (c + 1) * n, pos] = True
-    hooks = [(EMBED, Noise(noise, span))]
-    hooks += [(hook_name(TRACED_HOOKS[kind], l), Restore(clean[l], m)) for l, m in masks.items()]
+    hooks = [(NOISE_SITES[noise_at], Noise(noise, span))] + _restore_hooks(cells, n, T, kind, window, clean,
+                                                                           wb.n_layers)
     p = _probs(wb, tokens.expand(rows, -1), answer, hooks)
     return p.reshape(len(cells), n).mean(1)
 
 
-def trace(wb: Workbench, prompt: str, answer: int, span: tuple[int, int], *, kinds=("resid", "mlp", "attn"),
-          n_samples: int = 10, window: int = 10, seed: int = 0, max_rows: int = 256,
-          noise_scale: float = 3.0, layers: list[int] | None = None, positions: list[int] | None = None) -> Trace:
-    """Trace one fact over every (layer, position) for each kind (``resid`` uses window 1).
+def _restore_hooks(cells, n: int, T: int, kind: str, window: int, clean: dict[int, Tensor], L: int) -> list:
+    rows = len(cells) * n
+    masks: dict[int, Tensor] = {}
+    for c, (layer, pos) in enumerate(cells):
+        for l in window_layers(layer, window, L):
+            masks.setdefault(l, torch.zeros(rows, T, dtype=torch.bool))[c * n: (c + 1) * n, pos] = True
+    return [(hook_name(TRACED_HOOKS[kind], l), Restore(clean[l], m)) for l, m in sorted(masks.items())]
 
-    ``layers`` and ``positions`` (token indices; negative ones count from the end) restrict the
-    traced cells (the others are NaN); windows still span neighbouring layers. Layers whose
-    clipped windows restore the same layers are one measurement: it is run once and copied.
+
+@dataclass(frozen=True)
+class _Expand:
+    """Repeat the batch ``copies`` times: below this hook the forward runs the ``n`` corrupted rows
+    once, above it one copy per restored cell (row ``c·n + s``: cell ``c``, noise sample ``s``)."""
+
+    copies: int
+
+    def __call__(self, act: Tensor, hook=None) -> Tensor:
+        return act.repeat(self.copies, *([1] * (act.dim() - 1)))
+
+
+def restore_from(wb: Workbench, tokens: Tensor, answer: int, span: tuple[int, int], noise: Tensor,
+                 clean: dict[int, Tensor], cells: list[tuple[int, int]], kind: str, window: int,
+                 noise_at: str = "embed", lo: int | None = None) -> Tensor:
+    """:func:`restore_batch` reusing the corrupted run below layer ``lo`` (default: the first layer
+    any of the cells' windows restores): the forward runs the ``n`` noise samples up to ``lo`` and
+    expands to cells × samples rows only there (``hook_resid_pre`` of ``lo``, or its
+    ``hook_resid_post`` for the residual stream), so the layers below cost ``n`` rows, not ``cells·n``."""
+    n, T, L = noise.shape[0], tokens.shape[1], wb.n_layers
+    first = min(window_layers(l, window, L).start for l, _ in cells)
+    lo = first if lo is None else lo
+    if lo > first:
+        raise BadInput(f"restore_from: a window starts at layer {first}, below the expansion layer {lo}")
+    at = hook_name("resid_post", lo) if kind == "resid" else hook_name("resid_pre", lo)
+    # The forward starts from one row and becomes the n samples at block 0's input: the attention
+    # mask and position tables the model builds before its blocks then have batch 1 and broadcast
+    # over any rows. Embedding noise is added there: block 0's input is the token embedding (plus
+    # additive position embeddings), so this is the same sum (Gemma-style embedding scaling would
+    # break it). Order matters where hooks share a point: expand, noise, expand to cells, restore.
+    site = hook_name("resid_pre", 0) if noise_at == "embed" else NOISE_SITES[noise_at]
+    hooks = [(hook_name("resid_pre", 0), _Expand(n)), (site, Noise(noise, span)), (at, _Expand(len(cells)))]
+    hooks += _restore_hooks(cells, n, T, kind, window, clean, L)
+    p = _probs(wb, tokens[:1], answer, hooks, rows=len(cells) * n)
+    return p.reshape(len(cells), n).mean(1)
+
+
+FORWARD_COST = 256.0  # fixed cost of one forward pass, in row·layer·token units (measured: bench/tracing.py)
+
+
+def plan_chunks(cells: list[tuple[int, int]], window: int, n_layers: int, row_tokens: int, max_cells: int,
+                forward_cost: float = FORWARD_COST) -> list[tuple[int, list[tuple[int, int]]]]:
+    """Split cells into forward passes ``(expansion layer, cells)`` of at most ``max_cells`` cells.
+
+    A pass expanding at layer ``lo`` costs ``forward_cost + cells·row_tokens·(L − lo)`` (the rows
+    below ``lo`` are shared); cells sorted by their window's first layer are cut into consecutive
+    passes by dynamic programming on that cost. ``forward_cost = 0`` gives one pass per first layer
+    (most reuse); a large one merges into few full passes (least per-pass overhead)."""
+    order = sorted(cells, key=lambda c: (window_layers(c[0], window, n_layers).start, c))
+    starts = [window_layers(l, window, n_layers).start for l, _ in order]
+    best, cut = [0.0] + [float("inf")] * len(order), [0] * (len(order) + 1)
+    for j in range(1, len(order) + 1):
+        for i in range(max(0, j - max_cells), j):  # cells i..j-1 in one pass expanding at starts[i]
+            cost = best[i] + forward_cost + (j - i) * row_tokens * (n_layers - starts[i])
+            if cost < best[j]:
+                best[j], cut[j] = cost, i
+    out, j = [], len(order)
+    while j:
+        out.append((starts[cut[j]], order[cut[j]: j]))
+        j = cut[j]
+    return out[::-1]
+
+
+def _clean_cache(wb: Workbench, tokens: Tensor, kinds) -> tuple:
+    names = {hook_name(TRACED_HOOKS[k], l) for k in kinds for l in range(wb.n_layers)}
+    with torch.inference_mode():
+        return wb.bridge.run_with_cache(tokens, names_filter=lambda n: n in names)
+
+
+def trace(wb: Workbench, prompt: str, answer: int, span: tuple[int, int], *, kinds=("resid", "mlp", "attn"),
+          n_samples: int = 10, window: int = ROME_WINDOW, seed: int = 0, max_rows: int = 256,
+          noise_scale: float = 3.0, sigma: float | None = None, noise_at: str = "embed",
+          layers: list[int] | None = None, positions: list[int] | None = None,
+          forward_cost: float = FORWARD_COST) -> Trace:
+    """Trace one fact over every (layer, position) for each kind (``resid`` and ``*_w1`` use window 1).
+
+    ``sigma``: the noise level (None: ROME's, from this fact's own subject tokens; the job passes
+    the level of the whole fact set, as ROME does). ``layers`` and ``positions`` (token indices;
+    negative ones count from the end) restrict the traced cells (the others are NaN); windows
+    still span neighbouring layers. ``forward_cost``: see :func:`plan_chunks` (speed only).
     """
-    unknown = [k for k in kinds if k not in TRACED_HOOKS]
+    unknown = [k for k in kinds if k not in TRACED]
     if unknown:
-        raise BadInput(f"unknown trace kind {unknown[0]!r}; choose from {', '.join(TRACED_HOOKS)}")
+        raise BadInput(f"unknown trace kind {unknown[0]!r}; choose from {', '.join(TRACED)}")
+    _check_noise_at(noise_at)
     tokens = wb.to_tokens(prompt)
     T, L = tokens.shape[1], wb.n_layers
-    names = {hook_name(TRACED_HOOKS[k], l) for k in kinds for l in range(L)}
-    with torch.inference_mode():
-        logits, cache = wb.bridge.run_with_cache(tokens, names_filter=lambda n: n in names)
+    logits, cache = _clean_cache(wb, tokens, kinds)
     p_clean = float(logits[0, -1].float().softmax(-1)[answer])
-    noise = subject_noise(wb, span, n_samples, seed, noise_scale)
+    if sigma is None:
+        sigma = noise_sigma(wb, [tokens], [span], noise_at=noise_at)
+    noise = subject_noise(wb, span, n_samples, seed, sigma, noise_scale)
     p_corrupt = float(_probs(wb, tokens.expand(n_samples, -1), answer,
-                             [(EMBED, Noise(noise, span))]).mean())
+                             [(NOISE_SITES[noise_at], Noise(noise, span))]).mean())
     layers = list(range(L)) if layers is None else sorted({wb.check_layer(l) for l in layers})
     cols = list(range(T)) if positions is None else sorted({_check_position(t, T) for t in positions})
     per_chunk = max(1, max_rows // n_samples)
     effects = {}
     for kind in kinds:
         clean = {l: cache[hook_name(TRACED_HOOKS[kind], l)] for l in range(L)}
-        w = 1 if kind == "resid" else window
-        # the first layer of each distinct window stands for the layers that restore the same window
-        first = {}
-        for l in layers:
-            first.setdefault(tuple(window_layers(l, w, L)) if w > 1 else (l,), l)
-        cells = [(l, t) for l in first.values() for t in cols]
-        ps = [restore_batch(wb, tokens, answer, span, noise, clean, cells[s: s + per_chunk], kind, w)
-              for s in range(0, len(cells), per_chunk)]
-        got = dict(zip(cells, (torch.cat(ps) - p_corrupt).tolist()))
+        # before the subject the clean state is the corrupted one: the effect is 0, nothing to run
+        w = kind_window(kind, window)
         eff = torch.full((L, T), float("nan"))
         for l in layers:
-            lead = first[tuple(window_layers(l, w, L)) if w > 1 else (l,)]
-            eff[l, cols] = torch.tensor([got[(lead, t)] for t in cols])
+            eff[l, [t for t in cols if t < span[0]]] = 0.0
+        cells = [(l, t) for l in layers for t in cols if t >= span[0]]
+        for start, chunk in plan_chunks(cells, w, L, n_samples * T, per_chunk, forward_cost):
+            got = restore_from(wb, tokens, answer, span, noise, clean, chunk, kind, w, noise_at, start) - p_corrupt
+            eff[[c[0] for c in chunk], [c[1] for c in chunk]] = got.float()
         effects[kind] = eff
     return Trace(tokens=wb.str_tokens(tokens[0]), subject=span, p_clean=p_clean, p_corrupt=p_corrupt,
                  effects=effects, window=window)
@@ -127,20 +274,22 @@ def _check_position(t: int, n_tokens: int) -> int:
 
 def trace_one_cell_per_forward(wb: Workbench, prompt: str, answer: int, span: tuple[int, int], *,
                                kind: str = "resid", n_samples: int = 10, window: int = 1, seed: int = 0,
-                               noise_scale: float = 3.0) -> Float[Tensor, "n_layers pos"]:
-    """Reference implementation (for benchmarks and tests): one forward pass per cell."""
+                               noise_scale: float = 3.0, sigma: float | None = None,
+                               noise_at: str = "embed") -> Float[Tensor, "n_layers pos"]:
+    """Reference implementation (for benchmarks and tests): one forward pass per cell, every cell run."""
     tokens = wb.to_tokens(prompt)
-    names = {hook_name(TRACED_HOOKS[kind], l) for l in range(wb.n_layers)}
-    with torch.inference_mode():
-        _, cache = wb.bridge.run_with_cache(tokens, names_filter=lambda n: n in names)
-    noise = subject_noise(wb, span, n_samples, seed, noise_scale)
+    _, cache = _clean_cache(wb, tokens, [kind])
+    if sigma is None:
+        sigma = noise_sigma(wb, [tokens], [span], noise_at=noise_at)
+    noise = subject_noise(wb, span, n_samples, seed, sigma, noise_scale)
     clean = {l: cache[hook_name(TRACED_HOOKS[kind], l)] for l in range(wb.n_layers)}
     p_corrupt = float(_probs(wb, tokens.expand(n_samples, -1), answer,
-                             [(EMBED, Noise(noise, span))]).mean())
+                             [(NOISE_SITES[noise_at], Noise(noise, span))]).mean())
     out = torch.zeros(wb.n_layers, tokens.shape[1])
     for l in range(wb.n_layers):
         for t in range(tokens.shape[1]):
-            out[l, t] = restore_batch(wb, tokens, answer, span, noise, clean, [(l, t)], kind, window)[0] - p_corrupt
+            out[l, t] = restore_batch(wb, tokens, answer, span, noise, clean, [(l, t)], kind,
+                                      kind_window(kind, window), noise_at)[0] - p_corrupt
     return out
 
 
@@ -161,14 +310,12 @@ def predicted_token(wb: Workbench, prompt: str) -> int:
         return int(wb.bridge(wb.to_tokens(prompt))[0, -1].argmax())
 
 
-def site_peak(effect: Float[Tensor, " n_layers"], window: int) -> tuple[float, int]:
-    """(max, layer) of one position's effect over layers; the layer is the centre of the argmax
-    cell's restored window, so clipped windows at the model's edges (which restore the same layers
-    as the first unclipped one) are labelled by that window, not by the lowest tied layer."""
+def site_peak(effect: Float[Tensor, " n_layers"]) -> tuple[float, int]:
+    """(max, layer) of one position's effect over layers. With ROME's trimmed windows every layer is
+    the centre of its own window, so the argmax layer is the peak (NaN cells never win)."""
     e = torch.nan_to_num(effect, nan=float("-inf"))
     l = int(e.argmax())
-    w = window_layers(l, window, effect.shape[0]) if window > 1 else range(l, l + 1)
-    return float(e[l]), w.start + (w.stop - w.start) // 2
+    return float(e[l]), l
 
 
 def aligned(effect: Float[Tensor, "n_layers pos"], span: tuple[int, int]) -> Float[Tensor, "n_layers 5"]:

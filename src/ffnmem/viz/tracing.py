@@ -8,7 +8,7 @@ from torch import Tensor
 from ffnmem.methods.tracing import ALIGNED_POSITIONS
 from ffnmem.viz.figures import finish, new_grid
 
-CMAPS = {"resid": "Purples", "mlp": "Greens", "attn": "Reds"}
+CMAPS = {"resid": "Purples", "mlp": "Greens", "attn": "Reds", "mlp_w1": "Greens", "attn_w1": "Reds"}
 
 
 def plot_trace(t, axes=None, *, title: str = ""):
@@ -22,7 +22,7 @@ def plot_trace(t, axes=None, *, title: str = ""):
         im = ax.imshow(torch.nan_to_num(t.effects[kind]).T.numpy(), cmap=CMAPS[kind], aspect="auto", vmin=0)
         ax.set_yticks(range(len(labels)), labels, fontsize=7)
         ax.set_xlabel("layer")
-        ax.set_title(f"{kind}" + ("" if kind == "resid" else f" (window {t.window})"), fontsize=9)
+        ax.set_title(f"{kind}" + (f" (window {t.window})" if kind in ("mlp", "attn") else ""), fontsize=9)
         fig.colorbar(im, ax=ax, shrink=0.8)
     return finish(fig, owned, suptitle=title or f"causal trace: p clean {t.p_clean:.3f}, corrupted {t.p_corrupt:.3f}",
                   fontsize=10)

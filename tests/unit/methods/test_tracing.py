@@ -12,7 +12,9 @@ from ffnmem.methods.tracing import (
     aligned,
     aligned_columns,
     average_aligned,
+    noise_sigma,
     peak,
+    scaled_window,
     site_peak,
     trace,
     trace_one_cell_per_forward,
@@ -23,19 +25,46 @@ from ffnmem.viz import plot_trace, save_figure
 PROMPT, SPAN, ANS = "The cat sat on", (4, 8), 109  # BOS + "The " then "cat " (bytes 4..7)
 
 
-def test_window_layers():
-    assert list(window_layers(0, 3, 10)) == [0, 1, 2]
-    assert list(window_layers(5, 4, 10)) == [3, 4, 5, 6]
-    assert list(window_layers(9, 4, 10)) == [6, 7, 8, 9]
+def test_window_layers_trimmed_at_the_edges_as_rome():
+    # ROME: range(max(0, l - w // 2), min(L, l - (-w // 2))); the window is cut, never shifted inward
+    assert list(window_layers(0, 10, 30)) == [0, 1, 2, 3, 4]
+    assert list(window_layers(3, 10, 30)) == [0, 1, 2, 3, 4, 5, 6, 7]
+    assert list(window_layers(12, 10, 30)) == list(range(7, 17))
+    assert list(window_layers(29, 10, 30)) == [24, 25, 26, 27, 28, 29]
+    assert list(window_layers(5, 5, 10)) == [3, 4, 5, 6, 7]
+    assert list(window_layers(9, 4, 10)) == [7, 8, 9]
+    assert list(window_layers(4, 1, 10)) == [4]
+    # layers 0-5 restore six different windows (they tied under the shifted window)
+    assert len({tuple(window_layers(l, 10, 30)) for l in range(6)}) == 6
+    assert scaled_window(48) == 10 and scaled_window(30) == 6 and scaled_window(2) == 1
 
 
-def test_batched_equals_one_cell_per_forward(tiny):
-    t = trace(tiny, PROMPT, ANS, SPAN, kinds=("resid", "mlp"), n_samples=3, window=2, max_rows=20)
-    ref = trace_one_cell_per_forward(tiny, PROMPT, ANS, SPAN, kind="mlp", n_samples=3, window=2)
-    torch.testing.assert_close(t.effects["mlp"], ref, atol=1e-5, rtol=1e-4)
+def test_subject_sigma_is_the_std_of_the_subject_embeddings(tiny):
+    a, b = tiny.to_tokens(PROMPT), tiny.to_tokens("A dog ran")
+    W_E = tiny.bridge.W_E.detach()
+    by_hand = torch.cat([W_E[a[0, 4:8]], W_E[b[0, 2:5]]]).std()
+    assert noise_sigma(tiny, [a, b], [SPAN, (2, 5)]) == pytest.approx(float(by_hand), rel=1e-6)
+    assert noise_sigma(tiny, [a], [SPAN], source="matrix") == pytest.approx(float(W_E.std()), rel=1e-6)
+    with torch.no_grad():
+        _, cache = tiny.bridge.run_with_cache(a)
+    after = cache["blocks.0.hook_resid_post"][0, 4:8].std()
+    assert noise_sigma(tiny, [a], [SPAN], noise_at="mlp0_out") == pytest.approx(float(after), rel=1e-5)
+    with pytest.raises(BadInput, match="noise_at='embed'"):
+        noise_sigma(tiny, [a], [SPAN], noise_at="mlp0_out", source="matrix")
+
+
+@pytest.mark.parametrize("noise_at", ["embed", "mlp0_out"])
+def test_fast_path_equals_one_cell_per_forward(tiny, noise_at):
+    kinds = ("resid", "mlp", "attn_w1")
+    t = trace(tiny, PROMPT, ANS, SPAN, kinds=kinds, n_samples=3, window=2, max_rows=20, noise_at=noise_at)
+    for kind in kinds:
+        ref = trace_one_cell_per_forward(tiny, PROMPT, ANS, SPAN, kind=kind, n_samples=3, window=2,
+                                         noise_at=noise_at)
+        torch.testing.assert_close(t.effects[kind], ref, atol=1e-5, rtol=0)
+    assert (t.effects["mlp"][:, : SPAN[0]] == 0).all()  # before the subject nothing is corrupted
     # restoring the whole residual stream at the top layer, last position, gives the clean answer back
     assert float(t.effects["resid"][-1, -1]) == pytest.approx(t.p_clean - t.p_corrupt, abs=1e-5)
-    again = trace(tiny, PROMPT, ANS, SPAN, kinds=("resid",), n_samples=3)
+    again = trace(tiny, PROMPT, ANS, SPAN, kinds=("resid",), n_samples=3, noise_at=noise_at)
     torch.testing.assert_close(again.effects["resid"], t.effects["resid"])
 
 
@@ -75,13 +104,13 @@ def test_aligned_columns_and_site_peak():
     with pytest.raises(BadInput, match="unknown trace position"):
         aligned_columns((1, 4), 7, ["subject"])
     eff = torch.zeros(30)
-    eff[0:6] = 0.5  # layers 0-5 restore the same clipped window 0-9: labelled by its centre, 5
-    assert site_peak(eff, 10) == (0.5, 5)
+    eff[2] = 0.5  # trimmed windows: every layer is its own window's centre
+    assert site_peak(eff) == (0.5, 2)
     eff[12] = 0.7
-    assert site_peak(eff, 10) == (pytest.approx(0.7), 12)
-    eff[29] = 0.9  # window 20-29
-    assert site_peak(eff, 10) == (pytest.approx(0.9), 25)
-    assert site_peak(eff, 1)[1] == 29
+    eff[13] = float("nan")
+    assert site_peak(eff) == (pytest.approx(0.7), 12)
+    eff[29] = 0.9
+    assert site_peak(eff)[1] == 29
 
 
 def test_trace_job_sites_table(tiny):
@@ -108,3 +137,36 @@ def test_trace_job_sites_table(tiny):
     last = eff[(eff.subject == "cat") & (eff.position == "last")].effect
     assert sites.mlp_last_max[0] == pytest.approx(float(last.max()), abs=1e-6)
     check_finite(res)  # the batch runner refuses NaN tensors: a partial trace stores none
+    # ROME's defaults: the model's prediction, one noise level from all the facts' subjects, window 10
+    assert TraceParams().target == "prediction" and TraceParams().window == 10
+    toks = [tiny.to_tokens(f.prompt) for f in facts]
+    spans = [(int(r.subject_start), int(r.subject_end)) for r in rows.itertuples()]
+    assert spans == [(5, 8), (3, 6)]  # byte tokens: BOS T h e _ | c a t; BOS A _ | d o g
+    assert res.meta["sigma"] == pytest.approx(noise_sigma(tiny, toks, spans), rel=1e-6)
+    fixed = compute(tiny, facts[:1], p.model_copy(update={"noise_sigma": 0.5, "window": "scaled"}))
+    assert fixed.meta["sigma"] == 0.5 and fixed.meta["window"] == 1  # round(10 * 2 / 48) = 0 -> 1
+
+
+def test_plan_chunks_known_answer():
+    from ffnmem.methods.tracing import plan_chunks
+
+    cells = [(l, t) for l in range(4) for t in (1, 2)]
+    # no per-pass cost: one pass per first restored layer, expanding there
+    plan = plan_chunks(cells, 1, 4, row_tokens=10, max_cells=8, forward_cost=0.0)
+    assert [(lo, len(c)) for lo, c in plan] == [(0, 2), (1, 2), (2, 2), (3, 2)]
+    # a huge per-pass cost: one full pass from layer 0; max_cells still caps a pass
+    assert [(lo, len(c)) for lo, c in plan_chunks(cells, 1, 4, 10, 8, forward_cost=1e9)] == [(0, 8)]
+    assert [lo for lo, _ in plan_chunks(cells, 1, 4, 10, 3, forward_cost=1e9)][0] == 0
+    assert all(len(c) <= 3 for _, c in plan_chunks(cells, 1, 4, 10, 3, forward_cost=1e9))
+    # window 4 on 4 layers: layers 0-2 start at 0, layer 3 at 1
+    assert {lo for lo, _ in plan_chunks(cells, 4, 4, 10, 8, forward_cost=0.0)} == {0, 1}
+    assert sorted(c for _, cs in plan for c in cs) == sorted(cells)
+
+
+def test_fast_path_is_exact_for_any_chunking(tiny):
+    ref = trace(tiny, PROMPT, ANS, SPAN, kinds=("resid", "mlp"), n_samples=2, window=2, forward_cost=0.0)
+    for cost in (1e9, 50.0):
+        t = trace(tiny, PROMPT, ANS, SPAN, kinds=("resid", "mlp"), n_samples=2, window=2, max_rows=6,
+                  forward_cost=cost)
+        for k in ("resid", "mlp"):
+            torch.testing.assert_close(t.effects[k], ref.effects[k], atol=1e-6, rtol=0)
