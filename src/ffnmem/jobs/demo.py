@@ -1,8 +1,10 @@
 """The main job: where does a small real model keep a handful of facts?
 
 For each shipped fact (``data/demo_facts.jsonl``) on the chosen model: top-1 recall, the answer's
-probability, the FFN memories with the largest direct effect on the answer logit, and those
-memories' value vectors read in vocabulary space. Writes ``report.md`` with PNG plots and a
+probability, the FFN memories with the largest direct effect on the answer's *margin* over the other
+facts' answers (logit(answer) − mean logit of the other capitals, so "a city comes next" cancels
+out), how many other facts share each memory among their own top memories (a memory in no other
+fact's top set is marked fact-specific), and those memories' value vectors read in vocabulary space. Writes ``report.md`` with PNG plots and a
 ``result/`` folder (tables + tensors + provenance) to the output folder.
 """
 
@@ -41,15 +43,22 @@ def compute(wb: Workbench, facts: list[dict] | None = None, *, top_neurons: int 
     if not facts:
         raise BadInput("no facts to run: give at least one")
     answers = [wb.encode(f["target"], prepend_bos=False)[0] for f in facts]  # first-token scoring
-    fx = direct_effects(wb, [f["prompt"] for f in facts], answers)
+    prompts = [f["prompt"] for f in facts]
+    fx = direct_effects(wb, prompts, answers)
+    alts = [[a for a in dict.fromkeys(answers) if a != answers[b]] for b in range(len(facts))]
+    margin = direct_effects(wb, prompts, answers, alts) if all(alts) else fx
+    tops = [{(l, n) for l, n, _ in margin.top(b, top_neurons)} for b in range(len(facts))]
     fact_rows, neuron_rows = [], []
     for b, f in enumerate(facts):
         fact_rows.append({"subject": f["subject"], "prompt": f["prompt"], "target": f["target"],
                           "predicted": wb.decode(fx.top_pred[b]), "correct": int(fx.top_pred[b]) == answers[b],
                           "p_answer": float(fx.probs[b]), "ffn_direct": float(fx.mlp[b].sum()),
                           "attn_direct": float(fx.attn[b].sum())})
-        for row in effect_tables(fx, [{"subject": f["subject"]}], top_neurons, rows=[b])["neurons"]:
-            m = row["coefficient"]
+        for row in effect_tables(margin, [{"subject": f["subject"]}], top_neurons, rows=[b])["neurons"]:
+            m, key = row["coefficient"], (row["layer"], row["neuron"])
+            row["logit_effect"] = float(fx.neurons[b, key[0], key[1]])
+            row["shared"] = sum(key in t for c, t in enumerate(tops) if c != b)
+            row["fact_specific"] = row["shared"] == 0
             proj = value_tokens(wb, row["layer"], [row["neuron"]], k=top_tokens,
                                 signs=torch.tensor([1.0 if m >= 0 else -1.0]))
             neuron_rows.append({**row, "rank": row["rank"] + 1, "answer_rank": proj.rank_of(answers[b])[0],
@@ -58,7 +67,8 @@ def compute(wb: Workbench, facts: list[dict] | None = None, *, top_neurons: int 
              "weight_hash": wb.weight_hash, "device": str(wb.device)}
     return Result(kind="demo", tables={"facts": table_from_rows(fact_rows), "neurons": table_from_rows(neuron_rows)},
                   tensors={"neuron_dla": fx.neurons, "mlp_dla": fx.mlp, "attn_dla": fx.attn},
-                  meta={"scoring": "first token of the target", "position": "last prompt token", "model": model},
+                  meta={"scoring": "first token of the target", "position": "last prompt token", "model": model,
+                        "target": "margin over the other facts' answers" if all(alts) else "answer logit"},
                   provenance=make_provenance(wb, data_hash=facts_hash([Fact(**f) for f in facts]),
                                              data="ffnmem/data/demo_facts.jsonl"))
 
@@ -99,10 +109,18 @@ def _markdown(model: dict, facts: list[dict], neurons: list[dict], mlp, attn) ->
               "direction through the final norm. Value tokens: the value vector projected through the final "
               "norm weight and the unembedding (the per-position norm scale left out), flipped by the sign of m_i; "
               f"the answer's rank is its place among the {model['d_vocab']:,} tokens that memory promotes.", "",
-              "![top neurons](top_neurons.png)", "", "| subject | # | memory | m_i | effect | answer's rank | tokens the memory promotes (sign(m)·v) |",
-              "|---|---|---|---|---|---|---|"]
+              "Memories are ranked by their direct effect on the answer's **margin**: its logit minus the mean "
+             "logit of the other facts' answers, so a memory that raises every capital alike scores about 0 "
+             "(*logit* is the raw effect on the answer logit, for comparison). *Shared* counts the other facts "
+             "that have the memory among their own top memories; a memory in none is **fact-specific**. "
+             "Direct effects are not causal effects: `ffnmem locate` validates memories by ablation.", "",
+             "![top neurons](top_neurons.png)", "",
+             "| subject | # | memory | m_i | margin effect | logit effect | shared | answer's rank | tokens the memory promotes (sign(m)·v) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in neurons:
         toks = " ".join(f"`{t.strip() or repr(t)}`" for t in r["value_top_tokens"])
-        lines.append(f"| {r['subject']} | {r['rank']} | L{r['layer']}.{r['neuron']} | {r['coefficient']:.2f} | {r['direct_effect']:.3f} | {r['answer_rank']:,} | {toks} |")
+        spec = "**0** (specific)" if r["fact_specific"] else str(r["shared"])
+        lines.append(f"| {r['subject']} | {r['rank']} | L{r['layer']}.{r['neuron']} | {r['coefficient']:.2f} | "
+                     f"{r['direct_effect']:.3f} | {r['logit_effect']:.3f} | {spec} | {r['answer_rank']:,} | {toks} |")
     lines += ["", "Tables and tensors with provenance: `result/` (load with `ffnmem.Result.load`).", ""]
     return "\n".join(lines)

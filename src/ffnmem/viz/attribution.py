@@ -27,19 +27,22 @@ def plot_layer_dla(mlp: torch.Tensor, attn: torch.Tensor, subjects: list[str], a
 def plot_top_neurons(rows: list[dict], axes=None, *, cols: int = 4):
     """The FFN memories with the largest direct effect, one bar panel per subject (rows with
     ``subject``, ``layer``, ``neuron``, ``direct_effect``). ``axes``: a grid of at least one Axes
-    per subject (``cols`` wide), or None for a new figure; spare panels are hidden."""
+    per subject (``cols`` wide), or None for a new figure; spare panels are hidden. Rows with
+    ``fact_specific`` False (memories other facts share) are drawn grey."""
     subjects = list(dict.fromkeys(r["subject"] for r in rows))
     nrows = (len(subjects) + cols - 1) // cols
     fig, grid, owned = new_grid(axes, nrows, cols, figsize=(4 * cols, 2.4 * nrows))
     for ax, subject in zip(grid.flat, subjects):
         mine = [r for r in rows if r["subject"] == subject]
         labels = [f"L{r['layer']}.{r['neuron']}" for r in mine][::-1]
-        ax.barh(labels, [r["direct_effect"] for r in mine][::-1], color="#3b75af")
+        colors = ["#3b75af" if r.get("fact_specific", True) else "#b0b0b0" for r in mine][::-1]
+        ax.barh(labels, [r["direct_effect"] for r in mine][::-1], color=colors)
         ax.set_title(subject, fontsize=10)
         ax.tick_params(labelsize=7)
     for ax in list(grid.flat)[len(subjects):]:
         ax.axis("off")
-    return finish(fig, owned, suptitle="FFN memories with the largest direct effect on the answer (logit units)")
+    return finish(fig, owned, suptitle="FFN memories with the largest direct effect on the answer "
+                  "(logit units; grey: shared with other facts)")
 
 
 def plot_attribution(mlp: torch.Tensor, attn: torch.Tensor, rows: list[dict], axes=None, *, prompt: str = "",
