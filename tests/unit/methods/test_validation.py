@@ -153,13 +153,15 @@ def _same(a, b):
     return a == b or (isinstance(a, float) and math.isnan(a) and math.isnan(b))
 
 
-def test_seeded_determinism(planted, rows):
+def test_seeded_determinism(planted):
     wb, enc, _ = planted
     ranked = [[PLANTED]] + [[(0, 3), (1, 5)] for _ in enc[1:]]
-    again = _validate(planted, ranked, k=1, ks=(1, 2), n_random=4)
-    assert all(_same(a[c], b[c]) for a, b in zip(rows, again) for c in a)
-    other = _validate(planted, ranked, k=1, ks=(1, 2), n_random=4, seed=1)
-    assert any(not _same(a["random_drop"], b["random_drop"]) for a, b in zip(rows, other))
+    kw = {"k": 1, "ks": (1,), "n_random": 4, "modes": ("resample",)}  # resampling and random sets both draw
+    first, again = _validate(planted, ranked, **kw), _validate(planted, ranked, **kw)
+    assert all(_same(a[c], b[c]) for a, b in zip(first, again) for c in a)
+    other = _validate(planted, ranked, seed=1, **kw)
+    assert any(not _same(a["random_drop"], b["random_drop"]) for a, b in zip(first, other))
+    assert any(not _same(a["margin_ablated"], b["margin_ablated"]) for a, b in zip(first, other))
 
 
 def test_bad_inputs_are_named(planted):
