@@ -163,6 +163,12 @@ def corpus_reference(wb: Workbench, layers: Sequence[int], *, n_windows: int = 3
     return reference_coefficients(wb, tokens, sorted(set(layers)), seed=seed)
 
 
+def _encode(wb: Workbench, prompt: str) -> list[int]:
+    ids = wb.encode(prompt)
+    wb.check_length(len(ids), what=f"held-out prompt {prompt[:40]!r}")
+    return ids
+
+
 def _sample(pool: Sequence[int], n: int, g: torch.Generator) -> list[int]:
     return [pool[int(j)] for j in torch.randperm(len(pool), generator=g)[:n]]
 
@@ -205,7 +211,7 @@ def validate(wb: Workbench, encoded: list[EncodedFact], ranked: Sequence[Sequenc
     held = [list(e.fact.paraphrases) for e in encoded] if heldout_prompts is None else heldout_prompts
     lists = [[(int(x[0]), int(x[1])) for x in r] for r in ranked]
     prompts = [_Row(tuple(e.prompt_ids), e.answer_ids[0], tuple(a)) for e, a in zip(encoded, alts)]
-    paras = [[_Row(tuple(wb.encode(p)), r.answer, r.alts) for p in ps] for r, ps in zip(prompts, held)]
+    paras = [[_Row(tuple(_encode(wb, p)), r.answer, r.alts) for p in ps] for r, ps in zip(prompts, held)]
     clean = _margins(wb, prompts + [p for ps in paras for p in ps], None, reference=None, positions=positions,
                      seed=seed, batch_size=batch_size)
     known = [i for i, r in enumerate(prompts) if clean[r] > 0]
