@@ -179,13 +179,13 @@ def _check(encoded, ranked, k, modes, ks, alternatives, heldout_prompts) -> None
     for name, other in (("ranked", ranked), ("alternatives", alternatives), ("heldout_prompts", heldout_prompts)):
         if other is not None and len(other) != len(encoded):
             raise BadInput(f"{name} has {len(other)} entries for {len(encoded)} facts; give one per fact")
-    if k < 1 or any(x < 1 for x in ks):
-        raise BadInput(f"k and every entry of ks must be at least 1 (k={k}, ks={list(ks)})")
+    if k < 1 or not ks or any(x < 1 for x in ks):
+        raise BadInput(f"k and every entry of ks must be at least 1, and ks non-empty (k={k}, ks={list(ks)})")
     bad = [m for m in modes if m not in MODES]
     if bad or not modes:
         raise BadInput(f"unknown ablation mode {bad[0] if bad else None!r}; choose from {', '.join(MODES)}")
     for e, r in zip(encoded, ranked):
-        top = [tuple(x[:2]) for x in r[: max(k, *ks)]]
+        top = [tuple(x[:2]) for x in r[: max([k, *ks])]]
         if not top:
             raise BadInput(f"{e.fact.where}: the ranked list is empty; a fact needs at least one memory")
         if len(set(top)) < len(top):

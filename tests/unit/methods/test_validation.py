@@ -170,6 +170,8 @@ def test_bad_inputs_are_named(planted):
         validate(wb, enc, [[PLANTED]], reference=ref)
     with pytest.raises(BadInput, match="repeats a memory"):
         validate(wb, enc, [[PLANTED, PLANTED]] * len(enc), reference=ref)
+    with pytest.raises(BadInput, match="ks non-empty"):
+        validate(wb, enc, [[PLANTED]] * len(enc), ks=(), reference=ref)
     with pytest.raises(BadInput, match="unknown ablation mode"):
         validate(wb, enc, [[PLANTED]] * len(enc), modes=("scale",))
 
