@@ -57,6 +57,7 @@ from ffnmem.methods.targets import alternatives as relation_alternatives
 
 MODES = ("zero", "mean", "resample")
 DECILES = 10
+FINAL_NORMALIZED = "ln_final.hook_normalized"
 Pair = tuple[int, int]
 
 
@@ -106,6 +107,12 @@ def matched_random(pairs: Sequence[Pair], deciles: Int[Tensor, "n_layers d_mlp"]
     return out, widened
 
 
+def _last_only(act: Tensor, hook=None) -> Tensor:
+    """Keep the last position after the final norm: only its logits are read, and unembedding every
+    position is about a fifth of a SmolLM2 forward (49k-token vocabulary)."""
+    return act[:, -1:]
+
+
 def relative_drops(clean: float, ablated: Sequence[float]) -> list[float]:
     """``(clean − a) / clean`` for each ``a``."""
     return [(clean - a) / clean for a in ablated]
@@ -133,7 +140,7 @@ def _margins(wb: Workbench, rows: Sequence[_Row], mode: str | None, *, reference
                                                        reference=reference, positions=positions,
                                                        seed=seed * 100_003 + batch)
             m = run_metric(wb, tokens, torch.tensor([r.answer for r in part]), Margin([list(r.alts) for r in part]),
-                           hooks)
+                           [*hooks, (FINAL_NORMALIZED, _last_only)])
             out.update(zip(part, m.tolist()))
             batch += 1
     return out
