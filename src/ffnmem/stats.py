@@ -54,6 +54,16 @@ def mean_ci(values: np.ndarray, rng: np.random.Generator, n_boot: int = 1000,
     return bootstrap_ci(values, rng.integers(0, len(values), size=(n_boot, len(values))), level)
 
 
+def median_ci(values: np.ndarray, rng: np.random.Generator, n_boot: int = 1000,
+              level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap CI of the median of ``values`` (nan, nan for an empty array); report it
+    beside the mean where one outlier can move the mean (relative drops of small margins)."""
+    if len(values) == 0:
+        return math.nan, math.nan
+    medians = np.median(values[rng.integers(0, len(values), size=(n_boot, len(values)))], 1)
+    return float(np.percentile(medians, 100 * (1 - level) / 2)), float(np.percentile(medians, 100 * (1 + level) / 2))
+
+
 def spearman(x, y) -> float:
     """Spearman rank correlation of ``x`` and ``y`` (nan when either is constant)."""
     if len(set(np.asarray(x).tolist())) < 2 or len(set(np.asarray(y).tolist())) < 2:

@@ -18,6 +18,7 @@ from ffnmem.stats import (
     holm,
     logistic_fit,
     mean_ci,
+    median_ci,
     paired_permutation_test,
     permutation_test,
     poisson_binomial_tail,
@@ -43,6 +44,15 @@ def test_bootstrap_ci_brackets_the_mean_and_narrows_with_n():
     assert all(math.isnan(v) for v in mean_ci(np.array([]), rng))
     x = np.arange(5.0)
     assert bootstrap_ci(x, np.tile(np.arange(5), (10, 1))) == (2.0, 2.0)  # every resample is x itself
+
+
+def test_median_ci_brackets_the_median_and_ignores_an_outlier():
+    rng = np.random.default_rng(0)
+    x = np.append(rng.normal(size=99), 1e6)  # one outlier drags the mean, not the median
+    lo, hi = median_ci(x, np.random.default_rng(1))
+    assert lo < np.median(x) < hi and hi < 1
+    assert mean_ci(x, np.random.default_rng(1))[1] > 1000
+    assert all(math.isnan(v) for v in median_ci(np.array([]), rng))
 
 
 def test_logistic_fit_recovers_a_known_slope():
