@@ -25,13 +25,12 @@ Here, on a model trained on synthetic facts (:mod:`ffnmem.data.synthetic`):
   :meth:`Injection.undo` it before the next.
 
 Masked gradients under plain Adam (no weight decay) leave every other entry bit-identical (zero
-gradient, zero moments, zero step); :class:`Injection` carries that check, made on the weights.
-"""
+gradient, zero moments, zero step); :class:`Injection` carries that check, made on the weights."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -131,7 +130,8 @@ def recall_and_margin(wb: Workbench, facts: Sequence[Fact]) -> tuple[np.ndarray,
 class Injection:
     """What :func:`inject_facts` did. Per fact ``i``: ``planted[i]`` its (layer, neuron) set;
     ``recalled_before`` / ``recalled_own`` / ``recalled`` whether its prompt ranks the answer first
-    before any injection / right after its own / after all; ``train_recall`` the share of its prompts
+    before any injection / right after its own / after all; ``converged`` whether training met the
+    stop rule (every prompt top-1, loss < ``stop_loss``) within ``steps``; ``train_recall`` the share of its prompts
     (prompt and paraphrases) recalled at the end; ``heldout_recall`` the same on held-out prompts
     (None without them); ``margins_before`` / ``margins`` its margin; ``steps`` the optimizer steps
     used. ``others`` compares the model's other facts before and after; ``weight_check`` counts
@@ -144,6 +144,7 @@ class Injection:
     recalled_before: list[bool]
     recalled_own: list[bool]
     recalled: list[bool]
+    converged: list[bool]
     train_recall: list[float]
     heldout_recall: list[float | None]
     margins_before: list[float]
@@ -159,7 +160,7 @@ class Injection:
         return [{"fact": i, "subject": f.subject, "relation": f.relation, "target": f.target.strip(),
                  "planted": " ".join(f"L{l}.{n}" for l, n in self.planted[i]), "steps": self.steps[i],
                  "recalled_before": self.recalled_before[i], "recalled_own": self.recalled_own[i],
-                 "recalled": self.recalled[i], "train_recall": self.train_recall[i],
+                 "recalled": self.recalled[i], "converged": self.converged[i], "train_recall": self.train_recall[i],
                  "heldout_recall": self.heldout_recall[i], "margin_before": self.margins_before[i],
                  "margin": self.margins[i]} for i, f in enumerate(self.facts)]
 
@@ -240,7 +241,7 @@ def _weight_check(before: dict[str, Tensor], after: dict[str, Tensor], masks: di
             "planted_entries": int(sum(m.sum() for m in masks.values())), "ok": outside == 0}
 
 
-def draw_neurons(layers: Sequence[int], d_mlp: int, n_facts: int, per_fact: int, seed: int) -> list[list[Neuron]]:
+def draw_neurons(layers: Sequence[int], d_mlp: int, n_facts: int, per_fact: int, seed: int | Sequence[int]) -> list[list[Neuron]]:
     """Disjoint seeded sets of ``per_fact`` (layer, neuron) pairs, uniform over the eligible layers."""
     eligible = [(l, i) for l in layers for i in range(d_mlp)]
     if per_fact < 1 or n_facts * per_fact > len(eligible):
@@ -251,7 +252,7 @@ def draw_neurons(layers: Sequence[int], d_mlp: int, n_facts: int, per_fact: int,
 
 
 def inject_facts(wb: Workbench, facts: Sequence[Fact], *, neurons_per_fact: int = 8, layers: Sequence[int] | None = None,
-                 steps: int = 100, lr: float = 1e-2, seed: int = 0, parts: str = "value", stop_loss: float = 0.05,
+                 steps: int = 100, lr: float = 1e-2, seed: int | Sequence[int] = 0, parts: str = "value", stop_loss: float = 0.05,
                  heldout: Sequence[Sequence[str]] | None = None, others: Sequence[Fact] | None = None) -> Injection:
     """Plant each fact in its own random neurons of ``wb`` (in place; :meth:`Injection.undo` reverts).
 
@@ -275,7 +276,7 @@ def inject_facts(wb: Workbench, facts: Sequence[Fact], *, neurons_per_fact: int 
     oth0 = recall_and_margin(wb, others) if others else None
     flags = {n: p.requires_grad for n, p in model.named_parameters()}
     all_masks: dict[str, Tensor] = {}
-    used, own = [], []
+    used, own, converged = [], [], []
     was_training = model.training
     model.eval()
     try:
@@ -286,7 +287,8 @@ def inject_facts(wb: Workbench, facts: Sequence[Fact], *, neurons_per_fact: int 
             n_steps, ok = _train_fact(wb, [fact.prompt, *fact.paraphrases], answer, masks, steps=steps, lr=lr,
                                       stop_loss=stop_loss)
             used.append(n_steps)
-            own.append(ok)
+            converged.append(ok)
+            own.append(bool(recall_and_margin(wb, [fact])[0][0]))
             for n, m in masks.items():
                 all_masks[n] = torch.maximum(all_masks[n], m) if n in all_masks else m
     finally:
@@ -298,14 +300,30 @@ def inject_facts(wb: Workbench, facts: Sequence[Fact], *, neurons_per_fact: int 
     train_rec = [float(_share(wb, [f.prompt, *f.paraphrases], a)) for f, a in zip(facts, answers)]
     held = [None] * len(facts) if heldout is None else \
         [float(_share(wb, list(h), a)) if h else None for h, a in zip(heldout, answers)]
-    after = dict(model.named_parameters())
-    check = _weight_check(before, after, all_masks)
+    check = _weight_check(before, dict(model.named_parameters()), all_masks)
     wb.weight_hash = tensor_hash(model.state_dict())
     return Injection(facts=list(facts), planted=planted, layers=layers, parts=parts,
-                     recalled_before=rec0.tolist(), recalled_own=own, recalled=rec.tolist(), train_recall=train_rec,
+                     recalled_before=rec0.tolist(), recalled_own=own, recalled=rec.tolist(), converged=converged, train_recall=train_rec,
                      heldout_recall=held, margins_before=mar0.tolist(), margins=mar.tolist(), steps=used,
                      others=_others(wb, others, oth0), weight_check=check, seconds=time.perf_counter() - t0,
                      originals={n: before[n] for n in all_masks})
+
+
+def inject_each(wb: Workbench, facts: Sequence[Fact], rankers: dict[str, Callable[[Workbench, Fact], Sequence]], *,
+                seed: int = 0, heldout: Sequence[Sequence[str]] | None = None, **kw) -> tuple[list[Injection], dict]:
+    """Chang et al.'s design: each fact injected alone (neurons seeded by ``(seed, i)``), every
+    ranker run on that model (``rank(wb, fact)`` -> ranking), the injection undone before the next.
+    Returns the one-fact injections and, per ranker name, one ranking per fact."""
+    injections, ranked = [], {name: [] for name in rankers}
+    for i, fact in enumerate(facts):
+        done = inject_facts(wb, [fact], seed=(seed, i), heldout=None if heldout is None else [heldout[i]], **kw)
+        try:
+            for name, rank in rankers.items():
+                ranked[name].append(rank(wb, fact))
+        finally:
+            done.undo(wb)
+        injections.append(done)
+    return injections, ranked
 
 
 def _share(wb: Workbench, prompts: list[str], answer: int) -> float:
@@ -315,8 +333,7 @@ def _share(wb: Workbench, prompts: list[str], answer: int) -> float:
 def _others(wb: Workbench, others: Sequence[Fact] | None, before) -> dict:
     if not others:
         return {}
-    rec0, mar0 = before
-    rec1, mar1 = recall_and_margin(wb, others)
+    (rec0, mar0), (rec1, mar1) = before, recall_and_margin(wb, others)
     return {"n": len(others), "recall_before": float(rec0.mean()), "recall_after": float(rec1.mean()),
             "lost": int((rec0 & ~rec1).sum()), "gained": int((~rec0 & rec1).sum()),
             "margin_change": float((mar1 - mar0).mean()), "margin_abs_change": float(np.abs(mar1 - mar0).mean())}
@@ -339,8 +356,7 @@ def precision_recall(ranked: Sequence[Sequence], planted: set[Neuron] | Sequence
             top.append(key)
         if len(top) == k:
             break
-    hits = len(gold.intersection(top))
-    return hits / k, hits / len(gold)
+    return len(gold.intersection(top)) / k, len(gold.intersection(top)) / len(gold)
 
 
 def summarize_localization(rankings: Sequence[Sequence[Sequence]], planted: Sequence[Sequence[Neuron]], k: int, *,
