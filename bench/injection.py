@@ -44,7 +44,7 @@ def _facts_summary(injections: list[inj.Injection]) -> dict:
 
 
 def run_design(wb, facts, held, others, *, design: str, layers: list[int], parts: str, per_fact: int, seed: int) -> dict:
-    kw = dict(neurons_per_fact=per_fact, layers=layers, parts=parts, others=others)
+    kw = {"neurons_per_fact": per_fact, "layers": layers, "parts": parts, "others": others}
     t0 = time.perf_counter()
     if design == "each":
         injections, ranked = inj.inject_each(wb, facts, {"dla": lambda w, f: inj.dla_rankings(w, [f], layers)[0]},

@@ -42,8 +42,13 @@ from ffnmem.core.errors import BadInput
 from ffnmem.core.workbench import Workbench, tensor_hash
 from ffnmem.data.facts import Fact
 from ffnmem.data.synthetic import ATTRIBUTES, FactCorpus, unseen_queries
-from ffnmem.methods.attribution import direct_effects
-from ffnmem.stats import mean_ci
+from ffnmem.methods.injection_scoring import (  # noqa: F401 - the scoring half of this module's API
+    answer_and_alternatives,
+    dla_rankings,
+    precision_recall,
+    random_rankings,
+    summarize_localization,
+)
 
 PARTS = ("value", "key_value")
 Neuron = tuple[int, int]
@@ -103,15 +108,6 @@ def _last_logits(wb: Workbench, prompts: Sequence[str], batch_size: int = 256) -
             toks, last = _batch(wb, prompts[s: s + batch_size])
             out.append(wb.bridge.original_model(toks)[torch.arange(len(toks)), last].float().cpu())
     return torch.cat(out)
-
-
-def answer_and_alternatives(wb: Workbench, fact: Fact) -> tuple[int, list[int]]:
-    """The answer's token and its alternatives (the distractors' first tokens, answer left out)."""
-    answer = wb.answer_token(fact.target)
-    alts = list(dict.fromkeys(t for d in fact.distractors if (t := wb.encode(d, prepend_bos=False)[0]) != answer))
-    if not alts:
-        raise BadInput(f"{fact.where}: no distractors to contrast {fact.target!r} with; the margin needs at least one")
-    return answer, alts
 
 
 def recall_and_margin(wb: Workbench, facts: Sequence[Fact]) -> tuple[np.ndarray, np.ndarray]:
@@ -205,8 +201,10 @@ def _masks(wb: Workbench, neurons: Sequence[Neuron], parts: str) -> dict[str, Te
 
 
 def _train_fact(wb: Workbench, prompts: list[str], answer: int, masks: dict[str, Tensor], *, steps: int,
-                lr: float, stop_loss: float) -> tuple[int, bool]:
-    """Adam on the masked entries until every prompt ranks ``answer`` first with loss < ``stop_loss``."""
+                lr: float, stop_loss: float, retain: tuple | None = None, retain_weight: float = 0.0) -> tuple[int, bool]:
+    """Adam on the masked entries until every prompt ranks ``answer`` first with loss < ``stop_loss``.
+    ``retain`` = (ids, last positions, log-probs before): KL(before ‖ now) there, times ``retain_weight``,
+    is added to the loss (not to the stop rule), so the planted neurons learn to stay quiet elsewhere."""
     params = dict(wb.bridge.original_model.named_parameters())
     tuned = [params[n] for n in masks]
     opt = torch.optim.Adam(tuned, lr=lr)  # plain Adam: weight decay would move frozen entries
@@ -219,6 +217,10 @@ def _train_fact(wb: Workbench, prompts: list[str], answer: int, masks: dict[str,
             return step, True
         if step == steps:
             return step, False
+        if retain is not None and retain_weight > 0:
+            r_toks, r_last, r_logp = retain
+            now = wb.bridge.original_model(r_toks)[torch.arange(len(r_toks)), r_last].float().log_softmax(-1)
+            loss = loss + retain_weight * F.kl_div(now, r_logp, log_target=True, reduction="batchmean")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         for name, m in masks.items():
@@ -253,12 +255,15 @@ def draw_neurons(layers: Sequence[int], d_mlp: int, n_facts: int, per_fact: int,
 
 def inject_facts(wb: Workbench, facts: Sequence[Fact], *, neurons_per_fact: int = 8, layers: Sequence[int] | None = None,
                  steps: int = 100, lr: float = 1e-2, seed: int | Sequence[int] = 0, parts: str = "value", stop_loss: float = 0.05,
-                 heldout: Sequence[Sequence[str]] | None = None, others: Sequence[Fact] | None = None) -> Injection:
+                 heldout: Sequence[Sequence[str]] | None = None, others: Sequence[Fact] | None = None,
+                 retain: Sequence[Fact] | None = None, retain_weight: float = 1.0) -> Injection:
     """Plant each fact in its own random neurons of ``wb`` (in place; :meth:`Injection.undo` reverts).
 
     Defaults follow Chang et al. (value vectors, Adam lr 1e-2, at most 100 steps, stop at loss
     0.05 — here also only once every prompt ranks the answer first). ``layers`` default to all;
-    ``others`` (e.g. :func:`corpus_facts`) are scored before and after for collateral change.
+    ``others`` (e.g. :func:`corpus_facts`) are scored before and after for collateral change, split
+    into facts of the injected relations and of other relations. ``retain`` (facts, not Chang's design)
+    adds a KL term keeping their next-token distributions as before; score ``others`` disjoint from it.
     """
     t0 = time.perf_counter()
     if parts not in PARTS:
@@ -274,6 +279,12 @@ def inject_facts(wb: Workbench, facts: Sequence[Fact], *, neurons_per_fact: int 
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     rec0, mar0 = recall_and_margin(wb, facts)
     oth0 = recall_and_margin(wb, others) if others else None
+    kept = None
+    if retain:
+        r_toks, r_last = _batch(wb, [f.prompt for f in retain])
+        with torch.inference_mode():
+            r_logp = model(r_toks)[torch.arange(len(r_toks)), r_last].float().log_softmax(-1)
+        kept = (r_toks, r_last, r_logp.clone())
     flags = {n: p.requires_grad for n, p in model.named_parameters()}
     all_masks: dict[str, Tensor] = {}
     used, own, converged = [], [], []
@@ -285,7 +296,7 @@ def inject_facts(wb: Workbench, facts: Sequence[Fact], *, neurons_per_fact: int 
             for n, p in model.named_parameters():
                 p.requires_grad_(n in masks)
             n_steps, ok = _train_fact(wb, [fact.prompt, *fact.paraphrases], answer, masks, steps=steps, lr=lr,
-                                      stop_loss=stop_loss)
+                                      stop_loss=stop_loss, retain=kept, retain_weight=retain_weight)
             used.append(n_steps)
             converged.append(ok)
             own.append(bool(recall_and_margin(wb, [fact])[0][0]))
@@ -305,7 +316,7 @@ def inject_facts(wb: Workbench, facts: Sequence[Fact], *, neurons_per_fact: int 
     return Injection(facts=list(facts), planted=planted, layers=layers, parts=parts,
                      recalled_before=rec0.tolist(), recalled_own=own, recalled=rec.tolist(), converged=converged, train_recall=train_rec,
                      heldout_recall=held, margins_before=mar0.tolist(), margins=mar.tolist(), steps=used,
-                     others=_others(wb, others, oth0), weight_check=check, seconds=time.perf_counter() - t0,
+                     others=_others(wb, others, oth0, {f.relation for f in facts}), weight_check=check, seconds=time.perf_counter() - t0,
                      originals={n: before[n] for n in all_masks})
 
 
@@ -330,70 +341,13 @@ def _share(wb: Workbench, prompts: list[str], answer: int) -> float:
     return float((_last_logits(wb, prompts).argmax(-1) == answer).float().mean())
 
 
-def _others(wb: Workbench, others: Sequence[Fact] | None, before) -> dict:
+def _others(wb: Workbench, others: Sequence[Fact] | None, before, relations: set[str]) -> dict:
     if not others:
         return {}
     (rec0, mar0), (rec1, mar1) = before, recall_and_margin(wb, others)
-    return {"n": len(others), "recall_before": float(rec0.mean()), "recall_after": float(rec1.mean()),
+    same = np.array([f.relation in relations for f in others])
+    split = {f"{k}_{w}": float(r[m].mean()) if m.any() else None for w, m in (("same", same), ("other", ~same))
+             for k, r in (("recall_before", rec0), ("recall_after", rec1))}
+    return {"n": len(others), "recall_before": float(rec0.mean()), "recall_after": float(rec1.mean()), **split,
             "lost": int((rec0 & ~rec1).sum()), "gained": int((~rec0 & rec1).sum()),
             "margin_change": float((mar1 - mar0).mean()), "margin_abs_change": float(np.abs(mar1 - mar0).mean())}
-
-
-# --- scoring a localization against the planted sets ---------------------------------------------
-def precision_recall(ranked: Sequence[Sequence], planted: set[Neuron] | Sequence[Neuron], k: int) -> tuple[float, float]:
-    """precision@k and recall@k of a ranking of (layer, neuron[, score]) against the planted set.
-
-    The first ``k`` distinct (layer, neuron) pairs are the prediction; a ranking shorter than ``k``
-    counts its missing places as misses.
-    """
-    gold = {(int(l), int(n)) for l, n in planted}
-    if k < 1 or not gold:
-        raise BadInput(f"precision@k needs k >= 1 and a non-empty planted set (k={k}, {len(gold)} planted)")
-    top: list[Neuron] = []
-    for r in ranked:
-        key = (int(r[0]), int(r[1]))
-        if key not in top:
-            top.append(key)
-        if len(top) == k:
-            break
-    return len(gold.intersection(top)) / k, len(gold.intersection(top)) / len(gold)
-
-
-def summarize_localization(rankings: Sequence[Sequence[Sequence]], planted: Sequence[Sequence[Neuron]], k: int, *,
-                           eligible: int, n_boot: int = 1000, seed: int = 0) -> dict:
-    """Mean precision@k and recall@k over facts with percentile bootstrap CIs (facts resampled),
-    and the chance levels of a uniformly random ranking of the ``eligible`` neurons:
-    E[precision@k] = |planted| / eligible, E[recall@k] = k / eligible."""
-    if len(rankings) != len(planted) or not planted:
-        raise BadInput(f"{len(rankings)} rankings for {len(planted)} planted sets; give one per fact")
-    if eligible < k:
-        raise BadInput(f"k={k} exceeds the {eligible} eligible neurons")
-    pr = np.array([precision_recall(r, p, k) for r, p in zip(rankings, planted)])
-    sizes = np.array([len(set(map(tuple, p))) for p in planted])
-    rng = np.random.default_rng(seed)
-    p_lo, p_hi = mean_ci(pr[:, 0], rng, n_boot)
-    r_lo, r_hi = mean_ci(pr[:, 1], rng, n_boot)
-    return {"n_facts": len(planted), "k": k, "eligible": eligible,
-            "precision": float(pr[:, 0].mean()), "precision_lo": p_lo, "precision_hi": p_hi,
-            "recall": float(pr[:, 1].mean()), "recall_lo": r_lo, "recall_hi": r_hi,
-            "chance_precision": float(sizes.mean() / eligible), "chance_recall": k / eligible}
-
-
-def random_rankings(layers: Sequence[int], d_mlp: int, n: int, *, seed: int = 0) -> list[list[Neuron]]:
-    """The null: ``n`` seeded uniformly random orderings of the eligible neurons."""
-    eligible = [(l, i) for l in layers for i in range(d_mlp)]
-    rng = np.random.default_rng([seed, 0xA11])
-    return [[eligible[j] for j in rng.permutation(len(eligible))] for _ in range(n)]
-
-
-def dla_rankings(wb: Workbench, facts: Sequence[Fact], layers: Sequence[int] | None = None) -> list[list[tuple[int, int, float]]]:
-    """Per fact, the eligible neurons by direct effect on its margin at its prompt, largest first."""
-    layers = list(range(wb.n_layers)) if layers is None else sorted({wb.check_layer(l) for l in layers})
-    pairs = [answer_and_alternatives(wb, f) for f in facts]
-    fx = direct_effects(wb, [f.prompt for f in facts], [a for a, _ in pairs], [alts for _, alts in pairs])
-    out = []
-    for b in range(len(facts)):
-        eff = fx.neurons[b, layers]  # (len(layers), d_mlp)
-        order = eff.flatten().argsort(descending=True)
-        out.append([(layers[int(j) // wb.d_mlp], int(j) % wb.d_mlp, float(eff.flatten()[j])) for j in order])
-    return out

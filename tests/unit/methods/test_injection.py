@@ -95,7 +95,7 @@ def test_planted_sets_are_disjoint_and_in_the_given_layers(injected):
 
 def test_undo_restores_weights_and_hash(model, injected):
     wb, _ = model
-    done, before, _, hash0 = injected
+    _, before, _, hash0 = injected
     for n, p in wb.bridge.original_model.named_parameters():
         assert torch.equal(p.detach(), before[n]), n
     assert wb.weight_hash == hash0
@@ -153,3 +153,18 @@ def test_bad_settings_are_one_line_errors(model):
         inj.inject_facts(wb, facts, neurons_per_fact=wb.d_mlp, layers=[0])
     with pytest.raises(BadInput, match="parts"):
         inj.inject_facts(wb, facts, parts="keys")
+
+
+def test_retain_keeps_other_facts_closer_and_splits_collateral_by_relation(model):
+    wb, corpus = model
+    facts, _ = inj.new_facts(corpus, 1, seed=5)
+    known = inj.corpus_facts(corpus)
+    change = []
+    for retain in (None, known):
+        done = inj.inject_facts(wb, facts, neurons_per_fact=4, layers=[1], steps=60, lr=5e-2, seed=1,
+                                parts="key_value", stop_loss=0.3, others=known, retain=retain, retain_weight=3.0)
+        done.undo(wb)
+        assert done.weight_check["ok"] and done.recalled_own == [True]
+        assert {"recall_after_same", "recall_after_other"} <= set(done.others)
+        change.append(done.others["margin_abs_change"])
+    assert change[1] < 0.7 * change[0]
