@@ -38,13 +38,18 @@ def _facts_summary(injections: list[inj.Injection]) -> dict:
             "others_recall_before": float(np.mean([o["recall_before"] for o in others])),
             "others_recall_after": float(np.mean([o["recall_after"] for o in others])),
             "others_lost": float(np.mean([o["lost"] for o in others])),
+            "others_same_before": float(np.mean([o["recall_before_same"] for o in others])),
+            "others_same_after": float(np.mean([o["recall_after_same"] for o in others])),
+            "others_other_after": float(np.mean([o["recall_after_other"] for o in others
+                                                 if o["recall_after_other"] is not None] or [np.nan])),
             "others_margin_change": float(np.mean([o["margin_change"] for o in others])),
             "weights_ok": all(i.weight_check["ok"] for i in injections),
             "seconds": float(sum(i.seconds for i in injections))}
 
 
-def run_design(wb, facts, held, others, *, design: str, layers: list[int], parts: str, per_fact: int, seed: int) -> dict:
-    kw = {"neurons_per_fact": per_fact, "layers": layers, "parts": parts, "others": others}
+def run_design(wb, facts, held, others, *, design: str, layers: list[int], parts: str, per_fact: int, seed: int,
+               retain=None) -> dict:
+    kw = {"neurons_per_fact": per_fact, "layers": layers, "parts": parts, "others": others, "retain": retain}
     t0 = time.perf_counter()
     if design == "each":
         injections, ranked = inj.inject_each(wb, facts, {"dla": lambda w, f: inj.dla_rankings(w, [f], layers)[0]},
@@ -59,7 +64,7 @@ def run_design(wb, facts, held, others, *, design: str, layers: list[int], parts
     ranked["random"] = inj.random_rankings(layers, wb.d_mlp, len(facts), seed=seed)
     scores = {name: inj.summarize_localization(r, planted, per_fact, eligible=eligible, seed=seed)
               for name, r in ranked.items()}
-    return {"design": design, "layers": layers, "parts": parts, "per_fact": per_fact,
+    return {"design": design, "layers": layers, "parts": parts, "per_fact": per_fact, "retain": retain is not None,
             "facts": _facts_summary(injections), "scores": scores, "seconds": time.perf_counter() - t0}
 
 
@@ -80,18 +85,24 @@ def main() -> None:
     setup = {"preset": "tiny", "train_seconds": None if args.run else time.perf_counter() - t0,
              "n_layers": wb.n_layers, "d_mlp": wb.d_mlp, "d_model": wb.d_model, "n_params": wb.n_params()}
     facts, held = inj.new_facts(corpus, args.facts, seed=args.seed)
-    others = inj.corpus_facts(corpus)
+    # collateral is measured on the odd entities; the retain term (where used) sees only the even ones
+    known = inj.corpus_facts(corpus)
+    ids = [f["entity_id"] for f in corpus.facts]
+    others = [f for f, i in zip(known, ids) if i % 2]
+    kept = [f for f, i in zip(known, ids) if not i % 2]
     out = {"setup": setup, "runs": []}
-    designs = [("each", [1], "value"), ("each", [0], "value"), ("each", [0, 1], "value"),
-               ("each", [1], "key_value"), ("each", [0], "key_value"), ("joint", [0, 1], "value")]
-    for design, layers, parts in designs:
+    designs = [("each", [1], "value", None), ("each", [0], "value", None), ("each", [0, 1], "value", None),
+               ("each", [1], "key_value", None), ("each", [0], "key_value", None), ("joint", [0, 1], "value", None),
+               ("each", [1], "value", kept), ("each", [1], "key_value", kept), ("each", [0], "key_value", kept)]
+    for design, layers, parts, retain in designs:
         res = run_design(wb, facts, held, others, design=design, layers=layers, parts=parts,
-                         per_fact=args.per_fact, seed=args.seed)
+                         per_fact=args.per_fact, seed=args.seed, retain=retain)
         out["runs"].append(res)
         f, d, r = res["facts"], res["scores"]["dla"], res["scores"]["random"]
-        print(f"| {design} | L{','.join(map(str, layers))} | {parts} | {f['recalled_before']:.2f} → {f['recalled']:.2f} "
+        print(f"| {design} | L{','.join(map(str, layers))} | {parts}{' +retain' if retain else ''} | {f['recalled_before']:.2f} → {f['recalled']:.2f} "
               f"(own {f['recalled_own']:.2f}, conv {f['converged']:.2f}, held-out {f['heldout_recall']:.2f}) | "
-              f"{f['others_recall_before']:.3f} → {f['others_recall_after']:.3f} | "
+              f"{f['others_recall_before']:.3f} → {f['others_recall_after']:.3f} "
+              f"(same rel. {f['others_same_before']:.3f} → {f['others_same_after']:.3f}) | "
               f"{d['precision']:.3f} [{d['precision_lo']:.3f}, {d['precision_hi']:.3f}] | "
               f"{r['precision']:.3f} [{r['precision_lo']:.3f}, {r['precision_hi']:.3f}] | {d['chance_precision']:.4f} | "
               f"{res['seconds']:.0f} s |", flush=True)
