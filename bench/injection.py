@@ -48,8 +48,9 @@ def _facts_summary(injections: list[inj.Injection]) -> dict:
 
 
 def run_design(wb, facts, held, others, *, design: str, layers: list[int], parts: str, per_fact: int, seed: int,
-               retain=None) -> dict:
-    kw = {"neurons_per_fact": per_fact, "layers": layers, "parts": parts, "others": others, "retain": retain}
+               retain=None, stop_loss: float = 0.05) -> dict:
+    kw = {"neurons_per_fact": per_fact, "layers": layers, "parts": parts, "others": others, "retain": retain,
+          "stop_loss": stop_loss}
     t0 = time.perf_counter()
     if design == "each":
         injections, ranked = inj.inject_each(wb, facts, {"dla": lambda w, f: inj.dla_rankings(w, [f], layers)[0]},
@@ -75,6 +76,8 @@ def main() -> None:
     ap.add_argument("--per-fact", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--stop-loss", type=float, default=0.05, help="Chang's 0.05; a huge value stops at top-1 recall")
+    ap.add_argument("--no-retain", action="store_true", help="skip the designs with a retain term (the slow ones)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -90,13 +93,15 @@ def main() -> None:
     ids = [f["entity_id"] for f in corpus.facts]
     others = [f for f, i in zip(known, ids) if i % 2]
     kept = [f for f, i in zip(known, ids) if not i % 2]
-    out = {"setup": setup, "runs": []}
+    out = {"setup": {**setup, "stop_loss": args.stop_loss}, "runs": []}
     designs = [("each", [1], "value", None), ("each", [0], "value", None), ("each", [0, 1], "value", None),
                ("each", [1], "key_value", None), ("each", [0], "key_value", None), ("joint", [0, 1], "value", None),
                ("each", [1], "value", kept), ("each", [1], "key_value", kept), ("each", [0], "key_value", kept)]
     for design, layers, parts, retain in designs:
+        if retain is not None and args.no_retain:
+            continue
         res = run_design(wb, facts, held, others, design=design, layers=layers, parts=parts,
-                         per_fact=args.per_fact, seed=args.seed, retain=retain)
+                         per_fact=args.per_fact, seed=args.seed, retain=retain, stop_loss=args.stop_loss)
         out["runs"].append(res)
         f, d, r = res["facts"], res["scores"]["dla"], res["scores"]["random"]
         print(f"| {design} | L{','.join(map(str, layers))} | {parts}{' +retain' if retain else ''} | {f['recalled_before']:.2f} → {f['recalled']:.2f} "
