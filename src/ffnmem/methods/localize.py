@@ -49,6 +49,7 @@ see :data:`RUNTIME_NOTE`.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -79,6 +80,13 @@ OPTIONS = {  # method -> options it reads (defaults in the functions below)
     "peak_neurons": {"n_samples", "sigma", "sample", "max_rows", "noise_at"},
 }
 RUNTIME_NOTE = "filled in from bench measurements"
+FINAL_NORMALIZED = "ln_final.hook_normalized"
+
+
+def _last_only(act: Tensor, hook=None) -> Tensor:
+    """Keep the last position after the final norm: only its logits are read, and unembedding every
+    position is a quarter of a SmolLM2 forward (49k-token vocabulary)."""
+    return act[:, -1:]
 
 
 @dataclass(frozen=True)
@@ -88,7 +96,7 @@ class Located:
     method: str
     fact: int
     memories: list[tuple[int, int, float]]
-    cells: list[tuple[int, int, float]] = ()
+    cells: Sequence[tuple[int, int, float]] = ()  # tracing (and peak_neurons: its peak cell)
     prompts: tuple[str, ...] = ()
 
 
@@ -134,7 +142,7 @@ class _Job:
     metric: object
     prompts: tuple[str, ...]
     seed: int
-    sigma: float
+    sigma: float | None
 
     def tokens(self, prompt: str) -> Tensor:
         return self.wb.to_tokens(prompt)
@@ -167,7 +175,9 @@ def locate(wb: Workbench, encoded: list[EncodedFact], method: str, k: int = 64, 
         raise BadInput(f"unknown target {target!r}; choose from {', '.join(TARGETS)}")
     if method == "dla" and target == "prob":
         raise BadInput("dla is linear in the logits: use target 'margin' or 'logit'")
-    alts = relation_alternatives(encoded) if alternatives is None else alternatives
+    if alternatives is None:  # only the margin needs them; a relation without alternatives is an error there
+        alternatives = relation_alternatives(encoded) if target == "margin" else [[] for _ in encoded]
+    alts = alternatives
     if len(alts) != len(encoded):
         raise BadInput(f"one list of alternatives per fact: {len(alts)} lists for {len(encoded)} facts")
     if method == "tracing" and target != "prob":
@@ -214,6 +224,7 @@ def attribution_scores(job: _Job, prompt: str, n_samples: int) -> tuple[Tensor, 
         return keep
 
     hooks = [(EMBED, Noise(job.noise(prompt, n_samples), job.span(prompt)))] + [(n, keeper(n)) for n in names]
+    hooks.append((FINAL_NORMALIZED, _last_only))
     with torch.enable_grad(), wb.bridge.hooks(fwd_hooks=hooks):
         job.score(wb.bridge(tokens.expand(n_samples, -1))).sum().backward()
     attr = torch.stack([attribution_core(acts[n].grad.float(), clean[l][None], acts[n].detach().float()).mean(0)
@@ -236,7 +247,7 @@ def restore_neurons(job: _Job, prompt: str, clean: Tensor, neurons: list[tuple[i
     and only then expand to one copy per neuron (as :func:`tracing.restore_from`)."""
     wb, tokens = job.wb, job.tokens(prompt)
     noise, span, T = job.noise(prompt, n_samples), job.span(prompt), tokens.shape[1]
-    with torch.inference_mode(), wb.bridge.hooks(fwd_hooks=[(EMBED, Noise(noise, span))]):
+    with torch.inference_mode(), wb.bridge.hooks(fwd_hooks=[(EMBED, Noise(noise, span)), (FINAL_NORMALIZED, _last_only)]):
         base = job.score(wb.bridge(tokens.expand(n_samples, -1))).float().mean()
     out = torch.zeros(len(neurons))
     by_layer: dict[int, list[int]] = {}
@@ -253,7 +264,8 @@ def restore_neurons(job: _Job, prompt: str, clean: Tensor, neurons: list[tuple[i
             # order matters at a shared hook point: expand to samples, noise, expand to neurons
             hooks = [(hook_name("resid_pre", 0), _Expand(n_samples)), (hook_name("resid_pre", 0), Noise(noise, span)),
                      (hook_name("resid_pre", layer), _Expand(len(chunk))),
-                     (hook_name("post", layer), Restore(clean[layer][None].to(wb.device), mask))]
+                     (hook_name("post", layer), Restore(clean[layer][None].to(wb.device), mask)),
+                     (FINAL_NORMALIZED, _last_only)]
             with torch.inference_mode(), wb.bridge.hooks(fwd_hooks=hooks):
                 got = job.score(wb.bridge(tokens[:1].to(wb.device))).float().cpu()
             out[chunk] = got.reshape(len(chunk), n_samples).mean(1) - float(base)
@@ -325,7 +337,8 @@ def _cell_attribution(job: _Job, prompt: str, layer: int, pos: int, n_samples: i
         kept.append(act)
         return act
 
-    hooks = [(EMBED, Noise(job.noise(prompt, n_samples), job.span(prompt))), (hook_name("post", layer), keep)]
+    hooks = [(EMBED, Noise(job.noise(prompt, n_samples), job.span(prompt))), (hook_name("post", layer), keep),
+             (FINAL_NORMALIZED, _last_only)]
     with torch.enable_grad(), wb.bridge.hooks(fwd_hooks=hooks):
         job.score(wb.bridge(tokens.expand(n_samples, -1))).sum().backward()
     act = kept[0]
