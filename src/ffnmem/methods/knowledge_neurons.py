@@ -13,6 +13,8 @@ shows their effect on the fact and on unrelated facts.
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from jaxtyping import Float
 from torch import Tensor
@@ -22,6 +24,8 @@ from ffnmem.core.hooks import hook_name
 from ffnmem.core.workbench import Workbench
 from ffnmem.methods.ablation import answer_probs, make_hooks, masks_for
 from ffnmem.methods.interventions import AnswerProb
+
+log = logging.getLogger(__name__)
 
 
 def riemann_alphas(steps: int) -> Float[Tensor, " steps"]:
@@ -150,3 +154,38 @@ def drop_shared(sets: list[list[tuple[int, int]]], groups: list[str], share: flo
             c[pair] = c.get(pair, 0) + 1
     need = {g: max(min_facts, share * n) for g, n in sizes.items()}
     return [[pair for pair in s if counts[g][pair] < need[g]] for s, g in zip(sets, groups)]
+
+
+def dai_knowledge_neurons(wb: Workbench, prompts: list[tuple[str, ...]], answers: list[int], groups: list[str],
+                          metrics: list, k: int, *, steps: int = 20, batch_steps: int = 20, threshold: float = 0.2,
+                          share: float = 0.7, relation_share: float = 0.1) -> list[list[tuple[int, int, float]]]:
+    """Dai et al.'s knowledge neurons of several facts, ranked: per fact, IG on each of its
+    ``prompts`` (``metrics[f]`` integrated), coarse sets ``IG ≥ threshold · max`` per prompt, refined
+    to the neurons shared by more than ``share`` of the prompts (:func:`refine_neurons`), then the
+    neurons shared with other facts of the same group dropped (:func:`drop_shared`).
+
+    Per fact: the refined neurons first (by mean IG over its prompts), then the other neurons by
+    mean IG, the dropped ones left out of both (:func:`kn_ranking`); at most ``k``."""
+    means, refined = [], []
+    for ps, answer, metric in zip(prompts, answers, metrics):
+        igs = [integrated_gradients(wb, p, answer, steps=steps, batch_steps=batch_steps, metric=metric) for p in ps]
+        refined.append(refine_neurons([select_neurons(g, threshold) for g in igs], share))
+        means.append(torch.stack(igs).mean(0))
+    kept = drop_shared(refined, groups, relation_share)
+    out = []
+    for i, (mean, ref, keep) in enumerate(zip(means, refined, kept)):
+        dropped = set(ref) - set(keep)
+        log.debug("fact %d: %d refined neurons, %d dropped as shared with other facts", i, len(ref), len(dropped))
+        out.append(kn_ranking(mean, keep, dropped, k))
+    return out
+
+
+def kn_ranking(mean: Float[Tensor, "n_layers d_mlp"], refined: list[tuple[int, int]], dropped: set[tuple[int, int]],
+               k: int) -> list[tuple[int, int, float]]:
+    """Refined neurons first (by mean IG), then the rest by mean IG, without ``dropped``; at most k (pure)."""
+    first = sorted(refined, key=lambda p: -float(mean[p]))
+    skip = set(first) | dropped
+    idx = mean.flatten().topk(min(k + len(skip), mean.numel())).indices
+    d = mean.shape[1]
+    rest = [(int(i) // d, int(i) % d) for i in idx if (int(i) // d, int(i) % d) not in skip]
+    return [(l, n, float(mean[l, n])) for l, n in (first + rest)[:k]]

@@ -64,7 +64,13 @@ from ffnmem.methods.attribution import direct_effects
 from ffnmem.methods.interventions import AnswerLogit, AnswerProb, Margin, Noise, Restore
 from ffnmem.methods.patching import attribution_core
 from ffnmem.methods.targets import alternatives as relation_alternatives
-from ffnmem.methods.tracing import _Expand, noise_sigma, scaled_window, subject_noise, trace
+from ffnmem.methods.tracing import (
+    _Expand,
+    noise_sigma,
+    scaled_window,
+    subject_noise,
+    trace,
+)
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +83,7 @@ OPTIONS = {  # method -> options it reads (defaults in the functions below)
     "activation_patching": {"n_samples", "sigma", "sample", "max_rows"},
     "knowledge_neurons": {"steps", "batch_steps", "threshold", "share", "relation_share"},
     "tracing": {"n_samples", "sigma", "kind", "window", "max_rows", "noise_at"},
-    "peak_neurons": {"n_samples", "sigma", "sample", "max_rows", "noise_at"},
+    "peak_neurons": {"n_samples", "sigma", "sample", "max_rows"},
 }
 RUNTIME_NOTE = "filled in from bench measurements"
 FINAL_NORMALIZED = "ln_final.hook_normalized"
@@ -184,7 +190,8 @@ def locate(wb: Workbench, encoded: list[EncodedFact], method: str, k: int = 64, 
         log.info("tracing measures ROME's p(answer) indirect effect; target %r is not used for cells", target)
     sigma = options.pop("sigma", None)
     if sigma is None and method in ("attribution_patching", "activation_patching", "tracing", "peak_neurons"):
-        sigma = noise_sigma(wb, [wb.to_tokens(e.fact.prompt) for e in encoded], [e.subject for e in encoded])
+        sigma = noise_sigma(wb, [wb.to_tokens(e.fact.prompt) for e in encoded], [e.subject for e in encoded],
+                            noise_at=options.get("noise_at", "embed"))
     if method == "knowledge_neurons":
         return _knowledge_neurons(wb, encoded, alts, k, target, **options)
     out = []
@@ -303,12 +310,12 @@ def top_cells(effect: Tensor, k: int) -> list[tuple[int, int, float]]:
 
 
 def _peak_neurons(job: _Job, k: int, *, n_samples: int = 3, sample: int | None = None, max_rows: int = 512,
-                  noise_at: str = "embed", **_) -> tuple[list, list]:
+                  **_) -> tuple[list, list]:
     prompt = job.prompts[0]
     tr = trace(job.wb, prompt, job.answer, job.span(prompt), kinds=("mlp_w1",), n_samples=10, window=1,
-               seed=job.seed, sigma=job.sigma, noise_at=noise_at)
+               seed=job.seed, sigma=job.sigma)
     (layer, pos, ie), = top_cells(tr.effects["mlp_w1"], 1)
-    wb, d = job.wb, job.wb.d_mlp
+    d = job.wb.d_mlp
     if sample == 0:
         clean = _clean_post(job, prompt)
         cand = list(range(d))
@@ -351,37 +358,12 @@ _RUN = {"dla": _dla, "attribution_patching": _attribution_patching, "activation_
         "tracing": _tracing, "peak_neurons": _peak_neurons}
 
 
-# --- knowledge neurons (Dai et al. 2022) ------------------------------------------------------
+# --- knowledge neurons (Dai et al. 2022): the pipeline lives in methods.knowledge_neurons ---------
 
-def _knowledge_neurons(wb: Workbench, encoded: list[EncodedFact], alts: list[list[int]], k: int, target: str, *,
-                       steps: int = 20, batch_steps: int = 20, threshold: float = 0.2, share: float = 0.7,
-                       relation_share: float = 0.1) -> list[Located]:
-    """IG per selection prompt, Dai's coarse sets and refining, cross-fact filtering per relation;
-    memories: the refined neurons first (by mean IG), then the others by mean IG (the neurons the
-    cross-fact filter dropped are left out of both)."""
-    means, refined, prompts = [], [], []
-    for e, a in zip(encoded, alts):
-        ps = selection_prompts(e.fact, "paraphrases")
-        metric = target_metric(target, a)
-        igs = [kn.integrated_gradients(wb, p, e.answer_ids[0], steps=steps, batch_steps=batch_steps, metric=metric)
-               for p in ps]
-        refined.append(kn.refine_neurons([kn.select_neurons(g, threshold) for g in igs], share))
-        means.append(torch.stack(igs).mean(0))
-        prompts.append(ps)
-    groups = [e.fact.relation for e in encoded]
-    kept = kn.drop_shared(refined, groups, relation_share)
-    out = []
-    for i, (mean, ref, keep) in enumerate(zip(means, refined, kept)):
-        dropped = set(ref) - set(keep)
-        log.debug("fact %d: %d refined neurons, %d dropped as shared with other facts", i, len(ref), len(dropped))
-        out.append(Located("knowledge_neurons", i, kn_ranking(mean, keep, dropped, k), (), prompts[i]))
-    return out
-
-
-def kn_ranking(mean: Tensor, refined: list[tuple[int, int]], dropped: set[tuple[int, int]],
-               k: int) -> list[tuple[int, int, float]]:
-    """Refined neurons first (by mean IG), then the rest by mean IG, without ``dropped``; at most k (pure)."""
-    first = sorted(refined, key=lambda p: -float(mean[p]))
-    skip = set(first) | dropped
-    rest = [(l, n) for l, n, _ in top_memories(mean, k + len(skip)) if (l, n) not in skip]
-    return [(l, n, float(mean[l, n])) for l, n in (first + rest)[:k]]
+def _knowledge_neurons(wb: Workbench, encoded: list[EncodedFact], alts: list[list[int]], k: int, target: str,
+                       **options) -> list[Located]:
+    prompts = [selection_prompts(e.fact, "paraphrases") for e in encoded]
+    ranked = kn.dai_knowledge_neurons(wb, prompts, [e.answer_ids[0] for e in encoded],
+                                      [e.fact.relation for e in encoded], [target_metric(target, a) for a in alts],
+                                      k, **options)
+    return [Located("knowledge_neurons", i, r, (), p) for i, (r, p) in enumerate(zip(ranked, prompts))]

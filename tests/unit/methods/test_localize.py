@@ -14,8 +14,8 @@ from ffnmem.core.hooks import EMBED, hook_name
 from ffnmem.data.facts import Fact, encode_facts
 from ffnmem.methods.attribution import answer_directions, direct_effects
 from ffnmem.methods.interventions import Margin, Noise, Restore, run_metric
-from ffnmem.methods.knowledge_neurons import drop_shared, refine_neurons
-from ffnmem.methods.localize import METHODS, kn_ranking, locate, selection_prompts
+from ffnmem.methods.knowledge_neurons import drop_shared, kn_ranking, refine_neurons
+from ffnmem.methods.localize import METHODS, locate, selection_prompts
 from ffnmem.methods.tracing import noise_sigma, subject_noise
 
 ALTS = [80, 90, 100]  # byte tokens: every answer of tiny's byte tokenizer starts with the same " "
@@ -50,7 +50,7 @@ def test_every_method_ranks_k_memories_with_finite_scores(located, method):
         if method == "tracing":
             assert loc.memories == []
         else:
-            assert len(set((l, n) for l, n, _ in loc.memories)) == 8
+            assert len({(l, n) for l, n, _ in loc.memories}) == 8
 
 
 @pytest.mark.parametrize("method", METHODS)
