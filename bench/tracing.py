@@ -119,8 +119,8 @@ def tracing_lines(wb, rows, args, sigma, load0, load1) -> list[str]:
                      f"**{sum(r['loop'] for r in ks) / sum(r['fast'] for r in ks):.1f}×** ({len(ks)} facts)")
     if timed:
         fast, loop = sum(r["fast"] for r in timed), sum(r["loop"] for r in timed)
-        lines += ["", f"Overall (rows with a loop): `trace` {fast:.1f} s, loop {loop:.1f} s: **{loop / fast:.1f}×**; "
-                  f"max |trace − loop| {max(r['diff'] for r in timed):.1e}."]
+        lines += ["", (f"Overall (rows with a loop): `trace` {fast:.1f} s, loop {loop:.1f} s: **{loop / fast:.1f}×**; "
+                       f"max |trace − loop| {max(r['diff'] for r in timed):.1e}.")]
         batched = [r for r in timed if r["batched"] is not None]
         if batched:
             lines.append(f"Batched only on its rows: {sum(r['loop'] for r in batched) / sum(r['batched'] for r in batched):.1f}× "

@@ -242,7 +242,7 @@ def plan_chunks(cells: list[tuple[int, int]], window: int, n_layers: int, n_samp
     into consecutive passes by dynamic programming on that cost. ``forward_cost = 0`` gives one pass
     per (position, first layer) (most reuse); a large one merges into few passes (least per-pass
     overhead)."""
-    start = lambda c: window_layers(c[0], window, n_layers).start  # noqa: E731
+    start = lambda c: window_layers(c[0], window, n_layers).start
     order = sorted(cells, key=lambda c: (c[1] if prefix else 0, start(c), c))
     starts, firsts = [start(c) for c in order], [c[1] if prefix else 0 for c in order]
     best, cut = [0.0] + [float("inf")] * len(order), [0] * (len(order) + 1)

@@ -114,9 +114,9 @@ def test_aligned_columns_and_site_peak():
 
 
 def test_trace_job_sites_table(tiny):
-    from ffnmem.store.results import check_finite
     from ffnmem.data.facts import Fact
     from ffnmem.jobs.trace import TraceParams, compute
+    from ffnmem.store.results import check_finite
 
     facts = [Fact(subject="cat", relation="r", prompt="The cat sat on", target=" the"),
              Fact(subject="dog", relation="r", prompt="A dog ran to", target=" the")]
@@ -187,7 +187,12 @@ def test_prefix_reuse_equals_one_cell_per_forward_on_smollm2(smol):
     forward per cell (``restore_batch`` on one cell: what ``trace_one_cell_per_forward`` runs)."""
     from ffnmem.core.hooks import hook_name
     from ffnmem.methods.prefix_cache import prefix_cache_supported
-    from ffnmem.methods.tracing import TRACED_HOOKS, kind_window, restore_batch, subject_noise
+    from ffnmem.methods.tracing import (
+        TRACED_HOOKS,
+        kind_window,
+        restore_batch,
+        subject_noise,
+    )
 
     assert prefix_cache_supported(smol)  # else the fast path silently ran whole prompts
     prompt, span, answer, layers = "Barack Obama was born in", (1, 4), smol.answer_token(" Hawaii"), [0, 11, 29]
