@@ -102,6 +102,9 @@ class Noise:
     noise: Float[Tensor, "samples span d"]
     span: tuple[int, int]
 
+    def __repr__(self) -> str:  # TransformerLens names every hook by its repr: never format tensors
+        return f"Noise({tuple(self.noise.shape)}, span={self.span})"
+
     def __call__(self, act: Float[Tensor, "batch pos d"], hook=None) -> Tensor:
         act = act.clone()
         rows = act.shape[0]
@@ -117,6 +120,9 @@ class Restore:
 
     clean: Float[Tensor, "#rows pos d"]
     mask: Bool[Tensor, "rows pos"] | Bool[Tensor, "rows pos d"]
+
+    def __repr__(self) -> str:  # as Noise's
+        return f"Restore(clean={tuple(self.clean.shape)}, mask={tuple(self.mask.shape)})"
 
     def __call__(self, act: Float[Tensor, "batch pos d"], hook=None) -> Tensor:
         m = self.mask.to(act.device)

@@ -24,13 +24,18 @@ Indirect effect ``IE = p_restored(answer) − p_corrupted(answer)``, averaged ov
 The answer ROME traces is the model's own top-1 prediction on facts it knows
 (:func:`predicted_token`; the job's default ``target="prediction"``).
 
-Speed (:func:`trace`): what does not change is not recomputed. Cells are grouped by the first
-layer their window restores; each group runs the corrupted run's ``n_samples`` rows up to that
-layer once and only then expands to cells × samples rows (:func:`restore_from`), all in one batched
-forward (``max_rows`` rows at a time, on the model's device: the same code on CPU and GPU). Cells
-at positions before the subject are not run: the noise starts at the subject, so a clean state
-there *is* the corrupted state and the effect is exactly 0. :func:`trace_one_cell_per_forward` is
-the reference (one full forward per cell) the tests and ``bench/tracing.py`` compare it with.
+Speed (:func:`trace`): what does not change is not recomputed. Restoring a state at position ``t``
+leaves every position before ``t`` equal to the corrupted run at every layer (the model is causal),
+so a pass over cells at positions ``≥ p0`` runs only the suffix ``tokens[p0:]``, against the
+corrupted run's keys and values of the positions before (:mod:`ffnmem.methods.prefix_cache`; models
+where that cache does not run fall back to whole prompts). Within a pass, the cells' windows start
+at layer ``lo`` or above: the pass runs the ``n_samples`` corrupted rows up to ``lo`` once and only
+then expands to cells × samples rows (:func:`restore_from`). :func:`plan_chunks` cuts the cells,
+sorted by position and first restored layer, into such passes of at most ``max_rows`` rows, on the
+model's device: the same code on CPU and GPU. Cells at positions before the subject are not run:
+the noise starts at the subject, so a clean state there *is* the corrupted state and the effect is
+exactly 0. :func:`trace_one_cell_per_forward` is the reference (one full forward per cell) the
+tests and ``bench/tracing.py`` compare it with.
 """
 
 from __future__ import annotations
@@ -44,7 +49,14 @@ from torch import Tensor
 from ffnmem.core.errors import BadInput
 from ffnmem.core.hooks import EMBED, hook_name
 from ffnmem.core.workbench import Workbench
-from ffnmem.methods.interventions import AnswerProb, Noise, Restore, run_metric
+from ffnmem.methods.interventions import AnswerProb, Noise, Restore
+from ffnmem.methods.prefix_cache import (
+    PrefixKV,
+    cache_kwargs,
+    last_logits_kwargs,
+    prefix_cache_supported,
+    run_keeping_kv,
+)
 
 # traced kind -> (hook kind (core.hooks), fixed window or None for the trace's window)
 TRACED = {"resid": ("resid_post", 1), "mlp": ("out", None), "attn": ("attn_out", None),
@@ -121,12 +133,14 @@ def subject_noise(wb: Workbench, span: tuple[int, int], n_samples: int, seed: in
     return scale * sigma * torch.randn(n_samples, span[1] - span[0], wb.d_model, generator=g)
 
 
-def _probs(wb: Workbench, tokens: Tensor, answer: int, hooks: list, rows: int | None = None) -> Tensor:
-    """p(answer) per output row (``rows``: when a hook expands the batch, the rows it ends with)."""
-    if rows is None or rows == tokens.shape[0]:
-        return run_metric(wb, tokens, torch.full((tokens.shape[0],), answer), AnswerProb(), hooks)
+def _probs(wb: Workbench, tokens: Tensor, answer: int, hooks: list, rows: int | None = None,
+           cache=None) -> Tensor:
+    """p(answer) per output row (``rows``: when a hook expands the batch, the rows it ends with;
+    ``cache``: the keys and values of the positions before ``tokens``)."""
+    rows = tokens.shape[0] if rows is None else rows
+    kwargs = last_logits_kwargs(wb) | ({} if cache is None else cache_kwargs(cache))
     with torch.inference_mode(), wb.bridge.hooks(fwd_hooks=list(hooks)):
-        logits = wb.bridge(tokens.to(wb.device))
+        logits = wb.bridge(tokens.to(wb.device), **kwargs)
     return AnswerProb()(logits[:, -1], torch.full((rows,), answer, device=logits.device)).cpu()
 
 
@@ -166,16 +180,19 @@ class _Expand:
 
 def restore_from(wb: Workbench, tokens: Tensor, answer: int, span: tuple[int, int], noise: Tensor,
                  clean: dict[int, Tensor], cells: list[tuple[int, int]], kind: str, window: int,
-                 noise_at: str = "embed", lo: int | None = None) -> Tensor:
+                 noise_at: str = "embed", lo: int | None = None, prefix: PrefixKV | None = None) -> Tensor:
     """:func:`restore_batch` reusing the corrupted run below layer ``lo`` (default: the first layer
     any of the cells' windows restores): the forward runs the ``n`` noise samples up to ``lo`` and
     expands to cells × samples rows only there (``hook_resid_pre`` of ``lo``, or its
-    ``hook_resid_post`` for the residual stream), so the layers below cost ``n`` rows, not ``cells·n``."""
+    ``hook_resid_post`` for the residual stream), so the layers below cost ``n`` rows, not ``cells·n``.
+    ``prefix`` (the corrupted run's keys and values, :func:`corrupted_run`): run only the positions
+    from the cells' first one on, against the cached positions before it."""
     n, T, L = noise.shape[0], tokens.shape[1], wb.n_layers
     first = min(window_layers(l, window, L).start for l, _ in cells)
     lo = first if lo is None else lo
     if lo > first:
         raise BadInput(f"restore_from: a window starts at layer {first}, below the expansion layer {lo}")
+    p0 = 0 if prefix is None else min(t for _, t in cells)
     at = hook_name("resid_post", lo) if kind == "resid" else hook_name("resid_pre", lo)
     # The forward starts from one row and becomes the n samples at block 0's input: the attention
     # mask and position tables the model builds before its blocks then have batch 1 and broadcast
@@ -183,34 +200,64 @@ def restore_from(wb: Workbench, tokens: Tensor, answer: int, span: tuple[int, in
     # additive position embeddings), so this is the same sum (Gemma-style embedding scaling would
     # break it). Order matters where hooks share a point: expand, noise, expand to cells, restore.
     site = hook_name("resid_pre", 0) if noise_at == "embed" else NOISE_SITES[noise_at]
-    hooks = [(hook_name("resid_pre", 0), _Expand(n)), (site, Noise(noise, span)), (at, _Expand(len(cells)))]
-    hooks += _restore_hooks(cells, n, T, kind, window, clean, L)
-    p = _probs(wb, tokens[:1], answer, hooks, rows=len(cells) * n)
+    hooks = [(hook_name("resid_pre", 0), _Expand(n))]
+    if p0 < span[1]:  # the suffix still holds subject positions: they carry the same noise
+        hooks.append((site, Noise(noise[:, max(0, p0 - span[0]):], (max(0, span[0] - p0), span[1] - p0))))
+    hooks.append((at, _Expand(len(cells))))
+    hooks += _restore_hooks([(l, t - p0) for l, t in cells], n, T - p0, kind, window,
+                            {l: c[:, p0:] for l, c in clean.items()}, L)
+    # the cache's rows follow the hidden states': n below the expansion, cells·n from the first
+    # block whose attention runs after it
+    cache = None if p0 == 0 else prefix.cache(p0, lo + (kind == "resid"), len(cells))
+    p = _probs(wb, tokens[:1, p0:], answer, hooks, rows=len(cells) * n, cache=cache)
     return p.reshape(len(cells), n).mean(1)
+
+
+def corrupted_run(wb: Workbench, tokens: Tensor, answer: int, span: tuple[int, int], noise: Tensor,
+                  noise_at: str = "embed", keep_kv: bool = True) -> tuple[float, PrefixKV | None]:
+    """Mean p(answer) of the corrupted run (``n`` noise rows) and, with ``keep_kv`` where the model
+    can run a suffix against them (:func:`~ffnmem.methods.prefix_cache.prefix_cache_supported`),
+    its keys and values; else None."""
+    hooks = [(NOISE_SITES[noise_at], Noise(noise, span))]
+    rows = tokens.expand(noise.shape[0], -1)
+    if not (keep_kv and prefix_cache_supported(wb)):
+        return float(_probs(wb, rows, answer, hooks).mean()), None
+    logits, kv = run_keeping_kv(wb, rows, hooks, **last_logits_kwargs(wb))
+    p = AnswerProb()(logits[:, -1], torch.full((rows.shape[0],), answer, device=logits.device))
+    return float(p.mean()), kv
 
 
 FORWARD_COST = 256.0  # fixed cost of one forward pass, in row·layer·token units (measured: bench/tracing.py)
 
 
-def plan_chunks(cells: list[tuple[int, int]], window: int, n_layers: int, row_tokens: int, max_cells: int,
-                forward_cost: float = FORWARD_COST) -> list[tuple[int, list[tuple[int, int]]]]:
-    """Split cells into forward passes ``(expansion layer, cells)`` of at most ``max_cells`` cells.
+def plan_chunks(cells: list[tuple[int, int]], window: int, n_layers: int, n_samples: int, n_tokens: int,
+                max_cells: int, forward_cost: float = FORWARD_COST,
+                prefix: bool = True) -> list[tuple[int, int, list[tuple[int, int]]]]:
+    """Split cells into forward passes ``(expansion layer lo, first position p0, cells)`` of at most
+    ``max_cells`` cells.
 
-    A pass expanding at layer ``lo`` costs ``forward_cost + cells·row_tokens·(L − lo)`` (the rows
-    below ``lo`` are shared); cells sorted by their window's first layer are cut into consecutive
-    passes by dynamic programming on that cost. ``forward_cost = 0`` gives one pass per first layer
-    (most reuse); a large one merges into few full passes (least per-pass overhead)."""
-    order = sorted(cells, key=lambda c: (window_layers(c[0], window, n_layers).start, c))
-    starts = [window_layers(l, window, n_layers).start for l, _ in order]
+    A pass runs positions ``p0 …`` (``p0 = 0`` without ``prefix`` reuse) of ``n_samples`` rows up to
+    ``lo`` and of cells × ``n_samples`` rows above, costing ``forward_cost + n·(T − p0)·(lo + cells·(L − lo))``
+    row·layer·token units. Cells sorted by position, then by their window's first layer, are cut
+    into consecutive passes by dynamic programming on that cost. ``forward_cost = 0`` gives one pass
+    per (position, first layer) (most reuse); a large one merges into few passes (least per-pass
+    overhead)."""
+    start = lambda c: window_layers(c[0], window, n_layers).start
+    order = sorted(cells, key=lambda c: (c[1] if prefix else 0, start(c), c))
+    starts, firsts = [start(c) for c in order], [c[1] if prefix else 0 for c in order]
     best, cut = [0.0] + [float("inf")] * len(order), [0] * (len(order) + 1)
     for j in range(1, len(order) + 1):
-        for i in range(max(0, j - max_cells), j):  # cells i..j-1 in one pass expanding at starts[i]
-            cost = best[i] + forward_cost + (j - i) * row_tokens * (n_layers - starts[i])
+        lo = n_layers
+        for i in range(j - 1, max(0, j - max_cells) - 1, -1):  # cells i..j-1 in one pass
+            lo = min(lo, starts[i])
+            rows_tokens = n_samples * (n_tokens - firsts[i])  # firsts[i]: the pass's first position
+            cost = best[i] + forward_cost + rows_tokens * (lo + (j - i) * (n_layers - lo))
             if cost < best[j]:
                 best[j], cut[j] = cost, i
     out, j = [], len(order)
     while j:
-        out.append((starts[cut[j]], order[cut[j]: j]))
+        chunk = order[cut[j]: j]
+        out.append((min(starts[cut[j]: j]), firsts[cut[j]], chunk))
         j = cut[j]
     return out[::-1]
 
@@ -225,13 +272,14 @@ def trace(wb: Workbench, prompt: str, answer: int, span: tuple[int, int], *, kin
           n_samples: int = 10, window: int = ROME_WINDOW, seed: int = 0, max_rows: int = 256,
           noise_scale: float = 3.0, sigma: float | None = None, noise_at: str = "embed",
           layers: list[int] | None = None, positions: list[int] | None = None,
-          forward_cost: float = FORWARD_COST) -> Trace:
+          forward_cost: float = FORWARD_COST, reuse_prefix: bool = True) -> Trace:
     """Trace one fact over every (layer, position) for each kind (``resid`` and ``*_w1`` use window 1).
 
     ``sigma``: the noise level (None: ROME's, from this fact's own subject tokens; the job passes
     the level of the whole fact set, as ROME does). ``layers`` and ``positions`` (token indices;
     negative ones count from the end) restrict the traced cells (the others are NaN); windows
-    still span neighbouring layers. ``forward_cost``: see :func:`plan_chunks` (speed only).
+    still span neighbouring layers. ``forward_cost``: see :func:`plan_chunks`; ``reuse_prefix``:
+    run only the positions from each pass's first cell on, where the model allows (speed only).
     """
     unknown = [k for k in kinds if k not in TRACED]
     if unknown:
@@ -244,8 +292,7 @@ def trace(wb: Workbench, prompt: str, answer: int, span: tuple[int, int], *, kin
     if sigma is None:
         sigma = noise_sigma(wb, [tokens], [span], noise_at=noise_at)
     noise = subject_noise(wb, span, n_samples, seed, sigma, noise_scale)
-    p_corrupt = float(_probs(wb, tokens.expand(n_samples, -1), answer,
-                             [(NOISE_SITES[noise_at], Noise(noise, span))]).mean())
+    p_corrupt, prefix = corrupted_run(wb, tokens, answer, span, noise, noise_at, reuse_prefix)
     layers = list(range(L)) if layers is None else sorted({wb.check_layer(l) for l in layers})
     cols = list(range(T)) if positions is None else sorted({_check_position(t, T) for t in positions})
     per_chunk = max(1, max_rows // n_samples)
@@ -258,8 +305,8 @@ def trace(wb: Workbench, prompt: str, answer: int, span: tuple[int, int], *, kin
         for l in layers:
             eff[l, [t for t in cols if t < span[0]]] = 0.0
         cells = [(l, t) for l in layers for t in cols if t >= span[0]]
-        for start, chunk in plan_chunks(cells, w, L, n_samples * T, per_chunk, forward_cost):
-            got = restore_from(wb, tokens, answer, span, noise, clean, chunk, kind, w, noise_at, start) - p_corrupt
+        for lo, _, chunk in plan_chunks(cells, w, L, n_samples, T, per_chunk, forward_cost, prefix is not None):
+            got = restore_from(wb, tokens, answer, span, noise, clean, chunk, kind, w, noise_at, lo, prefix) - p_corrupt
             eff[[c[0] for c in chunk], [c[1] for c in chunk]] = got.float()
         effects[kind] = eff
     return Trace(tokens=wb.str_tokens(tokens[0]), subject=span, p_clean=p_clean, p_corrupt=p_corrupt,
@@ -283,8 +330,7 @@ def trace_one_cell_per_forward(wb: Workbench, prompt: str, answer: int, span: tu
         sigma = noise_sigma(wb, [tokens], [span], noise_at=noise_at)
     noise = subject_noise(wb, span, n_samples, seed, sigma, noise_scale)
     clean = {l: cache[hook_name(TRACED_HOOKS[kind], l)] for l in range(wb.n_layers)}
-    p_corrupt = float(_probs(wb, tokens.expand(n_samples, -1), answer,
-                             [(NOISE_SITES[noise_at], Noise(noise, span))]).mean())
+    p_corrupt, _ = corrupted_run(wb, tokens, answer, span, noise, noise_at, keep_kv=False)
     out = torch.zeros(wb.n_layers, tokens.shape[1])
     for l in range(wb.n_layers):
         for t in range(tokens.shape[1]):

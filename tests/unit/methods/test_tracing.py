@@ -114,9 +114,9 @@ def test_aligned_columns_and_site_peak():
 
 
 def test_trace_job_sites_table(tiny):
-    from ffnmem.store.results import check_finite
     from ffnmem.data.facts import Fact
     from ffnmem.jobs.trace import TraceParams, compute
+    from ffnmem.store.results import check_finite
 
     facts = [Fact(subject="cat", relation="r", prompt="The cat sat on", target=" the"),
              Fact(subject="dog", relation="r", prompt="A dog ran to", target=" the")]
@@ -151,16 +151,25 @@ def test_plan_chunks_known_answer():
     from ffnmem.methods.tracing import plan_chunks
 
     cells = [(l, t) for l in range(4) for t in (1, 2)]
-    # no per-pass cost: one pass per first restored layer, expanding there
-    plan = plan_chunks(cells, 1, 4, row_tokens=10, max_cells=8, forward_cost=0.0)
-    assert [(lo, len(c)) for lo, c in plan] == [(0, 2), (1, 2), (2, 2), (3, 2)]
-    # a huge per-pass cost: one full pass from layer 0; max_cells still caps a pass
-    assert [(lo, len(c)) for lo, c in plan_chunks(cells, 1, 4, 10, 8, forward_cost=1e9)] == [(0, 8)]
-    assert [lo for lo, _ in plan_chunks(cells, 1, 4, 10, 3, forward_cost=1e9)][0] == 0
-    assert all(len(c) <= 3 for _, c in plan_chunks(cells, 1, 4, 10, 3, forward_cost=1e9))
+    # no prefix reuse, cost 1 per pass: by hand, n·T = 10 and a pass costs 1 + 10·(lo + cells·(4 − lo)):
+    # layer 0 (81) + layer 1 (71) + layers 2-3 (101) beats every other cut (layers 1-3: 191; 2 | 3: 112)
+    plan = plan_chunks(cells, 1, 4, n_samples=2, n_tokens=5, max_cells=8, forward_cost=1.0, prefix=False)
+    assert [(lo, p0, len(c)) for lo, p0, c in plan] == [(0, 0, 2), (1, 0, 2), (2, 0, 4)]
+    assert plan[2][2] == [(2, 1), (2, 2), (3, 1), (3, 2)]
+    # with prefix reuse and a small per-pass cost, positions are never merged (a cell at 2 run from
+    # 1 costs 8 token rows instead of 6): every pass runs from its own cells' position
+    plan = plan_chunks(cells, 1, 4, 2, 5, 8, forward_cost=1.0)
+    assert all({t for _, t in c} == {p0} for _, p0, c in plan) and {p0 for _, p0, _ in plan} == {1, 2}
+    # a huge per-pass cost: one full pass from layer 0 and the first position; max_cells still caps a pass
+    assert [(lo, p0, len(c)) for lo, p0, c in plan_chunks(cells, 1, 4, 2, 5, 8, forward_cost=1e9)] == [(0, 1, 8)]
+    assert plan_chunks(cells, 1, 4, 2, 5, 3, forward_cost=1e9)[0][:2] == (0, 1)
+    assert all(len(c) <= 3 for _, _, c in plan_chunks(cells, 1, 4, 2, 5, 3, forward_cost=1e9))
+    # a pass starts at its cells' first position and lowest window start
+    for lo, p0, c in plan_chunks(cells, 2, 4, 2, 5, 3, forward_cost=20.0):
+        assert p0 == min(t for _, t in c) and lo == min(window_layers(l, 2, 4).start for l, _ in c)
     # window 4 on 4 layers: layers 0-2 start at 0, layer 3 at 1
-    assert {lo for lo, _ in plan_chunks(cells, 4, 4, 10, 8, forward_cost=0.0)} == {0, 1}
-    assert sorted(c for _, cs in plan for c in cs) == sorted(cells)
+    assert {lo for lo, _, _ in plan_chunks(cells, 4, 4, 2, 5, 8, forward_cost=0.0)} == {0, 1}
+    assert sorted(c for _, _, cs in plan for c in cs) == sorted(cells)
 
 
 def test_fast_path_is_exact_for_any_chunking(tiny):
@@ -170,3 +179,46 @@ def test_fast_path_is_exact_for_any_chunking(tiny):
                   forward_cost=cost)
         for k in ("resid", "mlp"):
             torch.testing.assert_close(t.effects[k], ref.effects[k], atol=1e-6, rtol=0)
+
+
+def test_prefix_reuse_equals_one_cell_per_forward_on_smollm2(smol):
+    """SmolLM2 runs passes from their first position on, against the corrupted run's cached keys and
+    values; cells inside the subject (the suffix still carries noise) and after it equal one full
+    forward per cell (``restore_batch`` on one cell: what ``trace_one_cell_per_forward`` runs)."""
+    from ffnmem.core.hooks import hook_name
+    from ffnmem.methods.prefix_cache import prefix_cache_supported
+    from ffnmem.methods.tracing import (
+        TRACED_HOOKS,
+        kind_window,
+        restore_batch,
+        subject_noise,
+    )
+
+    assert prefix_cache_supported(smol)  # else the fast path silently ran whole prompts
+    prompt, span, answer, layers = "Barack Obama was born in", (1, 4), smol.answer_token(" Hawaii"), [0, 11, 29]
+    tokens = smol.to_tokens(prompt)
+    t = trace(smol, prompt, answer, span, kinds=("mlp", "resid"), n_samples=3, window=10, sigma=0.12,
+              layers=layers, forward_cost=0.0)
+    noise = subject_noise(smol, span, 3, 0, 0.12)
+    with torch.no_grad():
+        _, cache = smol.bridge.run_with_cache(tokens)
+    for kind in ("mlp", "resid"):
+        clean = {l: cache[hook_name(TRACED_HOOKS[kind], l)] for l in range(smol.n_layers)}
+        for l in layers:
+            for pos in range(span[0], tokens.shape[1]):
+                ref = restore_batch(smol, tokens, answer, span, noise, clean, [(l, pos)], kind,
+                                    kind_window(kind, 10))[0] - t.p_corrupt
+                assert float(t.effects[kind][l, pos]) == pytest.approx(float(ref), abs=1e-5), (kind, l, pos)
+        assert (t.effects[kind][layers, : span[0]] == 0).all()
+    # restoring the last position's whole residual stream at the top gives the clean answer back
+    assert float(t.effects["resid"][-1, -1]) == pytest.approx(t.p_clean - t.p_corrupt, abs=1e-5)
+
+
+def test_models_without_a_prefix_cache_fall_back_to_whole_prompts(tiny):
+    from ffnmem.methods.prefix_cache import prefix_cache_supported
+    from ffnmem.methods.tracing import corrupted_run, subject_noise
+
+    assert not prefix_cache_supported(tiny)  # the native TransformerLens models take no HF cache
+    noise = subject_noise(tiny, SPAN, 2, 0, 0.1)
+    p, kv = corrupted_run(tiny, tiny.to_tokens(PROMPT), ANS, SPAN, noise)
+    assert kv is None and 0.0 <= p <= 1.0
