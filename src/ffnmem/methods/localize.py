@@ -71,7 +71,7 @@ dla                      0.13             8.5 / 2.1
 attribution_patching     0.74             75 / 15
 activation_patching      60               129 / 69
 tracing (mlp, w 6)       —                297 / 98
-knowledge_neurons        —                KN_TIME
+knowledge_neurons        —                592 / 335
 peak_neurons             —                357 / 124
 =======================  ===============  ===================
 """
