@@ -20,8 +20,10 @@ from ffnmem.jobs import (
     ablation,
     attribute,
     exposure,
+    groundtruth,
     keys,
     knowledge,
+    localization,
     probe,
     recall,
     superposition,
@@ -100,3 +102,12 @@ register("toy_superposition", superposition.ToyParams, lambda wb, d, p, seed: su
 register("exposure_recall", exposure.TrainExposureParams,
          lambda wb, d, p, seed: exposure.train_and_compute(p, seed), data="none",
          doc="Train on a synthetic preset; recall, capacity and FFN share per exposure bin (jobs.exposure)")
+register("localization", localization.LocalizationParams,
+         lambda wb, d, p, seed: localization.compute(wb, d.facts, p, seed),
+         doc="Every localization method's top-k memories per known fact, validated by ablation (target, random "
+             "matched sets, same/other-relation collateral, held-out paraphrase, k for half the margin) (jobs.localization)")
+register("localization_synthetic", localization.SyntheticLocalizationParams,
+         lambda wb, d, p, seed: localization.train_and_compute(p, seed), data="none",
+         doc="The localization comparison on a model trained on a synthetic preset, against exposure (jobs.localization)")
+register("localization_groundtruth", groundtruth.GroundTruthParams, lambda wb, d, p, seed: groundtruth.compute(p, seed),
+         data="none", doc="Localization methods scored against facts injected into known neurons (INJ) (jobs.groundtruth)")

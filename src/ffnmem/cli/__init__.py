@@ -10,6 +10,7 @@ from ffnmem.cli import (
     core,  # noqa: F401  (foundation: models, demo, capture)
     facts,  # noqa: F401  (where facts live)
     keys,  # noqa: F401  (key-value memories)
+    locate,  # noqa: F401  (where a fact lives, validated: fact cards, method comparison, ablation)
     probes,  # noqa: F401  (probes and superposition)
     synthetic,  # noqa: F401  (frequency and recall)
 )

@@ -204,14 +204,16 @@ def validate(wb: Workbench, encoded: list[EncodedFact], ranked: Sequence[Sequenc
              alternatives: list[list[int]] | None = None, n_random: int = 3, n_collateral: int = 5,
              ks: Sequence[int] = (1, 2, 4, 8, 16, 32, 64), seed: int = 0,
              heldout_prompts: list[list[str]] | None = None, known_only: bool = True, positions: str = "all",
-             batch_size: int = 32) -> list[dict]:
+             batch_size: int = 32, only: Sequence[int] | None = None) -> list[dict]:
     """Score each fact's ranked memories by ablation; one row per (validated fact, mode).
 
     ``ranked[i]`` lists memories ``(layer, neuron, ...)`` best first (extra fields such as a score
     are ignored). ``alternatives`` default to each relation's other answers; ``heldout_prompts[i]``
     to fact ``i``'s paraphrases (pass the prompts the method did *not* select on); ``reference``
     (mean, resample) to 32 corpus windows (:func:`corpus_reference`). With ``known_only`` facts whose
-    clean margin is ≤ 0 get no row. See the module docstring for the columns.
+    clean margin is ≤ 0 get no row. ``only``: validate just these facts (indices into ``encoded``);
+    the others still serve as collaterals (a fact card validates one fact against the shipped ones).
+    Each row's ``fact`` is its index into ``encoded``. See the module docstring for the columns.
     """
     _check(encoded, ranked, k, modes, ks, alternatives, heldout_prompts)
     alts = relation_alternatives(encoded) if alternatives is None else alternatives
@@ -223,6 +225,8 @@ def validate(wb: Workbench, encoded: list[EncodedFact], ranked: Sequence[Sequenc
                      seed=seed, batch_size=batch_size)
     known = [i for i, r in enumerate(prompts) if clean[r] > 0]
     todo = known if known_only else list(range(len(encoded)))
+    if only is not None:
+        todo = [i for i in todo if i in set(only)]
     deciles = _last_deciles(wb, [prompts[i].tokens for i in todo], batch_size)
     plans = {i: _plan(i, encoded, lists, prompts, paras, clean, known, deciles[prompts[i].tokens], k=k, ks=ks,
                       n_random=n_random, n_collateral=n_collateral, seed=seed) for i in todo}
@@ -232,7 +236,7 @@ def validate(wb: Workbench, encoded: list[EncodedFact], ranked: Sequence[Sequenc
     for mode in modes:
         pool = [r for p in plans.values() for r in p["rows"]]
         ablated = _margins(wb, pool, mode, reference=reference, positions=positions, seed=seed, batch_size=batch_size)
-        out += [_row(encoded[i], plans[i], clean, ablated, mode, k) for i in todo]
+        out += [{"fact": i, **_row(encoded[i], plans[i], clean, ablated, mode, k)} for i in todo]
     return out
 
 
