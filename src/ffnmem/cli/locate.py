@@ -132,8 +132,7 @@ def ablate(
         wb.check_layer(l)
         if not 0 <= n < wb.d_mlp:
             raise BadInput(f"neuron {n} is out of range: layer {l} has neurons 0..{wb.d_mlp - 1}")
-    order = [match[0], *[i for i in range(len(pool)) if i != match[0]]]
-    enc = encode_facts(wb, [pool[i] for i in order])
+    enc = encode_facts(wb, [pool[match[0]], *card_job.collateral_pool(pool, pool[match[0]], seed=seed)])
     rows = validate(wb, enc, [pairs, *[[] for _ in enc[1:]]], k=len(pairs), modes=tuple(mode or ("zero", "mean", "resample")),
                     alternatives=relation_alternatives(enc), ks=(len(pairs),), seed=seed, only=[0])
     if not rows:

@@ -23,7 +23,7 @@ from ffnmem.core.hooks import hook_name
 from ffnmem.core.workbench import Workbench
 from ffnmem.data.facts import Fact, encode_facts, load_facts
 from ffnmem.methods.keyvalue import value_tokens
-from ffnmem.methods.localize import METHODS, held_out, locate, top_cells
+from ffnmem.methods.localize import METHODS, OPTIONS, held_out, locate, top_cells
 from ffnmem.methods.targets import alternatives as relation_alternatives
 from ffnmem.methods.tracing import noise_sigma, scaled_window, trace
 from ffnmem.methods.validation import validate
@@ -50,6 +50,18 @@ def the_fact(prompt: str, answer: str, *, subject: str | None, relation: str | N
                 target=target, where="the command line")
 
 
+def collateral_pool(pool: list[Fact], fact: Fact, *, n_other: int = 40, seed: int = 0) -> list[Fact]:
+    """The facts a card validates against: every other fact of the fact's relation (they also give the
+    margin's alternatives) and a seeded sample of ``n_other`` facts of other relations (collateral
+    only: scoring all shipped facts would cost a forward pass each)."""
+    import random
+
+    others = [f for f in pool if (f.subject, f.relation) != (fact.subject, fact.relation)]
+    same = [f for f in others if f.relation == fact.relation]
+    rest = [f for f in others if f.relation != fact.relation]
+    return same + random.Random(seed).sample(rest, min(n_other, len(rest)))
+
+
 def fact_card(wb: Workbench, prompt: str, answer: str, *, subject: str | None = None, relation: str | None = None,
               alternatives: list[str] | None = None, pool: list[Fact] | None = None,
               methods: tuple[str, ...] = CARD_METHODS, k: int = 10, modes: tuple[str, ...] = ("zero",),
@@ -61,7 +73,7 @@ def fact_card(wb: Workbench, prompt: str, answer: str, *, subject: str | None = 
         raise BadInput(f"unknown card method {unknown[0]!r}; choose from {', '.join(CARD_METHODS)}")
     pool = load_facts("all") if pool is None else pool
     fact = the_fact(prompt, answer, subject=subject, relation=relation, pool=pool)
-    others = [f for f in pool if (f.subject, f.relation) != (fact.subject, fact.relation)]
+    others = collateral_pool(pool, fact, seed=seed)
     enc = encode_facts(wb, [fact, *others])
     answer_id = enc[0].answer_ids[0]
     if alternatives:
@@ -102,7 +114,8 @@ def fact_card(wb: Workbench, prompt: str, answer: str, *, subject: str | None = 
     memories, validation, memory_rows, val_rows = {}, {}, [], []
     ranked_all = {}
     for method in methods:
-        loc = locate(wb, enc[:1], method, k=k, alternatives=[alt0], seed=seed, sigma=sigma)[0]
+        opts = {"sigma": sigma} if "sigma" in OPTIONS[method] else {}  # the trace's noise level
+        loc = locate(wb, enc[:1], method, k=k, alternatives=[alt0], seed=seed, **opts)[0]
         rows = []
         for r, (l, n, s) in enumerate(loc.memories):
             sign = 1.0 if float(cache[hook_name("post", l)][0, -1, n]) >= 0 else -1.0

@@ -180,7 +180,7 @@ def _sample(pool: Sequence[int], n: int, g: torch.Generator) -> list[int]:
     return [pool[int(j)] for j in torch.randperm(len(pool), generator=g)[:n]]
 
 
-def _check(encoded, ranked, k, modes, ks, alternatives, heldout_prompts) -> None:
+def _check(encoded, ranked, k, modes, ks, alternatives, heldout_prompts, only=None) -> None:
     if not encoded:
         raise BadInput("no facts to validate: give at least one fact")
     for name, other in (("ranked", ranked), ("alternatives", alternatives), ("heldout_prompts", heldout_prompts)):
@@ -191,7 +191,9 @@ def _check(encoded, ranked, k, modes, ks, alternatives, heldout_prompts) -> None
     bad = [m for m in modes if m not in MODES]
     if bad or not modes:
         raise BadInput(f"unknown ablation mode {bad[0] if bad else None!r}; choose from {', '.join(MODES)}")
-    for e, r in zip(encoded, ranked):
+    for i, (e, r) in enumerate(zip(encoded, ranked)):
+        if only is not None and i not in only:  # a collateral only: its list is not used
+            continue
         top = [tuple(x[:2]) for x in r[: max([k, *ks])]]
         if not top:
             raise BadInput(f"{e.fact.where}: the ranked list is empty; a fact needs at least one memory")
@@ -215,7 +217,7 @@ def validate(wb: Workbench, encoded: list[EncodedFact], ranked: Sequence[Sequenc
     the others still serve as collaterals (a fact card validates one fact against the shipped ones).
     Each row's ``fact`` is its index into ``encoded``. See the module docstring for the columns.
     """
-    _check(encoded, ranked, k, modes, ks, alternatives, heldout_prompts)
+    _check(encoded, ranked, k, modes, ks, alternatives, heldout_prompts, None if only is None else set(only))
     alts = relation_alternatives(encoded) if alternatives is None else alternatives
     held = [list(e.fact.paraphrases) for e in encoded] if heldout_prompts is None else heldout_prompts
     lists = [[(int(x[0]), int(x[1])) for x in r] for r in ranked]
