@@ -98,7 +98,7 @@ def localize(
                   title=f"{res.meta['n_known']} known facts of {res.meta['n_facts']}: median relative margin drop [95% CI]")
     for r in res.table("summary").to_dict("records"):
         cell = lambda c: f"{_fmt(r.get(c + '_median'))} [{_fmt(r.get(c + '_median_lo'))}, {_fmt(r.get(c + '_median_hi'))}]"  # noqa: E731
-        table.add_row(r["method"], r["mode"], str(r["n"]), cell("target_drop"), cell("random_drop"),
+        table.add_row(r["method"], r["mode"], str(r["n_facts"]), cell("target_drop"), cell("random_drop"),
                       cell("same_relation_drop"), cell("other_relation_drop"), cell("paraphrase_drop"),
                       _fmt(r.get("k_half_median")))
     out.print(table)

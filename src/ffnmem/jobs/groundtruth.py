@@ -8,7 +8,9 @@ every localization method ranks memories for the new fact's margin over its rela
 values (:func:`ffnmem.methods.localize.locate`), and a uniformly random ranking is the null.
 Precision@k = recall@k at k = ``neurons_per_fact`` (Chang's score), with 95% bootstrap CIs over
 facts and the chance level. Tables: ``injections`` (one row per fact: recall before/after,
-steps, the other facts' recall), ``rankings`` (per method and fact, precision and recall),
+steps, the other facts' recall), ``rankings`` (per method and fact, precision and recall; ``precision_shuffled``: the same ranking
+scored against the next fact's planted set — the negative control; ``chance``: a random ranking's
+expected precision),
 ``summary`` (per method).
 """
 
@@ -80,8 +82,11 @@ def compute(p: GroundTruthParams, seed: int = 0, *, progress: bool = False) -> R
         summary.append({"method": method, **summarize_localization(rankings, planted, k, eligible=eligible, seed=seed)})
         for i, (r, gold) in enumerate(zip(rankings, planted)):
             prec, rec = precision_recall(r, gold, k)
+            # negative control: the same ranking scored against another fact's planted neurons
+            shuffled = precision_recall(r, planted[(i + 1) % len(planted)], k)[0]
             rank_rows.append({"method": method, "fact": i, "subject": facts[i].subject, "relation": facts[i].relation,
-                              "precision": prec, "recall": rec})
+                              "precision": prec, "recall": rec, "precision_shuffled": shuffled,
+                              "chance": len(set(map(tuple, gold))) / eligible})
     inj_rows = []
     for i, inj in enumerate(injections):
         for r in inj.rows():
