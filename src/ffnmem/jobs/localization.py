@@ -97,7 +97,8 @@ def compute(wb: Workbench, facts: list[Fact], p: LocalizationParams, seed: int =
     for method in tqdm(p.methods, desc="localization methods", unit="method", disable=not progress):
         if not kept:
             break
-        located = locate(wb, kept, method, k=depth, target=p.target, alternatives=kept_alts, seed=seed)
+        located = locate(wb, kept, method, k=depth, target=p.target, alternatives=kept_alts, seed=seed,
+                         progress=progress)
         for loc in located:
             i = keep[loc.fact]
             base = {"method": method, "fact": i, "relation": enc[i].fact.relation, "subject": enc[i].fact.subject}

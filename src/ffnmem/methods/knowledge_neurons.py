@@ -18,6 +18,7 @@ import logging
 import torch
 from jaxtyping import Float
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from ffnmem.core.errors import BadInput
 from ffnmem.core.hooks import hook_name
@@ -158,7 +159,8 @@ def drop_shared(sets: list[list[tuple[int, int]]], groups: list[str], share: flo
 
 def dai_knowledge_neurons(wb: Workbench, prompts: list[tuple[str, ...]], answers: list[int], groups: list[str],
                           metrics: list, k: int, *, steps: int = 20, batch_steps: int = 20, threshold: float = 0.2,
-                          share: float = 0.7, relation_share: float = 0.1) -> list[list[tuple[int, int, float]]]:
+                          share: float = 0.7, relation_share: float = 0.1,
+                          progress: bool = False) -> list[list[tuple[int, int, float]]]:
     """Dai et al.'s knowledge neurons of several facts, ranked: per fact, IG on each of its
     ``prompts`` (``metrics[f]`` integrated), coarse sets ``IG ≥ threshold · max`` per prompt, refined
     to the neurons shared by more than ``share`` of the prompts (:func:`refine_neurons`), then the
@@ -167,7 +169,8 @@ def dai_knowledge_neurons(wb: Workbench, prompts: list[tuple[str, ...]], answers
     Per fact: the refined neurons first (by mean IG over its prompts), then the other neurons by
     mean IG, the dropped ones left out of both (:func:`kn_ranking`); at most ``k``."""
     means, refined = [], []
-    for ps, answer, metric in zip(prompts, answers, metrics):
+    for ps, answer, metric in tqdm(list(zip(prompts, answers, metrics)), desc="knowledge neurons", unit="fact",
+                                   disable=not progress):
         igs = [integrated_gradients(wb, p, answer, steps=steps, batch_steps=batch_steps, metric=metric) for p in ps]
         refined.append(refine_neurons([select_neurons(g, threshold) for g in igs], share))
         means.append(torch.stack(igs).mean(0))

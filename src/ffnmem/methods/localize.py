@@ -84,6 +84,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from ffnmem.core.errors import BadInput
 from ffnmem.core.workbench import Workbench
@@ -159,8 +160,9 @@ def top_memories(scores: Tensor, k: int) -> list[tuple[int, int, float]]:
 
 def locate(wb: Workbench, encoded: list[EncodedFact], method: str, k: int = 64, *, target: str = "margin",
            alternatives: list[list[int]] | None = None, seed: int = 0, selection: str = "prompt",
-           **options) -> list[Located]:
-    """Rank FFN memories (and tracing cells) for each fact by ``method``; see the module docstring."""
+           progress: bool = False, **options) -> list[Located]:
+    """Rank FFN memories (and tracing cells) for each fact by ``method``; see the module docstring.
+    ``progress``: a progress bar over the facts."""
     if method not in METHODS:
         raise BadInput(f"unknown localization method {method!r}; choose from {', '.join(METHODS)}")
     if k < 1:
@@ -186,9 +188,10 @@ def locate(wb: Workbench, encoded: list[EncodedFact], method: str, k: int = 64, 
         sigma = noise_sigma(wb, [wb.to_tokens(e.fact.prompt) for e in encoded], [e.subject for e in encoded],
                             noise_at=options.get("noise_at", "embed"))
     if method == "knowledge_neurons":
-        return _knowledge_neurons(wb, encoded, alts, k, target, **options)
+        return _knowledge_neurons(wb, encoded, alts, k, target, progress=progress, **options)
     out = []
-    for i, (e, a) in enumerate(zip(encoded, alts)):
+    for i, (e, a) in enumerate(tqdm(list(zip(encoded, alts)), desc=f"locate ({method})", unit="fact",
+                                    disable=not progress)):
         prompts = selection_prompts(e.fact, selection)
         if method in ("tracing", "peak_neurons"):
             prompts = prompts[:1]
