@@ -57,3 +57,28 @@ def cli(capsys, monkeypatch):
         return CliRun(code, out.out, out.err)
 
     return run
+
+
+@pytest.fixture
+def screenshot(tmp_path):
+    """Render an HTML file in headless Chromium (1100×1400) and return the image as an array;
+    skips where Chromium is not installed."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium is not installed (scripts/setup.sh installs it with apt-get when run as root)")
+
+    def take(page):
+        import matplotlib.pyplot as plt
+
+        shot = tmp_path / "screenshot.png"
+        subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                        "--disable-component-update", "--no-first-run", "--disable-sync",
+                        f"--user-data-dir={tempfile.mkdtemp()}", "--window-size=1100,1400", f"--screenshot={shot}",
+                        page.as_uri()], check=True, capture_output=True, timeout=120)
+        return plt.imread(shot)
+
+    return take

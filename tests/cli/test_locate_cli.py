@@ -4,9 +4,6 @@ on SmolLM2 with the cheapest method so the card builds in well under a minute.""
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
-import tempfile
 
 import pytest
 
@@ -17,8 +14,9 @@ FRANCE = "The capital of France is"
 
 @pytest.fixture(scope="module")
 def card(tmp_path_factory):
-    from ffnmem.cli import app
     from typer.testing import CliRunner
+
+    from ffnmem.cli import app
 
     out = tmp_path_factory.mktemp("card") / "france"
     r = CliRunner().invoke(app, ["locate", FRANCE, "Paris", "--method", "dla", "--k", "5", "--out", str(out)])
@@ -44,18 +42,8 @@ def test_card_holds_the_trace_the_memories_and_their_validation(card):
     assert v["target_drop"] > v["random_drop"]  # DLA's own top 5 vs random matched sets, on France
 
 
-def test_card_renders_in_headless_chromium(card, tmp_path):
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip("chromium is not installed (scripts/setup.sh installs it with apt-get when run as root)")
-    shot = tmp_path / "card.png"
-    subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                    "--disable-component-update", "--no-first-run", "--disable-sync",
-                    f"--user-data-dir={tempfile.mkdtemp()}", "--window-size=1100,1400", f"--screenshot={shot}",
-                    (card[0] / "card.html").as_uri()], check=True, capture_output=True, timeout=120)
-    import matplotlib.pyplot as plt
-
-    img = plt.imread(shot)
+def test_card_renders_in_headless_chromium(card, screenshot):
+    img = screenshot((card[0] / "card.html"))
     assert img.shape[:2] == (1400, 1100) and img[..., :3].std() > 0.05  # not a blank page
 
 
