@@ -131,6 +131,38 @@ def document_layout(rows: torch.Tensor, bos_id: int) -> tuple[torch.Tensor, torc
     return blocked, ar - start
 
 
+def make_batches(tokenizer, documents: list[str], batch_size: int, n_ctx: int, seed: int, packing: str):
+    """``step -> (rows, model kwargs, real tokens, loss-bearing tokens)`` and the steps in one epoch.
+
+    ``packing`` is ``documents`` / ``stream`` (packed rows, see the module doc) or ``none`` (one
+    padded document per row; its loss-bearing count is every real token but the row's BOS).
+    """
+    docs = tokenize_documents(tokenizer, documents)
+    b, bos = batch_size, tokenizer.bos_token_id
+    if packing == "none":
+        data = pad_rows(docs, n_ctx, tokenizer.pad_token_id)
+        lengths, order = torch.tensor([len(d) for d in docs]), _EpochCache(len(docs), seed)
+
+        def get(step: int):
+            idx = batch_indices(step, len(docs), b, seed, order)
+            n = int(lengths[idx].sum())
+            return data[idx], {}, n, n - b
+        return get, len(docs) / b
+    longest = max(len(d) for d in docs)
+    if longest > n_ctx:  # a fact's document must fit one window to be learnable in context
+        raise BadInput(f"a document has {longest} tokens but the model reads {n_ctx}; raise n_ctx or use fewer attributes")
+    rows = PackedRows(docs, n_ctx, seed)
+
+    def get_packed(step: int):
+        batch = rows.batch(step, b)
+        if packing == "stream":
+            return batch, {}, batch.numel(), b * (n_ctx - 1)
+        blocked, positions = document_layout(batch, bos)
+        # BOS targets are dropped: under per-document attention nothing can predict them
+        return batch, {"attention_mask": blocked, "position_ids": positions}, batch.numel(), int((batch[:, 1:] != bos).sum())
+    return get_packed, rows.steps_per_epoch(b)
+
+
 def steps_per_epoch(tokenizer, documents: list[str], batch_size: int, n_ctx: int, packed: bool = True) -> float:
     """Optimizer steps in one pass over ``documents``: packed tokens / (B·n_ctx), else documents / B."""
     if not packed:

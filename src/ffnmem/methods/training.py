@@ -13,10 +13,15 @@ running its code (an old ``state.pt`` is refused, never unpickled). No RNG state
 training draws none from global generators: batches and masks are functions of ``(seed, step)``.
 
 Causal-LM training packs documents (``BOS doc EOS BOS doc EOS ...``) into full rows of ``n_ctx``
-tokens, with attention across documents inside a row, as GPT-2 and Allen-Zhu & Li do; a step then
-holds ``batch_size · n_ctx`` tokens and an epoch (one pass over the corpus, each token once) is
-:func:`steps_per_epoch` steps. ``packed=False`` and the prefix / masked-LM objectives train one
-padded document per row instead (their masks are per document), with the loss masked on padding.
+tokens, as GPT-2 and Allen-Zhu & Li do; a step then holds ``batch_size · n_ctx`` tokens and an
+epoch (one pass over the corpus, each token once) is :func:`steps_per_epoch` steps
+(:func:`steps_for_epochs` turns passes into steps). ``packing="documents"`` (the default) blocks
+attention between the documents of a row and restarts positions at each BOS, so a document is
+learned as if alone in its row and the queries (read at position 0 after BOS) are in
+distribution; ``packing="stream"`` attends across documents with positions running over the row,
+as GPT-2 and Allen-Zhu & Li do (on the tiny preset it recalls less at the same exposures: see
+docs/BENCHMARKS-training.md). ``packing="none"`` and the prefix / masked-LM objectives train one
+padded document per row (their masks are per document), with the loss masked on padding.
 The loop does no per-step host work beyond the step itself: losses are fetched and the progress
 bar updated every ``log_every`` steps.
 """
@@ -44,8 +49,7 @@ from ffnmem.core.workbench import Workbench, resolve_device
 from ffnmem.data.synthetic import FactConfig, FactCorpus, build_tokenizer
 from ffnmem.methods.frequency import score_queries, summarize
 from ffnmem.methods.objectives import objective_loss, prepare
-from ffnmem.methods.packing import (PackedRows, _EpochCache, batch_indices, document_layout, encode_documents,
-                                    epochs_to_steps, pad_rows, tokenize_documents)
+from ffnmem.methods.packing import batch_indices, encode_documents, epochs_to_steps, make_batches
 from ffnmem.methods.packing import steps_per_epoch as _steps_per_epoch
 
 __all__ = ["PRESETS", "TrainConfig", "TrainRun", "batch_indices", "checkpoints", "encode_documents", "load_run",
@@ -147,7 +151,10 @@ class TrainRun:
     """What :func:`train` returns: the trained model and its logged curves.
 
     ``tokens_seen`` counts the real (non-padding) tokens this call trained on and ``signal_tokens``
-    the positions that gave a loss term (for packed causal LM ``batch_size · (n_ctx − 1)`` a step).
+    the positions that gave a loss term (packed causal LM: every target but BOS under
+    ``packing="documents"``, ``batch_size · (n_ctx − 1)`` a step as a stream). ``epochs`` is the
+    number of passes over the corpus at ``step`` (``steps_per_epoch`` steps each): a fact written
+    k times in the corpus has then been read ``k · epochs`` times.
     ``seconds`` is the whole call after the model is built (data preparation, steps, evaluations,
     checkpoints); ``eval_seconds`` the part spent in evaluations and checkpoints.
     """
@@ -188,31 +195,8 @@ def steps_for_epochs(corpus: FactCorpus, cfg: TrainConfig, epochs: float | int, 
 
 def _batcher(tokenizer, corpus: FactCorpus, cfg: TrainConfig, objective):
     """``step -> (rows, model kwargs, real tokens, loss-bearing tokens)`` and the steps in one epoch."""
-    docs = tokenize_documents(tokenizer, corpus.documents)
-    b, bos = cfg.batch_size, tokenizer.bos_token_id
-    if _packed(cfg, objective):
-        longest = max(len(d) for d in docs)
-        if longest > cfg.n_ctx:  # a fact's document must fit one window to be learnable in context
-            raise BadInput(f"a document has {longest} tokens but the model reads {cfg.n_ctx}; "
-                           "raise n_ctx or use fewer attributes")
-        rows = PackedRows(docs, cfg.n_ctx, cfg.seed)
-
-        def get_packed(step: int):
-            batch = rows.batch(step, b)
-            if cfg.packing == "stream":
-                return batch, {}, batch.numel(), b * (cfg.n_ctx - 1)
-            blocked, positions = document_layout(batch, bos)
-            # BOS targets are dropped: under per-document attention nothing can predict them
-            return batch, {"attention_mask": blocked, "position_ids": positions}, batch.numel(), int((batch[:, 1:] != bos).sum())
-        return get_packed, rows.steps_per_epoch(b)
-    data = pad_rows(docs, cfg.n_ctx, tokenizer.pad_token_id)
-    lengths, order = torch.tensor([len(d) for d in docs]), _EpochCache(len(docs), cfg.seed)
-
-    def get(step: int):
-        idx = batch_indices(step, len(docs), b, cfg.seed, order)
-        n = int(lengths[idx].sum())
-        return data[idx], {}, n, n - b  # causal targets: every real token but each row's BOS
-    return get, len(docs) / b
+    packing = cfg.packing if _packed(cfg, objective) else "none"
+    return make_batches(tokenizer, corpus.documents, cfg.batch_size, cfg.n_ctx, cfg.seed, packing)
 
 
 def train(corpus: FactCorpus, cfg: TrainConfig, run_dir: str | Path | None = None, *, device: str = "auto",
