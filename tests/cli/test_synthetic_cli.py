@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from ffnmem.core.models import load_checkpoint
 from ffnmem.methods.training import checkpoints
 from ffnmem.store.results import Result
@@ -38,3 +40,13 @@ def test_capacity_bad_widths_are_one_line(tmp_path, cli):
     for widths, msg in (("10,x", "cannot read --widths"), ("6", "not a positive multiple of the 4 attention heads")):
         r = cli("capacity", "--widths", widths, "--out", str(tmp_path / "c"))
         assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr
+
+
+def test_train_for_passes_over_the_corpus(tmp_path, cli):
+    facts = tmp_path / "facts"
+    assert cli("facts", "make", "--out", str(facts), "--entities", "10", "--bins", "1,4", "--values", "6").returncode == 0
+    r = cli("train", "--facts", str(facts), "--out", str(tmp_path / "run"), "--epochs", "2", "--d-model", "16",
+            "--d-mlp", "32", "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    passes = float(re.search(r"\(([\d.]+) passes over the corpus\)", r.stdout).group(1))
+    assert 2 <= passes < 4  # rounded up to whole steps (one step is over half of this micro corpus)
