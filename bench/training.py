@@ -12,15 +12,20 @@ Run: PYTHONPATH=src python bench/training.py [--threads N] [--device cpu|cuda] [
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import os
-import platform
-import statistics
-import time
-from pathlib import Path
 
-import torch
+# Before torch loads OpenMP: idle threads sleep instead of spinning. On a machine shared with other
+# jobs, spinning threads starve each other (2 threads ran a tiny step 10-40x slower than 1 here).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse  # noqa: E402
+import dataclasses  # noqa: E402
+import platform  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import torch  # noqa: E402
 
 from ffnmem.core.models import boot_native
 from ffnmem.data.synthetic import build_tokenizer, generate
@@ -131,7 +136,7 @@ def main() -> None:
         "# Training benchmarks (synthetic facts)", "",
         "Regenerate with `PYTHONPATH=src python bench/training.py --threads 2` (overwrites this file).", "",
         f"Machine: {platform.machine()} {platform.system()}, {os.cpu_count()} CPUs, {args.threads} torch threads, "
-        f"device {args.device}, torch {torch.__version__}. The machine was shared with other jobs while measuring "
+        f"device {args.device}, torch {torch.__version__}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}. The machine was shared with other jobs while measuring "
         f"(load average {load:.1f} at the start, {load_end:.1f} at the end), so absolute rates are low and noisy; "
         "the ratios are taken within each round (raw step and `train()` back to back) and are the figures to read.", "",
         "## `train()` against the raw training step", "",
