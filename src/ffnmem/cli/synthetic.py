@@ -22,6 +22,7 @@ from ffnmem.jobs import capacity as capacity_job
 from ffnmem.jobs import exposure as exposure_job
 from ffnmem.methods.training import load_run
 from ffnmem.methods.training import preset as get_preset
+from ffnmem.methods.training import steps_for_epochs
 from ffnmem.methods.training import train as run_train
 
 facts_app = typer.Typer(help="Synthetic fact corpora with controlled exposure.", no_args_is_help=True)
@@ -106,8 +107,6 @@ def train(
                                      seed=seed)
     if epochs is not None:
         import dataclasses
-
-        from ffnmem.methods.training import steps_for_epochs
         cfg = dataclasses.replace(cfg, steps=steps_for_epochs(corpus, cfg, epochs))
     run = run_train(corpus, cfg, out_dir, device=device, resume=resume)
     last = run.evals[-1] if run.evals else {}

@@ -102,3 +102,18 @@ def test_steps_for_epochs_covers_the_corpus():
         epochs_to_steps(per, 0)
     with pytest.raises(BadInput, match="packing"):
         TrainConfig(packing="rows")
+
+
+@pytest.mark.parametrize("packing", ["documents", "stream", "none"])
+def test_signal_counts_the_targets_that_carry_a_loss(packing):
+    from ffnmem.methods.packing import make_batches
+
+    corpus = generate(FactConfig(n_entities=8, bins=(1, 2), n_values=6, seed=1))
+    tok = build_tokenizer(corpus)
+    get, _ = make_batches(tok, corpus.documents, 4, 64, 0, packing)
+    for step in range(3):
+        rows, kwargs, n_tokens, n_signal = get(step)
+        ignore = tok.bos_token_id if packing == "documents" else tok.pad_token_id
+        assert n_signal == int((rows[:, 1:] != ignore).sum())
+        assert n_tokens == int((rows != tok.pad_token_id).sum())
+        assert set(kwargs) == ({"attention_mask", "position_ids"} if packing == "documents" else set())
