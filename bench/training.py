@@ -1,11 +1,13 @@
 """Training throughput: `train()` against the raw training step, and the `tiny` preset end to end.
 
-Writes docs/BENCHMARKS-training.md. Throughput counts loss-bearing tokens (targets that gave a
-loss term) per second. The raw step is forward + next-token loss + backward + clip + AdamW on the
-same model, batch shape and optimizer as `train()`, timed in a bare loop after warm-up; `train()`
-is timed as called (tokenising and packing the corpus, the steps, loss logging; its one final
-evaluation is reported apart). Raw and `train()` alternate for several rounds and the ratio is taken
-per round (median), because the machine may be shared.
+Writes docs/BENCHMARKS-training.md (keeping the notes below its marker). Throughput counts
+loss-bearing tokens (targets that gave a loss term) per CPU second (process time, all threads) and
+per wall second. The raw step is forward + next-token loss + backward + clip + AdamW on the same
+model, first batch and optimizer as `train()`, timed in a bare loop after warm-up; `train()` is
+timed as called (building the model, tokenising and packing the corpus, the steps, loss logging),
+stopped before its final evaluation (the end-to-end run reports evaluation time). Raw and
+`train()` alternate for several rounds and the ratio is taken per round (median), because the
+machine may be shared.
 
 Run: PYTHONPATH=src python bench/training.py [--threads N] [--device cpu|cuda] [--rounds R]
 """
