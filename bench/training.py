@@ -143,7 +143,7 @@ def main() -> None:
     load_end = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     lines = [
         "# Training benchmarks (synthetic facts)", "",
-        "Regenerate with `PYTHONPATH=src python bench/training.py --threads 2` (overwrites this file).", "",
+        "Regenerate with `PYTHONPATH=src python bench/training.py --threads 2` (rewrites everything above the notes).", "",
         f"Machine: {platform.machine()} {platform.system()}, {os.cpu_count()} CPUs, {args.threads} torch threads, "
         f"device {args.device}, torch {torch.__version__}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}. The machine was shared with other jobs while measuring "
         f"(load average {load:.1f} at the start, {load_end:.1f} at the end), so absolute rates are low and noisy; "
