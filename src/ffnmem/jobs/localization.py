@@ -115,7 +115,7 @@ def compute(wb: Workbench, facts: list[Fact], p: LocalizationParams, seed: int =
         heldout = [list(e.fact.paraphrases[-1:]) if e.fact.paraphrases else [] for e in kept]
         rows = validate(wb, kept, ranked, k=p.k, modes=tuple(p.modes), reference=reference, alternatives=kept_alts,
                         n_random=p.n_random, n_collateral=p.n_collateral, ks=tuple(p.ks), seed=seed,
-                        heldout_prompts=heldout)
+                        heldout_prompts=heldout, progress=progress)
         val_rows += [{"method": method, **r, "fact": keep[r["fact"]]} for r in rows]
     summary = []
     for method in p.methods:

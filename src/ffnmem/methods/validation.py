@@ -45,6 +45,7 @@ from dataclasses import dataclass
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from ffnmem.core.errors import BadInput
 from ffnmem.core.hooks import hook_name
@@ -124,13 +125,15 @@ def _mean(xs: Sequence[float]) -> float:
 
 @torch.inference_mode()
 def _margins(wb: Workbench, rows: Sequence[_Row], mode: str | None, *, reference, positions: str, seed: int,
-             batch_size: int) -> dict[_Row, float]:
+             batch_size: int, progress: bool = False) -> dict[_Row, float]:
     """Margin of every distinct row with its memories ablated in ``mode`` (None: clean, no hooks)."""
     distinct = list(dict.fromkeys(rows))
     by_len: dict[int, list[_Row]] = defaultdict(list)
     for r in distinct:
         by_len[len(r.tokens)].append(r)
     out, batch = {}, 0
+    bar = tqdm(total=len(distinct), desc=f"validate ({mode or 'clean'})", unit="prompt", disable=not progress,
+               leave=False)
     for n in sorted(by_len):
         group = by_len[n]
         for s in range(0, len(group), batch_size):
@@ -143,6 +146,8 @@ def _margins(wb: Workbench, rows: Sequence[_Row], mode: str | None, *, reference
                            [*hooks, (FINAL_NORMALIZED, _last_only)])
             out.update(zip(part, m.tolist()))
             batch += 1
+            bar.update(len(part))
+    bar.close()
     return out
 
 
@@ -206,7 +211,7 @@ def validate(wb: Workbench, encoded: list[EncodedFact], ranked: Sequence[Sequenc
              alternatives: list[list[int]] | None = None, n_random: int = 3, n_collateral: int = 5,
              ks: Sequence[int] = (1, 2, 4, 8, 16, 32, 64), seed: int = 0,
              heldout_prompts: list[list[str]] | None = None, known_only: bool = True, positions: str = "all",
-             batch_size: int = 32, only: Sequence[int] | None = None) -> list[dict]:
+             batch_size: int = 32, only: Sequence[int] | None = None, progress: bool = False) -> list[dict]:
     """Score each fact's ranked memories by ablation; one row per (validated fact, mode).
 
     ``ranked[i]`` lists memories ``(layer, neuron, ...)`` best first (extra fields such as a score
@@ -215,6 +220,7 @@ def validate(wb: Workbench, encoded: list[EncodedFact], ranked: Sequence[Sequenc
     (mean, resample) to 32 corpus windows (:func:`corpus_reference`). With ``known_only`` facts whose
     clean margin is ≤ 0 get no row. ``only``: validate just these facts (indices into ``encoded``);
     the others still serve as collaterals (a fact card validates one fact against the shipped ones).
+    ``progress`` shows a bar per ablation mode over the distinct prompts it runs.
     Each row's ``fact`` is its index into ``encoded``. See the module docstring for the columns.
     """
     _check(encoded, ranked, k, modes, ks, alternatives, heldout_prompts, None if only is None else set(only))
@@ -237,7 +243,8 @@ def validate(wb: Workbench, encoded: list[EncodedFact], ranked: Sequence[Sequenc
     out = []
     for mode in modes:
         pool = [r for p in plans.values() for r in p["rows"]]
-        ablated = _margins(wb, pool, mode, reference=reference, positions=positions, seed=seed, batch_size=batch_size)
+        ablated = _margins(wb, pool, mode, reference=reference, positions=positions, seed=seed, batch_size=batch_size,
+                           progress=progress)
         out += [{"fact": i, **_row(encoded[i], plans[i], clean, ablated, mode, k)} for i in todo]
     return out
 
