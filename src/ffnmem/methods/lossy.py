@@ -29,11 +29,17 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
+from itertools import pairwise
 
 import numpy as np
 
 from ffnmem.core.errors import BadInput
-from ffnmem.stats import bootstrap_diff_ci, mean_ci, permutation_test, poisson_binomial_tail
+from ffnmem.stats import (
+    bootstrap_diff_ci,
+    mean_ci,
+    permutation_test,
+    poisson_binomial_tail,
+)
 
 
 # --- value frequencies ----------------------------------------------------------------------------
@@ -66,7 +72,7 @@ def frequency_ranks(freqs: dict[str, dict[str, float]]) -> dict[str, dict[str, i
 
 def log2_bin(x: int | float) -> tuple[int, int]:
     """The log2 bin [2^k, 2^(k+1) − 1] holding the positive integer ``x``."""
-    k = int(math.floor(math.log2(max(1, x))))
+    k = math.floor(math.log2(max(1, x)))
     return 2 ** k, 2 ** (k + 1) - 1
 
 
@@ -235,7 +241,7 @@ def forgetting_order(models: list[dict], *, n_resamples: int = 9999, seed: int =
     permutation p that lost facts have lower log2 exposure."""
     ms = sorted(models, key=lambda m: m["params"])
     out = []
-    for small, large in zip(ms, ms[1:]):
+    for small, large in pairwise(ms):
         ok_small = {(r["entity"], r["attribute"]): r["correct"] for r in small["rows"]}
         lost, kept = [], []
         for r in large["rows"]:

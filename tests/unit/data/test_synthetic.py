@@ -189,8 +189,8 @@ def test_value_noise_stays_uniform_under_the_zipf_law():
     assert c.value_entropy_bits() == noisy_entropy_bits(0.5, 8)
 
 
-@pytest.mark.parametrize("kwargs", [dict(value_law="pareto"), dict(value_law="zipf", value_zipf_a=0.0),
-                                    dict(value_zipf_a=float("inf"))])
+@pytest.mark.parametrize("kwargs", [{"value_law": "pareto"}, {"value_law": "zipf", "value_zipf_a": 0.0},
+                                    {"value_zipf_a": float("inf")}])
 def test_bad_value_law_one_line(kwargs):
     with pytest.raises(BadInput) as err:
         FactConfig(**kwargs)
