@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pandas as pd
 
 from ffnmem.batch.registry import ANALYSES
 from ffnmem.data.synthetic import FactConfig, generate
 from ffnmem.jobs import lossy as job
-from ffnmem.methods.training import TrainConfig
+from ffnmem.methods.frequency import score_queries
+from ffnmem.methods.training import TrainConfig, train
 
 FACTS = FactConfig(n_entities=16, attributes=("birth_city", "employer"), n_values=8, value_law="zipf", bins=(1, 4),
                    value_noise=0.05, seed=1)
@@ -24,6 +27,11 @@ def test_job_tables_resume_and_figures(tmp_path):
                                "survival", "value_frequencies", "forgetting"}
     facts = res.table("facts")
     assert set(facts["arm"]) == {"trained", "init", "unseen"} and len(facts) == 2 * 3 * len(corpus.facts)
+    # the negative control is the untrained twin (same shape and seed, 0 steps), not the trained model
+    twin = train(corpus, dataclasses.replace(BASE, d_model=4, d_mlp=16), None, device="cpu", progress=False, stop_at=0)
+    want = score_queries(twin.wb, corpus.queries, value_sets=corpus.values, value_noise=FACTS.value_noise)
+    init = facts[(facts["arm"] == "init") & (facts["model"] == "d4")]
+    assert list(init["loss_bits"]) == [r["loss_bits"] for r in want]
     sub = res.table("substitution")
     assert len(sub) == 2 * 3 * 2  # model x arm x (top-1, forced value) and the nulls are probabilities
     assert ((sub["null_frequency"].dropna() > 0) & (sub["null_frequency"].dropna() < 1)).all()
