@@ -7,7 +7,8 @@ model widths whose fact bits exceed what the models store. :func:`train_models` 
 width (resumably, in ``run_dir/d{width}``); :func:`compute` scores every fact on each model, on its
 untrained twin (same shape and seed, 0 steps: the negative control of the substitution test) and on
 facts it never saw (:func:`ffnmem.data.synthetic.unseen_queries`: what it answers from its prior
-alone), and returns a ``lossy_compression`` Result (:mod:`ffnmem.methods.lossy` for each table).
+alone) — the substitution test also runs on the trained model's rare and frequent facts apart
+(arms ``trained_rare``, ``trained_frequent``) — and returns a ``lossy_compression`` Result (:mod:`ffnmem.methods.lossy` for each table).
 """
 
 from __future__ import annotations
@@ -102,6 +103,9 @@ def compute(corpus: FactCorpus, models: list[dict], p: LossyParams, seed: int = 
         arms = {"trained": score(m["wb"], corpus.queries), "init": score(m["init_wb"], corpus.queries),
                 "unseen": score(m["wb"], unseen)}
         rows = arms["trained"]
+        lo_cut, hi_cut = lossy.exposure_cuts(rows)  # wrong answers of rare and of frequent facts apart
+        arms["trained_rare"] = [r for r in rows if r["exposures"] <= lo_cut]
+        arms["trained_frequent"] = [r for r in rows if r["exposures"] >= hi_cut]
         scored.append({"label": m["label"], "params": m["wb"].n_params(), "rows": rows})
         cap = capacity_bits(rows, cfg.n_values, m["wb"].n_params())
         sizes.append({"model": m["label"], "d_model": m["width"], "params": cap["n_params"], "steps": m["steps"],
@@ -110,7 +114,8 @@ def compute(corpus: FactCorpus, models: list[dict], p: LossyParams, seed: int = 
                       "bits_unclipped": cap["bits_unclipped"], "fact_bits": cap["max_bits"],
                       "bits_per_param": cap["bits_per_param"]})
         for arm, rs in arms.items():
-            facts += [{"model": m["label"], "arm": arm, **r} for r in rs]
+            if not arm.startswith("trained_"):
+                facts += [{"model": m["label"], "arm": arm, **r} for r in rs]
             for key in ("prediction", "value_prediction"):
                 test = lossy.substitution_test(rs, freqs, key=key, n_boot=p.n_boot, n_sim=p.n_sim, seed=seed)
                 subs.append({"model": m["label"], "arm": arm, **test})

@@ -199,15 +199,22 @@ def substitution_by_attribute(rows: list[dict], freqs: dict[str, dict[str, float
 
 
 # --- 3. KL gap: rare vs frequent facts -----------------------------------------------------------
+def exposure_cuts(rows: list[dict]) -> tuple[float, float]:
+    """Rare facts have exposures ≤ the first cut, frequent ones ≥ the second (module docstring)."""
+    e = np.array([r["exposures"] for r in rows], dtype=float)
+    lo_cut, hi_cut = np.quantile(e, 1 / 3, method="lower"), np.quantile(e, 2 / 3, method="higher")
+    if lo_cut >= hi_cut:
+        raise BadInput("rare and frequent facts overlap: the facts need at least two exposure levels")
+    return float(lo_cut), float(hi_cut)
+
+
 def kl_split(rows: list[dict], *, n_boot: int = 1000, n_resamples: int = 9999, seed: int = 0,
              level: float = 0.95) -> dict:
     """Mean KL gap (bits above the data entropy) in rare vs frequent facts; module docstring."""
+    lo_cut, hi_cut = exposure_cuts(rows)
     e = np.array([r["exposures"] for r in rows], dtype=float)
     kl = np.array([r["kl_bits"] for r in rows], dtype=float)
-    lo_cut, hi_cut = np.quantile(e, 1 / 3, method="lower"), np.quantile(e, 2 / 3, method="higher")
     rare, freq = kl[e <= lo_cut], kl[e >= hi_cut]
-    if not len(rare) or not len(freq) or lo_cut >= hi_cut:
-        raise BadInput("rare and frequent facts overlap: the facts need at least two exposure levels")
     rng = np.random.default_rng(seed)
     r_lo, r_hi = mean_ci(rare, rng, n_boot, level)
     f_lo, f_hi = mean_ci(freq, rng, n_boot, level)

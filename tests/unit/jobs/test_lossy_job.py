@@ -33,7 +33,8 @@ def test_job_tables_resume_and_figures(tmp_path):
     init = facts[(facts["arm"] == "init") & (facts["model"] == "d4")]
     assert list(init["loss_bits"]) == [r["loss_bits"] for r in want]
     sub = res.table("substitution")
-    assert len(sub) == 2 * 3 * 2  # model x arm x (top-1, forced value) and the nulls are probabilities
+    assert len(sub) == 2 * 5 * 2  # model x arm x (top-1, forced value) and the nulls are probabilities
+    assert set(sub["arm"]) == {"trained", "init", "unseen", "trained_rare", "trained_frequent"}
     assert ((sub["null_frequency"].dropna() > 0) & (sub["null_frequency"].dropna() < 1)).all()
     surv = res.table("survival")
     assert list(surv["model"]) == ["d4"] * 2 + ["d8"] * 2 and list(surv["bin_lo"]) == [1, 4, 1, 4]
