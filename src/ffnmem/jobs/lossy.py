@@ -93,6 +93,7 @@ def compute(corpus: FactCorpus, models: list[dict], p: LossyParams, seed: int = 
     cfg = corpus.config
     freqs = lossy.value_frequencies(corpus.facts, corpus.values, weight=p.weight, value_noise=cfg.value_noise)
     ranks = lossy.frequency_ranks(freqs)
+    min_f = min(f for fv in freqs.values() for f in fv.values())
     unseen = unseen_queries(corpus, seed=seed)
     facts, bins, subs, per_attr, kls, sizes, scored = [], [], [], [], [], [], []
 
@@ -112,6 +113,7 @@ def compute(corpus: FactCorpus, models: list[dict], p: LossyParams, seed: int = 
                       "seconds": m["seconds"], "tokens_per_s": m["tokens_per_s"],
                       "recall": float(sum(r["correct"] for r in rows) / len(rows)), "bits": cap["bits"],
                       "bits_unclipped": cap["bits_unclipped"], "fact_bits": cap["max_bits"],
+                      "bits_above_prior": lossy.bits_above_prior(rows, freqs) if min_f > 0 else math.nan,
                       "bits_per_param": cap["bits_per_param"]})
         for arm, rs in arms.items():
             if not arm.startswith("trained_"):

@@ -70,6 +70,16 @@ def frequency_ranks(freqs: dict[str, dict[str, float]]) -> dict[str, dict[str, i
     return {a: {v: r + 1 for r, v in enumerate(sorted(fv, key=lambda v: -fv[v]))} for a, fv in freqs.items()}
 
 
+def bits_above_prior(rows: list[dict], freqs: dict[str, dict[str, float]]) -> float:
+    """Σ over facts of ``−log2 f(v*) − loss bits``: what the model knows beyond the value law.
+
+    ``log2|V| − loss`` (the capacity estimator) credits a model that only learned the value
+    frequencies with ``log2|V| − H(f)`` bits per fact; against the prior ``f`` that part is 0.
+    Unclipped; ``f`` must be positive at every answer (value noise or weight="mentions" with noise).
+    """
+    return float(sum(-math.log2(freqs[r["attribute"]][r["answer"]]) - r["loss_bits"] for r in rows))
+
+
 def log2_bin(x: int | float) -> tuple[int, int]:
     """The log2 bin [2^k, 2^(k+1) − 1] holding the positive integer ``x``."""
     k = math.floor(math.log2(max(1, x)))

@@ -115,3 +115,11 @@ def test_recall_by_value_rank_bins():
     rows = [_row(0, "Ab", "Ab"), _row(1, "Bo", "Ab"), _row(2, "Ci", "Ci"), _row(3, "Fa", "Ab")]
     bins = lossy.recall_by(rows, "value_rank", lossy.frequency_ranks(FREQ), n_boot=20)
     assert [(b["bin_lo"], b["n"], b["accuracy"]) for b in bins] == [(1, 1, 1.0), (2, 2, 0.5), (4, 1, 0.0)]
+
+
+def test_bits_above_prior_credits_nothing_for_knowing_the_value_law():
+    # a model that answers with the prior itself (q = f) loses exactly −log2 f(v*) bits: 0 above it
+    rows = [{**_row(i, v, v), "loss_bits": -np.log2(FREQ["city"][v])} for i, v in enumerate(VALUES["city"])]
+    assert lossy.bits_above_prior(rows, FREQ) == pytest.approx(0.0)
+    rows[0]["loss_bits"] = 0.0  # knows the first fact for sure: −log2 0.4 bits above the prior
+    assert lossy.bits_above_prior(rows, FREQ) == pytest.approx(-np.log2(0.4))
