@@ -76,7 +76,7 @@ def preset(name: str) -> tuple[FactConfig, TrainConfig, tuple[int, ...]]:
 def train_models(corpus: FactCorpus, base: TrainConfig, widths: list[int], *, run_dir: str | Path | None = None,
                  device: str = "cpu", progress: bool = True) -> list[dict]:
     """One trained model per width and its untrained twin: dicts ``label``, ``width``, ``wb``,
-    ``init_wb``, ``steps``, ``seconds``, ``tokens_per_s``."""
+    ``init_wb``, ``steps``, ``seconds`` and ``tokens_per_s`` (of the steps trained in this call)."""
     out = []
     for cfg in tqdm(width_configs(base, widths), desc="widths", unit="model", disable=not progress):
         where = Path(run_dir) / f"d{cfg.d_model}" if run_dir is not None else None
@@ -84,7 +84,8 @@ def train_models(corpus: FactCorpus, base: TrainConfig, widths: list[int], *, ru
         run = train(corpus, cfg, where, device=device, progress=progress)
         out.append({"label": f"d{cfg.d_model}", "width": cfg.d_model, "wb": run.wb, "init_wb": init.wb,
                     "steps": run.step, "seconds": run.seconds,
-                    "tokens_per_s": run.tokens_seen / run.seconds if run.seconds > 0 else math.nan})
+                    # a run resumed at its last step trains nothing here: no speed to report
+                    "tokens_per_s": run.tokens_seen / run.seconds if run.tokens_seen else math.nan})
     return out
 
 
