@@ -31,8 +31,8 @@ LN2 = math.log(2)
 def score_queries(wb, queries: list[dict], *, value_sets: dict[str, list[str]] | None = None,
                   value_noise: float = 0.0, heldout: bool | None = False, batch_size: int = 256,
                   objective=None) -> list[dict]:
-    """One row per query: loss_bits, correct, p_true, ce_bits, h_bits, kl_bits, exposures, and
-    ``answer`` with ``prediction`` (the top-1 token, decoded); with ``value_sets`` also ``value_prediction`` (the
+    """One row per query: loss_bits, correct, p_true, ce_bits, h_bits, kl_bits, exposures, ``answer``
+    and ``prediction`` (the top-1 token, decoded); with ``value_sets`` also ``value_prediction`` (the
     attribute's value the model ranks highest: what it answers when forced to name a value).
 
     ``heldout``: False = corpus templates only, True = held-out templates only, None = all.
