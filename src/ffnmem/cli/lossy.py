@@ -20,7 +20,7 @@ def lossy(
                                                                 "and the PNG plots.")] = Path("ffnmem-out/lossy"),
     preset: Annotated[str, typer.Option(help="zipf-quick (60 entities, widths 8,32: a few minutes on a shared "
                                              "2-core CPU, smoke scale) or zipf-full (200 entities, widths "
-                                             "16,32,64: ~30 min). Both: 6 attributes x 100 values with Zipf "
+                                             "16,32,64: ~40 min). Both: 6 attributes x 100 values with Zipf "
                                              "frequencies, skewed exposure, 5% value noise.")] = "zipf-quick",
     widths: Annotated[str | None, typer.Option(help="Residual widths d_model, comma-separated, smallest to "
                                                     "largest (default: the preset's); d_mlp = 4 x d_model.")] = None,

@@ -44,13 +44,13 @@ _SIX = ("birth_city", "birth_year", "employer", "field", "university", "hobby")
 # several times (epochs = steps * batch / documents); both fit a shared 2-core CPU (docs/FINDINGS.md).
 PRESETS: dict[str, tuple[FactConfig, TrainConfig, tuple[int, ...]]] = {
     # smoke scale: 60 entities x 6 attributes x |V| = 100 (2.4 kbit of facts), ~2.5 epochs, two
-    # widths; a few minutes on a shared 2-core CPU; the models learn little more than the value law
+    # widths; 2.5 min on a shared 2-core CPU (7 min at load 8); the models learn little beyond the value law
     "zipf-quick": (FactConfig(n_entities=60, attributes=_SIX, n_values=100, value_law="zipf", value_zipf_a=1.0,
                               bins=(1, 4, 16, 64), value_noise=0.05, seed=0),
                    TrainConfig(n_layers=2, n_heads=4, steps=100, batch_size=32, lr=3e-3, warmup=10,
                                eval_every=100, checkpoint_every=50), (8, 32)),
     # 200 entities x 6 x 100 (8.0 kbit of facts), 600 steps = 5.3 epochs (1 to 340 exposures), widths
-    # 16-64 (~55k-290k parameters); ~30 min on a shared 2-core CPU
+    # 16-64 (41k-236k parameters); 40 min on a 2-core CPU shared with other jobs (docs/FINDINGS.md)
     "zipf-full": (FactConfig(n_entities=200, attributes=_SIX, n_values=100, value_law="zipf", value_zipf_a=1.0,
                              bins=(1, 2, 4, 8, 16, 32, 64), value_noise=0.05, seed=0),
                   TrainConfig(n_layers=2, n_heads=4, steps=600, batch_size=32, lr=3e-3, warmup=30,
