@@ -80,3 +80,12 @@ def test_exposure_recall(cli, tmp_path, steps):
     assert r.returncode == 0, r.stderr
     batch = _batch(None, "exposure_recall", 1, UnitData(), preset="tiny", steps=steps, n_boot=1000)
     _same(Result.load(tmp_path / "exp" / "result"), batch, ["facts", "bins", "dla_bins"])
+
+
+def test_lossy_compression(cli, tmp_path):
+    r = cli("lossy", "--preset", "zipf-quick", "--widths", "4,8", "--steps", "2", "--n-boot", "20", "--seed", "2",
+            "-o", tmp_path)
+    assert r.returncode == 0, r.stderr
+    batch = _batch(None, "lossy_compression", 2, UnitData(), preset="zipf-quick", widths=[4, 8], steps=2, n_boot=20)
+    _same(Result.load(tmp_path / "result"), batch, ["facts", "substitution", "kl_split", "survival"],
+          drop=("seconds", "tokens_per_s"))

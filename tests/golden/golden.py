@@ -76,7 +76,9 @@ def golden_exposure():
     rows = score_queries(run.wb, corpus.queries, value_sets=corpus.values)
     queries = [q for q in corpus.queries if not q["heldout"]]
     dla = dla_rows(run.wb, queries, contrast=corpus.values)
-    tables = {"facts": pd.DataFrame(rows), "bins": pd.DataFrame(by_exposure(rows, n_boot=50, seed=0)),
+    # the columns frozen before score_queries also named the answer and the model's predictions
+    frozen = pd.DataFrame(rows).drop(columns=["answer", "prediction", "value_prediction"])
+    tables = {"facts": frozen, "bins": pd.DataFrame(by_exposure(rows, n_boot=50, seed=0)),
               "dla_bins": pd.DataFrame(dla_by_exposure(dla, n_boot=50, seed=0))}
     weights = {f"w/{k}": v.detach().clone() for k, v in sorted(run.wb.bridge.state_dict().items())
                if ".mlp." in k}

@@ -24,6 +24,7 @@ from ffnmem.jobs import (
     keys,
     knowledge,
     localization,
+    lossy,
     probe,
     recall,
     superposition,
@@ -111,3 +112,7 @@ register("localization_synthetic", localization.SyntheticLocalizationParams,
          doc="The localization comparison on a model trained on a synthetic preset, against exposure (jobs.localization)")
 register("localization_groundtruth", groundtruth.GroundTruthParams, lambda wb, d, p, seed: groundtruth.compute(p, seed),
          data="none", doc="Localization methods scored against facts injected into known neurons (INJ) (jobs.groundtruth)")
+register("lossy_compression", lossy.LossyParams, lambda wb, d, p, seed: lossy.run(p, seed, progress=False),
+         data="none", doc="Zipf values + skewed exposure on small models: recall by exposure and value frequency, "
+                          "substitution test vs value-frequency/uniform nulls, KL gap rare vs frequent, survival "
+                          "by exposure across widths (jobs.lossy)")

@@ -11,6 +11,7 @@ from ffnmem.cli import (
     facts,  # noqa: F401  (where facts live)
     keys,  # noqa: F401  (key-value memories)
     locate,  # noqa: F401  (where a fact lives, validated: fact cards, method comparison, ablation)
+    lossy,  # noqa: F401  (what a small model loses and what it answers instead)
     probes,  # noqa: F401  (probes and superposition)
     synthetic,  # noqa: F401  (frequency and recall)
 )

@@ -1,8 +1,9 @@
 """Synthetic fact corpora with controlled exposure (in the spirit of Allen-Zhu & Li's bioS).
 
 N invented entities (names built from syllables, so no real-world prior leaks in) each get K
-attributes (birth city, birth year, employer, field, university, ...) with values drawn uniformly
-from per-attribute sets. Each entity's biography appears ``exposures`` times in the corpus, set by
+attributes (birth city, birth year, employer, field, university, ...) with values drawn from
+per-attribute sets: uniformly, or (``value_law="zipf"``) with Zipf frequencies ``∝ rank^-value_zipf_a``
+over a seeded random order of each set, so that some values are far more common than others. Each entity's biography appears ``exposures`` times in the corpus, set by
 a law: Zipf (``e_i ∝ rank^-a``), log-uniform, or explicit bins (1, 2, 4, …, 512). Every mention
 picks a paraphrase template per attribute and shuffles the sentence order.
 
@@ -13,7 +14,8 @@ position, given the entity and the template, is
     p(v) = (1 − ε)·[v = v*] + ε / |V|,
 
 and its entropy (the data entropy, the floor of any model's cross-entropy there) is known exactly:
-``cross-entropy = H(p) + KL(p ‖ q)``.
+``cross-entropy = H(p) + KL(p ‖ q)``. The value law changes only which v* each entity gets, never
+the noise draw (uniform in either law), so the formula stays exact under ``value_law="zipf"``.
 
 Text is word-level (space-separated words, punctuation as separate words) so that
 :func:`build_tokenizer` maps every word, and so every value, to exactly one token.
@@ -76,6 +78,8 @@ class FactConfig:
     min_exposure: int = 1
     templates_per_attribute: int = 3  # used in the corpus; the rest are held out for queries
     value_noise: float = 0.0
+    value_law: str = "uniform"  # law of the true values: "uniform" or "zipf" (rank^-value_zipf_a)
+    value_zipf_a: float = 1.0
     junk_share: float = 0.0  # share of documents that are junk text
     seed: int = 0
 
@@ -105,9 +109,16 @@ class FactConfig:
             bad(f"value_noise is {self.value_noise}; use a probability in [0, 1)")
         if not 0 <= self.junk_share < 1:
             bad(f"junk_share is {self.junk_share}; use a share in [0, 1)")
+        if self.value_law not in ("uniform", "zipf"):
+            bad(f"value_law {self.value_law!r}; use uniform or zipf")
+        if not (0 < self.value_zipf_a <= 5 and math.isfinite(self.value_zipf_a)):
+            bad(f"value_zipf_a is {self.value_zipf_a}; use an exponent in (0, 5]")
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        if self.value_law == "uniform":  # so corpora, run fingerprints and provenance made before the
+            del d["value_law"], d["value_zipf_a"]  # value law existed stay identical
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> FactConfig:
@@ -238,7 +249,7 @@ def generate(cfg: FactConfig) -> FactCorpus:
             seen.add(name)
             entities.append(name)
     exposures = exposure_counts(cfg, rng)
-    truth = {(i, a): values[a][int(rng.integers(cfg.n_values))] for i in range(cfg.n_entities) for a in cfg.attributes}
+    truth = _true_values(cfg, rng, values)
     facts = [{"entity_id": i, "entity": entities[i], "attribute": a, "value": truth[i, a],
               "exposures": int(exposures[i])} for i in range(cfg.n_entities) for a in cfg.attributes]
     docs = []
@@ -250,6 +261,22 @@ def generate(cfg: FactConfig) -> FactCorpus:
     docs = [docs[j] for j in rng.permutation(len(docs))]
     queries = _queries(cfg, rng, facts)
     return FactCorpus(config=cfg, entities=entities, values=values, facts=facts, documents=docs, queries=queries)
+
+
+def value_weights(cfg: FactConfig) -> np.ndarray:
+    """Probability of the value of frequency rank r (1 = most common) under ``cfg.value_law``."""
+    w = np.arange(1, cfg.n_values + 1, dtype=float) ** (-cfg.value_zipf_a if cfg.value_law == "zipf" else 0.0)
+    return w / w.sum()
+
+
+def _true_values(cfg: FactConfig, rng: np.random.Generator, values: dict[str, list[str]]) -> dict:
+    """(entity, attribute) -> true value. Uniform keeps the original draws (same corpus as before the
+    law existed); zipf ranks each attribute's values in a seeded random order, then draws by rank."""
+    if cfg.value_law == "uniform":
+        return {(i, a): values[a][int(rng.integers(cfg.n_values))] for i in range(cfg.n_entities) for a in cfg.attributes}
+    order = {a: rng.permutation(cfg.n_values) for a in cfg.attributes}
+    ranks = {a: rng.choice(cfg.n_values, size=cfg.n_entities, p=value_weights(cfg)) for a in cfg.attributes}
+    return {(i, a): values[a][int(order[a][ranks[a][i]])] for i in range(cfg.n_entities) for a in cfg.attributes}
 
 
 def _biography(cfg, rng, name: str, truth: dict[str, str], values: dict[str, list[str]]) -> str:
@@ -286,7 +313,8 @@ def unseen_queries(corpus: FactCorpus, n_entities: int | None = None, *, seed: i
     ``n_entities`` new entities (default: as many as the corpus has) named by re-pairing the first
     and last names of the corpus' own entities — so every word is in the tokenizer's vocabulary —
     into pairs that are not corpus entities; each gets a value drawn uniformly from each attribute's
-    value set (as :func:`generate` draws the true values) and one prompt per attribute with a
+    value set (whatever the corpus' value law: what a model knows of a Zipf law's frequencies is
+    not knowledge of these facts) and one prompt per attribute with a
     corpus template; ``exposures`` is 0. Seeded by the corpus seed and ``seed``: a model cannot know
     these values, so log2|V| − loss bits on them is at most 0 on average.
     """

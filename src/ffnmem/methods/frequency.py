@@ -31,7 +31,9 @@ LN2 = math.log(2)
 def score_queries(wb, queries: list[dict], *, value_sets: dict[str, list[str]] | None = None,
                   value_noise: float = 0.0, heldout: bool | None = False, batch_size: int = 256,
                   objective=None) -> list[dict]:
-    """One row per query: loss_bits, correct, p_true, ce_bits, h_bits, kl_bits, exposures.
+    """One row per query: loss_bits, correct, p_true, ce_bits, h_bits, kl_bits, exposures, ``answer``
+    and ``prediction`` (the top-1 token, decoded); with ``value_sets`` also ``value_prediction`` (the
+    attribute's value the model ranks highest: what it answers when forced to name a value).
 
     ``heldout``: False = corpus templates only, True = held-out templates only, None = all.
     ``value_sets`` (attribute -> values) gives the support of p; without it p is a point mass.
@@ -44,9 +46,9 @@ def score_queries(wb, queries: list[dict], *, value_sets: dict[str, list[str]] |
         raise BadInput("no query prompts to score (check the heldout filter and the fact corpus)")
     rows = [wb.encode(q["prompt"]) for q in qs]
     answers = [wb.answer_token(q["answer"]) for q in qs]
-    support = None
-    if value_sets is not None and value_noise > 0:
-        support = {a: torch.tensor([wb.answer_token(v) for v in vals]) for a, vals in value_sets.items()}
+    ids = None if value_sets is None else {a: torch.tensor([wb.answer_token(v) for v in vals])
+                                           for a, vals in value_sets.items()}
+    support = ids if value_noise > 0 else None
     suffix = wb.encode(objective.mask_suffix, prepend_bos=False) if getattr(objective, "mask_suffix", "") else []
     out = []
     for start in range(0, len(qs), batch_size):
@@ -57,8 +59,13 @@ def score_queries(wb, queries: list[dict], *, value_sets: dict[str, list[str]] |
         kw = {} if mask is None else {"attention_mask": mask.to(wb.device)}
         logits = wb.bridge.original_model(toks.to(wb.device), **kw)[torch.arange(len(chunk)), last.to(wb.device)]
         logq = torch.log_softmax(logits.float(), -1).cpu() / LN2  # log2 q
+        top = wb.tokenizer.batch_decode(logq.argmax(-1, keepdim=True).tolist())
         for i, q in enumerate(qs[start: start + batch_size]):
-            out.append(_row(q, logq[i], answers[start + i], support, value_noise))
+            row = _row(q, logq[i], answers[start + i], support, value_noise)
+            row["answer"], row["prediction"] = q["answer"], top[i].strip()
+            if ids is not None:
+                row["value_prediction"] = value_sets[q["attribute"]][int(logq[i][ids[q["attribute"]]].argmax())]
+            out.append(row)
     return out
 
 

@@ -128,3 +128,69 @@ def test_unseen_queries_are_fresh_facts_in_the_corpus_vocabulary():
         assert {q["answer"] for q in many if q["attribute"] == a} == set(c2.values[a])
     with pytest.raises(BadInput, match="cannot make"):
         unseen_queries(c, 10_000)
+
+
+def test_uniform_value_law_leaves_corpora_byte_for_byte_unchanged(monkeypatch):
+    # the draw of the true values as it was before the value law existed (commit e81e9cd)
+    import dataclasses
+
+    from ffnmem.data import synthetic
+
+    def before(cfg, rng, values):
+        return {(i, a): values[a][int(rng.integers(cfg.n_values))] for i in range(cfg.n_entities) for a in cfg.attributes}
+
+    old = FactConfig(n_entities=30, law="zipf", max_exposure=20, n_values=12, value_noise=0.1, junk_share=0.1, seed=5)
+    now = [generate(SMALL), generate(old)]
+    monkeypatch.setattr(synthetic, "_true_values", before)
+    for a, b in zip(now, [generate(SMALL), generate(old)]):
+        assert (a.documents, a.facts, a.queries, a.entities, a.values) == (b.documents, b.facts, b.queries, b.entities,
+                                                                           b.values)
+    assert "value_law" not in SMALL.to_dict()  # corpus config.json, run fingerprints and provenance unchanged
+    z = dataclasses.replace(SMALL, value_law="zipf")
+    assert FactConfig.from_dict(z.to_dict()) == z and FactConfig.from_dict(SMALL.to_dict()) == SMALL
+
+
+def test_zipf_value_law_draws_values_with_zipf_frequencies():
+    from collections import Counter
+
+    from ffnmem.data.synthetic import value_weights
+
+    cfg = FactConfig(n_entities=4000, bins=(1,), n_values=10, value_law="zipf", value_zipf_a=1.0, seed=2)
+    w = value_weights(cfg)
+    assert w[0] == pytest.approx(1 / sum(1 / r for r in range(1, 11)))  # rank^-1, normalised
+    c = generate(cfg)
+    tops = []
+    for a in cfg.attributes:
+        counts = Counter(f["value"] for f in c.facts if f["attribute"] == a)
+        shares = np.array(sorted(counts.values(), reverse=True)) / cfg.n_entities
+        assert np.abs(shares - w).max() < 0.03  # sd of a share at n = 4000 is <= 0.008
+        tops.append(c.values[a].index(counts.most_common(1)[0][0]))
+    assert len(set(tops)) > 1  # each attribute ranks its values in its own seeded order
+    assert generate(cfg).facts == c.facts  # seeded
+
+
+def test_value_noise_stays_uniform_under_the_zipf_law():
+    # the data-entropy formula assumes a noisy mention is a uniform draw, whatever the value law
+    from collections import Counter
+
+    cfg = FactConfig(n_entities=60, bins=(40,), n_values=8, value_law="zipf", value_zipf_a=2.0, value_noise=0.5,
+                     attributes=("employer",), seed=1)
+    c = generate(cfg)
+    truth = {f["entity"]: f["value"] for f in c.facts}
+    mode = Counter(truth.values()).most_common(1)[0][0]
+    # wrong mentions of the entities whose true value is not the mode
+    wrong = [s.split()[-1] for d in c.documents for s in d.split(" .") if s.strip()
+             for e in [next(e for e in truth if e in s)] if s.split()[-1] != truth[e] != mode]
+    assert len(wrong) > 150  # ~20 such entities · 40 mentions · 1/2 noisy · 7/8 wrong
+    # uniform noise writes the mode in 1/7 of them; noise drawn by the Zipf law (a = 2: mode share
+    # 0.66) would write it in about 0.66 / (1 − f(truth)) > 0.7 of them
+    assert 0.07 < sum(v == mode for v in wrong) / len(wrong) < 0.22
+    assert c.value_entropy_bits() == noisy_entropy_bits(0.5, 8)
+
+
+@pytest.mark.parametrize("kwargs", [{"value_law": "pareto"}, {"value_law": "zipf", "value_zipf_a": 0.0},
+                                    {"value_zipf_a": float("inf")}])
+def test_bad_value_law_one_line(kwargs):
+    with pytest.raises(BadInput) as err:
+        FactConfig(**kwargs)
+    assert "\n" not in str(err.value)

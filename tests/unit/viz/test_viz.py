@@ -60,6 +60,13 @@ TRACE = SimpleNamespace(tokens=["<bos>", "The", " Eiffel", " Tower", " is"], sub
                         window=3, effects={k: torch.rand(2, 5) for k in ("resid", "mlp", "attn")})
 NEURONS = [{"subject": s, "layer": l, "neuron": n, "direct_effect": 0.1 * n} for s in ("France", "Italy")
            for l, n in ((0, 3), (1, 7))]
+SURVIVAL = [{"model": m, "params": p, "bin_lo": lo, "bin_hi": hi, "recall": r, "recall_lo": r - 0.1,
+             "recall_hi": r + 0.1} for m, p, k in (("d8", 100, 0.2), ("d32", 400, 0.6))
+            for lo, hi, r in ((1, 1, k / 2), (2, 3, k))]
+SUBSTITUTION = [{"model": "d8", "arm": a, "key": "prediction", "n_substitutions": 9, "top_rate": 0.8, "top_rate_lo": 0.6,
+                 "top_rate_hi": 0.9, "null_frequency": 0.3, "null_uniform": 0.01} for a in ("trained", "init")]
+VALUE_BINS = [{"model": "d8", "bin_lo": lo, "bin_hi": hi, "accuracy": a, "accuracy_lo": a - 0.1, "accuracy_hi": a + 0.1}
+              for lo, hi, a in ((1, 1, 0.7), (2, 3, 0.3))]
 # name -> (data builder returning (args, kwargs), panels: None for one Axes, else (rows, cols) of the axes grid)
 CASES = {
     "plot_agreement": (lambda: ((SimpleNamespace(layers=[0, 1], observed=[0.1, 0.2], baseline=[0.01, 0.02],
@@ -86,10 +93,13 @@ CASES = {
     "plot_query": (lambda: ((pd.DataFrame({"layer": [0, 1], "ffn": [0.1, 0.3], "attention": [0.2, 0.0]}),
                              vr.lines("layer", ["ffn", "attention"])), {"title": "direct_effects"}), None),
     "plot_recall": (lambda: ((_recall_result(),), {}), None),
+    "plot_recall_by_value_rank": (lambda: ((VALUE_BINS,), {}), None),
     "plot_recall_vs_exposure": (lambda: ((_exposure_bins(), {"x": [1, 16], "y": [0.1, 0.9], "lo": [0, 0.8],
                                                              "hi": [0.2, 1.0]}), {}), None),
     "plot_recall_vs_popularity": (lambda: ((_popularity_result(),), {}), None),
+    "plot_substitution": (lambda: ((SUBSTITUTION,), {}), None),
     "plot_substitutions": (lambda: ((_popularity_result(),), {}), None),
+    "plot_survival": (lambda: ((SURVIVAL,), {}), None),
     "plot_top_neurons": (lambda: ((NEURONS,), {}), (1, 4)),
     "plot_trace": (lambda: ((TRACE,), {}), (1, 3)),
     "plot_variant_recall": (lambda: ((_variants(),), {}), None),
