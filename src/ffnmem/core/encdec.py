@@ -146,7 +146,7 @@ class Attention(nn.Module):
     def b_O(self) -> Float[Tensor, " d_model"]:
         return self.o.bias
 
-    def forward(self, x: Float[Tensor, "batch q d_model"], blocked: Bool[Tensor, "batch 1 q k"],
+    def forward(self, x: Float[Tensor, "batch q d_model"], blocked: Bool[Tensor, "#batch 1 #q k"],
                 kv: Float[Tensor, "batch k d_model"] | None = None) -> Float[Tensor, "batch q d_model"]:
         src = x if kv is None else kv
         split = lambda t: t.view(t.shape[0], t.shape[1], self.n_heads, self.d_head).transpose(1, 2)  # noqa: E731
@@ -284,7 +284,7 @@ def ffn_views(model: EncDecTransformer) -> dict[str, list[FFNView]]:
             for s in STACKS}
 
 
-def position_tables(model: nn.Module) -> list[nn.Embedding]:
+def position_tables(model: nn.Module) -> list[nn.Module]:
     """The learned positional tables of a model (TL-native: ``pos``; encoder-decoder: one per stack)."""
     if isinstance(model, EncDecTransformer):
         return [model.encoder.pos, model.decoder.pos]
