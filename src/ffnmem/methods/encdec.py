@@ -72,7 +72,8 @@ class EncDecEffects:
     ``dec_self``, ``dec_cross``, ``dec_ffn``: ``[b, n_dec]`` direct effects of the decoder's layers;
     ``dec_neurons``: ``[b, n_dec, d_mlp]``; ``enc_attn``, ``enc_ffn``: ``[b, n_enc]`` effects through
     the cross-attention's value path; ``enc_neurons``: ``[b, n_enc, d_mlp]``; ``enc_rest``: the
-    encoder embeddings', LN bias' and value / output biases' part of the cross-attention;
+    encoder embeddings' path plus the LN bias, value and output biases, computed on their own, so
+    ``enc_attn + enc_ffn + enc_rest`` summed over layers equals ``dec_cross`` summed (a check);
     ``logit``, ``top_pred``.
     """
 
@@ -103,6 +104,19 @@ def _cross_pullback(model, cache, u: Float[Tensor, " d_model"], b: int) -> Float
     return w / cache["encoder.ln_final.hook_scale"][b]  # (src, 1) scale per key position
 
 
+def _cross_constant(model, cache, u: Float[Tensor, " d_model"], b: int) -> Tensor:
+    """The cross-attention's direct effect that no encoder write carries: the encoder LN bias read
+    through the values, the value biases and the output bias (patterns frozen)."""
+    beta = model.encoder.ln_final.b
+    total = 0.0
+    for j, block in enumerate(model.decoder.blocks):
+        attn = block.cross_attn
+        mass = cache[f"decoder.blocks.{j}.cross_attn.hook_pattern"][b, :, 0].sum(-1)  # (heads,): 1 unless all padding
+        per_head = (attn.v(beta[None])[0]).view(attn.n_heads, attn.d_head)  # β W_V + b_V, per head
+        total = total + (mass[:, None] * per_head * (attn.W_O @ u)).sum() + attn.b_O @ u
+    return total
+
+
 @torch.inference_mode()
 def answer_attribution(wb, prompts: list[list[int]], answers: list[int]) -> EncDecEffects:
     """Attribution of each answer token (module doc), one unpadded prompt (``BOS prompt`` ids) at a time."""
@@ -127,7 +141,8 @@ def answer_attribution(wb, prompts: list[list[int]], answers: list[int]) -> EncD
         out["enc_ffn"].append(torch.stack([path(cache[f"encoder.blocks.{l}.hook_mlp_out"]) for l in range(n_enc)]))
         out["enc_neurons"].append(torch.stack([(cache[post_hook("encoder", l)][0] * (w @ views["encoder"][l].values.T)).sum(0)
                                                for l in range(n_enc)]))
-        out["enc_rest"].append(out["dec_cross"][-1].sum() - out["enc_attn"][-1].sum() - out["enc_ffn"][-1].sum())
+        embed = cache["encoder.blocks.0.hook_resid_pre"]  # token embedding + position
+        out["enc_rest"].append(path(embed) + _cross_constant(model, cache, u, 0))
         out["logit"].append(logits[0, 0, ans])
         out["top_pred"].append(logits[0, 0].argmax())
     return EncDecEffects(**{k: torch.stack(v).float().cpu() for k, v in out.items()})

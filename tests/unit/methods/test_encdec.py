@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import torch
 
-from ffnmem.core.encdec import EncDecTransformer, block_params, ffn_views, matched_d_mlp
+from ffnmem.core.encdec import EncDecConfig, EncDecTransformer, block_params, ffn_views, matched_d_mlp
 from ffnmem.core.errors import BadInput
 from ffnmem.core.models import load_checkpoint
 from ffnmem.data.synthetic import FactConfig, build_tokenizer, generate
@@ -143,8 +143,14 @@ def test_same_seed_same_weights_and_resume(corpus, tmp_path):
     assert isinstance(wb.bridge, EncDecTransformer) and wb.weight_hash
     enc, dec = torch.tensor([[2, 10, 11]]), torch.tensor([[2]])
     torch.testing.assert_close(wb.bridge(enc, dec), a.wb.bridge(enc, dec))
-    other = train(corpus, dataclasses.replace(cfg, seed=1), device="cpu", progress=False, objective=ENCDEC)
-    assert not torch.equal(other.wb.bridge.embed.weight, a.wb.bridge.embed.weight)
+
+
+def test_the_seed_sets_the_initial_weights():
+    shape = dict(n_enc=1, n_dec=1, d_model=16, n_heads=2, d_mlp=24, d_vocab=30, n_ctx=8)
+    a, b, c = (EncDecTransformer(EncDecConfig(**shape, seed=s)).state_dict() for s in (3, 3, 4))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["embed.weight"], c["embed.weight"])
+    assert not torch.equal(a["decoder.blocks.0.cross_attn.q.weight"], c["decoder.blocks.0.cross_attn.q.weight"])
 
 
 def test_rotary_and_narrow_ffn_are_refused():
