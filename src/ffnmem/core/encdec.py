@@ -35,14 +35,13 @@ import math
 from dataclasses import dataclass, fields
 
 import torch
-import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 from transformer_lens import HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
 from ffnmem.core.errors import BadInput
-from ffnmem.core.ffn import FFNView
+from ffnmem.core.ffn import _ACTIVATIONS, FFNView
 
 ARCHITECTURE = "ffnmem-encdec"
 STACKS = ("encoder", "decoder")
@@ -63,6 +62,8 @@ class EncDecConfig:
     matched_from: int = 0  # the decoder-only d_mlp the width was matched to (0: not matched)
 
     def __post_init__(self) -> None:
+        if self.act_fn not in _ACTIVATIONS:
+            raise BadInput(f"unknown activation {self.act_fn!r}; choose from {', '.join(sorted(_ACTIVATIONS))}")
         if min(self.n_enc, self.n_dec) < 1 or self.d_model % self.n_heads or self.d_mlp < 1:
             raise BadInput(f"invalid encoder-decoder shape: {self.n_enc}+{self.n_dec} layers, d_model {self.d_model}, "
                            f"{self.n_heads} heads, d_mlp {self.d_mlp}; need ≥ 1 layer each and d_model % n_heads == 0")
@@ -90,7 +91,7 @@ def matched_d_mlp(n_layers: int, d_model: int, d_mlp: int) -> int:
     final LayerNorm) the non-embedding parameters of ``n_layers`` decoder-only blocks."""
     if n_layers < 2:
         raise BadInput(f"an encoder-decoder splits the decoder-only model's layers: need n_layers ≥ 2, got {n_layers}")
-    n_enc, n_dec = n_layers // 2, n_layers - n_layers // 2
+    n_dec = n_layers - n_layers // 2
     target = n_layers * block_params(d_model, d_mlp)
     fixed = n_layers * block_params(d_model, 0) + n_dec * (block_params(d_model, 0, True) - block_params(d_model, 0))
     width = round((target - fixed - 2 * d_model) / (n_layers * (2 * d_model + 1)))
@@ -149,7 +150,7 @@ class Attention(nn.Module):
     def forward(self, x: Float[Tensor, "batch q d_model"], blocked: Bool[Tensor, "#batch 1 #q k"],
                 kv: Float[Tensor, "batch k d_model"] | None = None) -> Float[Tensor, "batch q d_model"]:
         src = x if kv is None else kv
-        split = lambda t: t.view(t.shape[0], t.shape[1], self.n_heads, self.d_head).transpose(1, 2)  # noqa: E731
+        split = lambda t: t.view(t.shape[0], t.shape[1], self.n_heads, self.d_head).transpose(1, 2)
         q, k, v = self.hook_q(split(self.q(x))), self.hook_k(split(self.k(src))), self.hook_v(split(self.v(src)))
         scores = self.hook_attn_scores((q @ k.transpose(-1, -2) / math.sqrt(self.d_head)).masked_fill(blocked, -torch.inf))
         # a fully blocked row (padding query) gives NaN: zero it so it adds nothing downstream
@@ -174,8 +175,7 @@ class MLP(nn.Module):
     W_gate = None
 
     def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
-        act = F.gelu if self.act_fn == "gelu" else getattr(F, self.act_fn)
-        return self.fc_out(self.hook_post(act(self.hook_pre(self.fc_in(x)))))
+        return self.fc_out(self.hook_post(_ACTIVATIONS[self.act_fn](self.hook_pre(self.fc_in(x)))))
 
 
 class Block(nn.Module):
@@ -254,7 +254,7 @@ class EncDecTransformer(HookedRootModule):
         std = 0.8 / math.sqrt(self.cfg.d_model)
         with torch.no_grad():
             for name, p in self.named_parameters():
-                if name.endswith(".b") or name.endswith("bias"):
+                if name.endswith((".b", "bias")):
                     p.zero_()
                 elif name.endswith(".w"):
                     p.fill_(1.0)

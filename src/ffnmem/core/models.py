@@ -23,7 +23,8 @@ from typing import Any
 
 import torch
 
-from ffnmem.core.encdec import ARCHITECTURE as ENCDEC, EncDecTransformer, config_from
+from ffnmem.core.encdec import ARCHITECTURE as ENCDEC
+from ffnmem.core.encdec import EncDecTransformer, config_from
 from ffnmem.core.errors import CorruptWeights, ModelNotFound
 from ffnmem.core.hf import (
     DEFAULT_MODEL,

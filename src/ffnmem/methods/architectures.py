@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from ffnmem.core.errors import BadInput
 from ffnmem.data.synthetic import FactConfig, FactCorpus, generate
+from ffnmem.methods import encdec
 from ffnmem.methods.frequency import (
     by_exposure,
     capacity_bits,
@@ -34,7 +35,6 @@ from ffnmem.methods.frequency import (
     score_queries,
     summarize,
 )
-from ffnmem.methods import encdec
 from ffnmem.methods.objectives import Objective, core_params, parse, trainable_params
 from ffnmem.methods.packing import sentence_pairs
 from ffnmem.methods.positions import attention_ranks, probe_by_layer

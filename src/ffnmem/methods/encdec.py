@@ -129,14 +129,18 @@ def answer_attribution(wb, prompts: list[list[int]], answers: list[int]) -> EncD
         logits, cache = model.run_with_cache(torch.tensor([ids], device=wb.device), bos)
         u = model.decoder.ln_final.w * model.W_U[:, ans]
         u = (u - u.mean()) / cache["decoder.ln_final.hook_scale"][0, 0]
-        dla = lambda x: x[0, 0] @ u  # noqa: E731 - decoder position 0 of a [1, tgt, d] write
+
+        def dla(x: Tensor, u: Tensor = u) -> Tensor:  # decoder position 0 of a [1, tgt, d] write
+            return x[0, 0] @ u
         out["dec_self"].append(torch.stack([dla(cache[f"decoder.blocks.{j}.hook_attn_out"]) for j in range(n_dec)]))
         out["dec_cross"].append(torch.stack([dla(cache[f"decoder.blocks.{j}.hook_cross_attn_out"]) for j in range(n_dec)]))
         out["dec_ffn"].append(torch.stack([dla(cache[f"decoder.blocks.{j}.hook_mlp_out"]) for j in range(n_dec)]))
         out["dec_neurons"].append(torch.stack([cache[post_hook("decoder", j)][0, 0] * (views["decoder"][j].values @ u)
                                                for j in range(n_dec)]))
         w = _cross_pullback(model, cache, u, 0)  # (src, d_model)
-        path = lambda x: (x[0] * w).sum()  # noqa: E731 - an encoder write [1, src, d] through the cross-attention
+
+        def path(x: Tensor, w: Tensor = w) -> Tensor:  # an encoder write [1, src, d] through the cross-attention
+            return (x[0] * w).sum()
         out["enc_attn"].append(torch.stack([path(cache[f"encoder.blocks.{l}.hook_attn_out"]) for l in range(n_enc)]))
         out["enc_ffn"].append(torch.stack([path(cache[f"encoder.blocks.{l}.hook_mlp_out"]) for l in range(n_enc)]))
         out["enc_neurons"].append(torch.stack([(cache[post_hook("encoder", l)][0] * (w @ views["encoder"][l].values.T)).sum(0)

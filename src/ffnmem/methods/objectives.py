@@ -191,7 +191,8 @@ def query_batch(obj: Objective | None, rows: list[list[int]], pad_id: int, mask_
 
     For ``mlm`` a ``<mask>`` is appended and read; otherwise the last prompt token predicts the
     next. A prefix-LM query is its own prefix (fully bidirectional over the prompt). ``suffix``
-    ids follow the ``<mask>`` (masked LM only).
+    ids follow the ``<mask>`` (masked LM only). ``encdec``: the rows are the encoder's input, the
+    read-out is decoder position 0 and there is no mask (:func:`query_logits` runs either).
     """
     if obj is not None and obj.kind == "mlm":
         if mask_id is None:

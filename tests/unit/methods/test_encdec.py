@@ -7,11 +7,23 @@ import dataclasses
 import pytest
 import torch
 
-from ffnmem.core.encdec import EncDecConfig, EncDecTransformer, block_params, ffn_views, matched_d_mlp
+from ffnmem.core.encdec import (
+    EncDecConfig,
+    EncDecTransformer,
+    block_params,
+    ffn_views,
+    matched_d_mlp,
+)
 from ffnmem.core.errors import BadInput
 from ffnmem.core.models import load_checkpoint
 from ffnmem.data.synthetic import FactConfig, build_tokenizer, generate
-from ffnmem.methods.encdec import _cross_pullback, answer_attribution, capture_coefficients, dla_rows, encoder_probe
+from ffnmem.methods.encdec import (
+    _cross_pullback,
+    answer_attribution,
+    capture_coefficients,
+    dla_rows,
+    encoder_probe,
+)
 from ffnmem.methods.objectives import core_params, parse
 from ffnmem.methods.packing import sentence_pairs
 from ffnmem.methods.training import TrainConfig, checkpoints, train
@@ -146,7 +158,7 @@ def test_same_seed_same_weights_and_resume(corpus, tmp_path):
 
 
 def test_the_seed_sets_the_initial_weights():
-    shape = dict(n_enc=1, n_dec=1, d_model=16, n_heads=2, d_mlp=24, d_vocab=30, n_ctx=8)
+    shape = {"n_enc": 1, "n_dec": 1, "d_model": 16, "n_heads": 2, "d_mlp": 24, "d_vocab": 30, "n_ctx": 8}
     a, b, c = (EncDecTransformer(EncDecConfig(**shape, seed=s)).state_dict() for s in (3, 3, 4))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not torch.equal(a["embed.weight"], c["embed.weight"])
