@@ -9,7 +9,7 @@ encoder-decoder (:mod:`ffnmem.core.encdec`) splits the layers and narrows the FF
 * recall by exposure bin and bits/param (:mod:`ffnmem.methods.frequency`), the query being the prompt
   itself (causal, prefix) or the prompt followed by ``<mask>`` (masked LM);
 * loss in bits at attribute positions against the exact data entropy (``CE = H + KL``);
-* the fraction of positions that gave a loss term, and training compute ≈ 6·N·tokens FLOPs;
+* the fraction of positions that gave a loss term, and training compute (:func:`train_flops`);
 * a ridge probe's error at predicting the token index from the residual stream, by layer;
 * the share of the answer's direct logit attribution carried by each FFN layer:
   ``|DLA_mlp,l| / Σ_l (|DLA_mlp,l| + |DLA_attn,l|)`` averaged over well-exposed facts;
@@ -113,6 +113,26 @@ def encdec_measures(wb, corpus: FactCorpus, cfg: CompareConfig) -> tuple[list[di
     return probe, share, ranks.tolist()
 
 
+def train_flops(model, obj: Objective, tokens_seen: int, signal_tokens: int) -> float:
+    """Training compute ≈ 6 · (trainable parameters a token passes through) · tokens.
+
+    Decoder-only: every trainable parameter for every real token (the usual 6·N·D). Encoder-decoder:
+    encoder tokens pass through the shared embedding, the encoder and the cross-attention's key and
+    value projections; decoder tokens through the embedding, the rest of the decoder and the
+    unembedding. Decoder rows are ``BOS value . EOS`` without padding, so decoder tokens are 4/3
+    of the loss-bearing ones. Attention-score FLOPs are left out for every variant alike.
+    """
+    n = trainable_params(model)
+    if obj.kind != "encdec":
+        return 6.0 * n * tokens_seen
+    count = lambda ps: sum(p.numel() for p in ps if p.requires_grad)
+    kv = count(p for b in model.decoder.blocks for m in (b.cross_attn.k, b.cross_attn.v) for p in m.parameters())
+    enc_side = count(model.encoder.parameters()) + kv + count(model.embed.parameters())
+    dec_side = n - count(model.encoder.parameters()) - kv
+    dec_tokens = signal_tokens * 4 // 3
+    return 6.0 * (enc_side * (tokens_seen - dec_tokens) + dec_side * dec_tokens)
+
+
 def evaluate_variant(run, obj: Objective, cfg: CompareConfig) -> dict:
     """Every measurement of one trained variant (plain Python, JSON-ready). For the encoder-decoder
     the probe and attention rank are the encoder's, and the FFN share lists encoder then decoder
@@ -140,7 +160,7 @@ def evaluate_variant(run, obj: Objective, cfg: CompareConfig) -> dict:
             "params": wb.n_params(), "core_params": core_params(model), "trainable_params": n_train,
             "summary": summarize(rows), "bins": by_exposure(rows, n_boot=200, seed=cfg.train.seed),
             "capacity": cap, "signal_fraction": run.signal_tokens / max(1, run.tokens_seen),
-            "tokens_seen": run.tokens_seen, "train_flops": 6.0 * n_train * run.tokens_seen,
+            "tokens_seen": run.tokens_seen, "train_flops": train_flops(model, obj, run.tokens_seen, run.signal_tokens),
             "seconds": run.seconds, "final_loss_nats": run.losses[-1]["loss"],
             "probe": probe, "ffn_share": share, "attention_erank": erank, "rows": rows, **closed}
 

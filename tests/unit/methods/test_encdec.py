@@ -17,6 +17,7 @@ from ffnmem.core.encdec import (
 from ffnmem.core.errors import BadInput
 from ffnmem.core.models import load_checkpoint
 from ffnmem.data.synthetic import FactConfig, build_tokenizer, generate
+from ffnmem.methods.architectures import train_flops
 from ffnmem.methods.encdec import (
     _cross_pullback,
     answer_attribution,
@@ -73,6 +74,20 @@ def test_trains_and_the_loss_drops(run):
     first, last = run.losses[0]["loss"], run.losses[-1]["loss"]
     assert last < 0.6 * first
     assert run.signal_tokens == 3 * 8 * 25  # value . EOS of every pair, no padding in decoder rows
+
+
+def test_training_flops_count_each_side_for_its_own_tokens(run):
+    model = run.wb.bridge.original_model
+    n = sum(p.numel() for p in model.parameters())
+    full = 6.0 * n * run.tokens_seen
+    flops = train_flops(model, ENCDEC, run.tokens_seen, run.signal_tokens)
+    enc_tokens, dec_tokens = run.tokens_seen - 4 * 8 * 25, 4 * 8 * 25
+    assert dec_tokens == run.signal_tokens * 4 // 3
+    # each side's share lies strictly between nothing and everything; the two add up to more than
+    # half of 6·N·tokens (the embedding is counted on both sides) and less than all of it
+    assert 0.5 * full < flops < full
+    enc_only = sum(p.numel() for p in model.encoder.parameters())
+    assert flops > 6.0 * enc_only * enc_tokens
 
 
 def test_decoder_cannot_see_future_answer_tokens(run):
