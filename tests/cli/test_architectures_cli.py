@@ -13,6 +13,7 @@ import torch
     (["--variants", "causal,sideways"], "unknown objective 'sideways'"),
     (["--variants", "causal-sometimes"], "unknown variant"),
     (["--variants", "causal,causal"], "listed twice"),
+    (["--variants", "causal,encdec-rope"], "not rotary"),
     (["--preset", "huge"], "unknown architecture preset"),
 ])
 def test_bad_input_is_one_line(cli, tmp_path, args, message):
@@ -25,14 +26,15 @@ def test_short_run_writes_report_and_plots(cli, tmp_path):
     before = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny model: one thread is faster on a shared machine
     try:
-        code, _out, err = cli("compare-architectures", "--variants", "causal,mlm-nopos", "--steps", "15", "--out", tmp_path / "o")
+        code, _out, err = cli("compare-architectures", "--variants", "causal,mlm-nopos,encdec-nopos", "--steps", "15", "--out", tmp_path / "o")
     finally:
         torch.set_num_threads(before)
     assert code == 0, err
     report = (tmp_path / "o" / "report.md").read_text()
-    assert "| causal |" in report and "| mlm-nopos |" in report and "closed" in report
+    assert "| causal |" in report and "| mlm-nopos |" in report and "closed" in report and "| encdec-nopos |" in report
     assert len(list((tmp_path / "o").glob("*.png"))) == 5
     from ffnmem import Result
 
     res = Result.load(tmp_path / "o" / "result")
-    assert res.meta["per_variant"][0]["core_params"] == res.meta["per_variant"][1]["core_params"]
+    causal, mlm, encdec = (v["core_params"] for v in res.meta["per_variant"])
+    assert causal == mlm and abs(encdec - causal) / causal < 0.01

@@ -19,7 +19,7 @@ from ffnmem.methods.architectures import preset as get_preset
 @app.command("compare-architectures")
 def compare_architectures(
     preset: Annotated[str, typer.Option(help="Preset: tiny (CPU, a few minutes) or paper.")] = "tiny",
-    variants: Annotated[str | None, typer.Option(help="Comma list, e.g. causal,prefix-nopos,mlm-rope (default: preset's).")] = None,
+    variants: Annotated[str | None, typer.Option(help="Comma list, e.g. causal,prefix-nopos,mlm-rope,encdec (default: preset's).")] = None,
     steps: Annotated[int | None, typer.Option(min=1, help="Override the number of training steps.")] = None,
     mask_rate: Annotated[float | None, typer.Option(help="Masking rate of the masked LM, in (0, 1).")] = None,
     match: Annotated[bool, typer.Option(help="Require equal (non-positional) parameter counts.")] = True,
@@ -28,8 +28,8 @@ def compare_architectures(
     device: DeviceOpt = "cpu",
     force: ForceOpt = False,
 ) -> None:
-    """Causal vs prefix vs masked LM, with and without positions, trained on the same synthetic
-    facts: recall by exposure, bits/param, CE = H + KL, signal fraction, position probe, FFN share
+    """Causal vs prefix vs masked LM vs encoder-decoder (encdec, encdec-nopos), with and without
+    positions, trained on the same synthetic facts: recall by exposure, bits/param, CE = H + KL, signal fraction, position probe, FFN share
     of attribution and attention effective rank; a Markdown report with one PNG per comparison."""
     import dataclasses
 

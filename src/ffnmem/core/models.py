@@ -23,6 +23,8 @@ from typing import Any
 
 import torch
 
+from ffnmem.core.encdec import ARCHITECTURE as ENCDEC
+from ffnmem.core.encdec import EncDecTransformer, config_from
 from ffnmem.core.errors import CorruptWeights, ModelNotFound
 from ffnmem.core.hf import (
     DEFAULT_MODEL,
@@ -336,15 +338,22 @@ def _load_native(name: str, preset: NativePreset, seed: int, dev, dt) -> Workben
 
 def boot_native(cfg: dict, tokenizer, dev, dt, *, model_id: str) -> Workbench:
     """A randomly initialised TransformerLens-native model from a config dict (its ``seed`` key seeds
-    the weights); ``tokenizer=None`` gives the byte tokenizer. The global RNG is left as it was."""
+    the weights); ``tokenizer=None`` gives the byte tokenizer. The global RNG is left as it was.
+    ``architecture: ffnmem-encdec`` builds :class:`ffnmem.core.encdec.EncDecTransformer` instead (the
+    resolved encoder-decoder config is what ``native_config`` keeps and checkpoints store)."""
     from transformer_lens.model_bridge import TransformerBridge
 
     byte = tokenizer is None
     tok = byte_tokenizer() if byte else tokenizer
-    with torch.random.fork_rng(devices=[]):  # boot_native seeds the global RNG; keep ours intact
-        bridge = TransformerBridge.boot_native(dict(cfg), tokenizer=None, device=str(dev), dtype=dt)
-    # Attached after boot: TL's tokenizer set-up would try to re-load it by name from a hub.
-    bridge.tokenizer = tok
+    if cfg.get("architecture") == ENCDEC:  # two hooked stacks, not a bridge (ffnmem.core.encdec)
+        resolved = config_from({"bos_id": tok.bos_token_id, **cfg})
+        cfg = resolved.to_dict()
+        bridge = EncDecTransformer(resolved, pad_id=tok.pad_token_id or 0).to(device=dev, dtype=dt)
+    else:
+        with torch.random.fork_rng(devices=[]):  # boot_native seeds the global RNG; keep ours intact
+            bridge = TransformerBridge.boot_native(dict(cfg), tokenizer=None, device=str(dev), dtype=dt)
+        # Attached after boot: TL's tokenizer set-up would try to re-load it by name from a hub.
+        bridge.tokenizer = tok
     wb = Workbench(bridge=bridge, tokenizer=tok, model_id=model_id, source="native",
                    weight_hash="", native_config=dict(cfg), byte_tokenizer=byte)
     wb.weight_hash = tensor_hash(bridge.original_model.state_dict())

@@ -25,7 +25,9 @@ def _markdown(rows: list[dict], results: list[dict], cfg: CompareConfig) -> str:
              (f"Facts: {cfg.facts.n_entities} entities × {len(cfg.facts.attributes)} attributes, |V| = "
              f"{cfg.facts.n_values}, value noise {cfg.facts.value_noise}; model {cfg.train.n_layers}L d{cfg.train.d_model} "
              f"d_mlp {cfg.train.d_mlp}, {cfg.train.steps} steps × {cfg.train.batch_size}, seed {cfg.train.seed}. "
-             "Masked-LM recall reads `<mask>` appended to the prompt."), "",
+             "Masked-LM recall reads `<mask>` appended to the prompt; the encoder-decoder reads the prompt in "
+             "its encoder and answers at decoder position 0 (its probe and erank are the encoder's, its FFN share "
+             "lists encoder then decoder layers, encoder FFNs through the cross-attention)."), "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["variant"], *[f"{r[b]:.2f}" for b in bins], f"{r['bits_per_param']:.4f}",

@@ -1,14 +1,15 @@
-"""Causal vs prefix vs masked LM (with and without positions) on the same controlled facts.
+"""Causal vs prefix vs masked LM vs encoder-decoder (with and without positions) on the same facts.
 
 Every variant is trained by :func:`ffnmem.methods.training.train` on the same synthetic corpus with the
 same seed, model shape and vocabulary (one with ``<mask>``), so parameter counts match except for
-the frozen zero positional table of ``-nopos`` variants (``core_params`` excludes it). Measured
-per variant:
+the frozen zero positional table of ``-nopos`` variants (``core_params`` excludes it); the
+encoder-decoder (:mod:`ffnmem.core.encdec`) splits the layers and narrows the FFN to match within
+:data:`MATCH_TOLERANCE`, and trains on (prompt, answer) pairs. Measured per variant:
 
 * recall by exposure bin and bits/param (:mod:`ffnmem.methods.frequency`), the query being the prompt
   itself (causal, prefix) or the prompt followed by ``<mask>`` (masked LM);
 * loss in bits at attribute positions against the exact data entropy (``CE = H + KL``);
-* the fraction of positions that gave a loss term, and training compute ≈ 6·N·tokens FLOPs;
+* the fraction of positions that gave a loss term, and training compute (:func:`train_flops`);
 * a ridge probe's error at predicting the token index from the residual stream, by layer;
 * the share of the answer's direct logit attribution carried by each FFN layer:
   ``|DLA_mlp,l| / Σ_l (|DLA_mlp,l| + |DLA_attn,l|)`` averaged over well-exposed facts;
@@ -26,6 +27,7 @@ from tqdm.auto import tqdm
 
 from ffnmem.core.errors import BadInput
 from ffnmem.data.synthetic import FactConfig, FactCorpus, generate
+from ffnmem.methods import encdec
 from ffnmem.methods.frequency import (
     by_exposure,
     capacity_bits,
@@ -34,11 +36,13 @@ from ffnmem.methods.frequency import (
     summarize,
 )
 from ffnmem.methods.objectives import Objective, core_params, parse, trainable_params
+from ffnmem.methods.packing import sentence_pairs
 from ffnmem.methods.positions import attention_ranks, probe_by_layer
 from ffnmem.methods.training import TrainConfig, encode_documents, train
 
 DEFAULT_VARIANTS = ("causal", "causal-rope", "causal-nopos", "prefix", "prefix-rope", "prefix-nopos",
-                    "mlm", "mlm-rope", "mlm-nopos")
+                    "mlm", "mlm-rope", "mlm-nopos", "encdec", "encdec-nopos")
+MATCH_TOLERANCE = 0.01  # the encoder-decoder's FFN width is rounded to whole neurons (ffnmem.core.encdec)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,8 +82,8 @@ def preset(name: str) -> CompareConfig:
 
 
 def check_matched(counts: dict[str, int]) -> None:
-    """Raise if the variants' core parameter counts differ (when matching was asked for)."""
-    if len(set(counts.values())) > 1:
+    """Raise if the variants' core parameter counts differ by more than :data:`MATCH_TOLERANCE`."""
+    if max(counts.values()) > (1 + MATCH_TOLERANCE) * min(counts.values()):
         listed = ", ".join(f"{k}={v}" for k, v in counts.items())
         raise BadInput(f"variants have mismatched parameter counts ({listed}); give them the same shape or pass --no-match")
 
@@ -98,8 +102,41 @@ def ffn_share(wb, corpus: FactCorpus, obj: Objective, n_facts: int) -> list[floa
     return [float(np.mean([r[f"ffn_share_L{layer}"] for r in rows])) for layer in range(wb.n_layers)]
 
 
+def encdec_measures(wb, corpus: FactCorpus, cfg: CompareConfig) -> tuple[list[dict], list[float], list]:
+    """Encoder-decoder: probe and attention rank of the encoder over unpadded sentence prompts (the
+    shortest prompt's length), FFN share of the answer's attribution (:mod:`ffnmem.methods.encdec`)."""
+    enc, _ = sentence_pairs(wb.tokenizer, corpus.documents[: cfg.probe_docs])
+    length = min(len(r) for r in enc)
+    probe, ranks = encdec.encoder_probe(wb, torch.tensor([r[:length] for r in enc]))
+    qs = sorted([q for q in corpus.queries if not q["heldout"]], key=lambda q: -q["exposures"])[: cfg.dla_facts]
+    share = encdec.ffn_share(encdec.dla_rows(wb, qs), wb.native_config["n_enc"], wb.native_config["n_dec"])
+    return probe, share, ranks.tolist()
+
+
+def train_flops(model, obj: Objective, tokens_seen: int, signal_tokens: int) -> float:
+    """Training compute ≈ 6 · (trainable parameters a token passes through) · tokens.
+
+    Decoder-only: every trainable parameter for every real token (the usual 6·N·D). Encoder-decoder:
+    encoder tokens pass through the shared embedding, the encoder and the cross-attention's key and
+    value projections; decoder tokens through the embedding, the rest of the decoder and the
+    unembedding. Decoder rows are ``BOS value . EOS`` without padding, so decoder tokens are 4/3
+    of the loss-bearing ones. Attention-score FLOPs are left out for every variant alike.
+    """
+    n = trainable_params(model)
+    if obj.kind != "encdec":
+        return 6.0 * n * tokens_seen
+    count = lambda ps: sum(p.numel() for p in ps if p.requires_grad)
+    kv = count(p for b in model.decoder.blocks for m in (b.cross_attn.k, b.cross_attn.v) for p in m.parameters())
+    enc_side = count(model.encoder.parameters()) + kv + count(model.embed.parameters())
+    dec_side = n - count(model.encoder.parameters()) - kv
+    dec_tokens = signal_tokens * 4 // 3
+    return 6.0 * (enc_side * (tokens_seen - dec_tokens) + dec_side * dec_tokens)
+
+
 def evaluate_variant(run, obj: Objective, cfg: CompareConfig) -> dict:
-    """Every measurement of one trained variant (plain Python, JSON-ready)."""
+    """Every measurement of one trained variant (plain Python, JSON-ready). For the encoder-decoder
+    the probe and attention rank are the encoder's, and the FFN share lists encoder then decoder
+    FFN layers (encoder ones through the cross-attention, see :mod:`ffnmem.methods.encdec`)."""
 
     wb, corpus = run.wb, run.corpus
     rows = score_queries(wb, corpus.queries, value_sets=corpus.values,
@@ -107,8 +144,11 @@ def evaluate_variant(run, obj: Objective, cfg: CompareConfig) -> dict:
     model = wb.bridge.original_model
     n_train = trainable_params(model)
     cap = capacity_bits(rows, corpus.config.n_values, n_train)
-    toks = probe_tokens(wb, corpus, cfg.probe_docs, cfg.train.n_ctx)
-    probe = probe_by_layer(wb, toks)
+    if obj.kind == "encdec":
+        probe, share, erank = encdec_measures(wb, corpus, cfg)
+    else:
+        toks = probe_tokens(wb, corpus, cfg.probe_docs, cfg.train.n_ctx)
+        probe, share, erank = probe_by_layer(wb, toks), ffn_share(wb, corpus, obj, cfg.dla_facts), attention_ranks(wb, toks).tolist()
     closed = {}
     if obj.kind == "mlm":  # the same query with the sentence closed, as masked values appear in training
         rows_c = score_queries(wb, corpus.queries, value_sets=corpus.values, value_noise=corpus.config.value_noise,
@@ -120,10 +160,18 @@ def evaluate_variant(run, obj: Objective, cfg: CompareConfig) -> dict:
             "params": wb.n_params(), "core_params": core_params(model), "trainable_params": n_train,
             "summary": summarize(rows), "bins": by_exposure(rows, n_boot=200, seed=cfg.train.seed),
             "capacity": cap, "signal_fraction": run.signal_tokens / max(1, run.tokens_seen),
-            "tokens_seen": run.tokens_seen, "train_flops": 6.0 * n_train * run.tokens_seen,
+            "tokens_seen": run.tokens_seen, "train_flops": train_flops(model, obj, run.tokens_seen, run.signal_tokens),
             "seconds": run.seconds, "final_loss_nats": run.losses[-1]["loss"],
-            "probe": probe, "ffn_share": ffn_share(wb, corpus, obj, cfg.dla_facts),
-            "attention_erank": attention_ranks(wb, toks).tolist(), "rows": rows, **closed}
+            "probe": probe, "ffn_share": share, "attention_erank": erank, "rows": rows, **closed}
+
+
+def train_config(cfg: CompareConfig, obj: Objective) -> TrainConfig:
+    """The variant's training settings: the encoder-decoder's batch holds the sentences of
+    ``batch_size`` documents (one pair per attribute), so a step covers the same facts as a
+    decoder-only step and equal steps are equal passes over the corpus (not equal supervised tokens)."""
+    if obj.kind != "encdec":
+        return cfg.train
+    return dataclasses.replace(cfg.train, batch_size=cfg.train.batch_size * len(cfg.facts.attributes))
 
 
 def compare(cfg: CompareConfig, *, device: str = "cpu", progress: bool = True) -> list[dict]:
@@ -132,7 +180,7 @@ def compare(cfg: CompareConfig, *, device: str = "cpu", progress: bool = True) -
     corpus = generate(cfg.facts)
     out = []
     for obj in tqdm(objs, desc="variants", disable=not progress):
-        run = train(corpus, cfg.train, device=device, progress=False, objective=obj)
+        run = train(corpus, train_config(cfg, obj), device=device, progress=False, objective=obj)
         out.append(evaluate_variant(run, obj, cfg))
     if cfg.match_params:
         check_matched({r["variant"]: r["core_params"] for r in out})

@@ -21,7 +21,7 @@ import torch
 from ffnmem.core.errors import BadInput
 from ffnmem.data.synthetic import noisy_entropy_bits
 from ffnmem.methods.attribution import direct_effects
-from ffnmem.methods.objectives import query_batch
+from ffnmem.methods.objectives import query_batch, query_logits
 from ffnmem.stats import bootstrap_ci, logistic_fit, spearman
 
 LN2 = math.log(2)
@@ -38,7 +38,8 @@ def score_queries(wb, queries: list[dict], *, value_sets: dict[str, list[str]] |
     ``heldout``: False = corpus templates only, True = held-out templates only, None = all.
     ``value_sets`` (attribute -> values) gives the support of p; without it p is a point mass.
     ``objective`` (:class:`ffnmem.methods.objectives.Objective`) sets the attention mask and, for a masked
-    LM, reads a ``<mask>`` appended to the prompt so every variant answers the same query.
+    LM, reads a ``<mask>`` appended to the prompt so every variant answers the same query; an
+    encoder-decoder reads the prompt in its encoder and scores the value at decoder position 0.
     """
 
     qs = [q for q in queries if heldout is None or bool(q["heldout"]) == heldout]
@@ -56,8 +57,9 @@ def score_queries(wb, queries: list[dict], *, value_sets: dict[str, list[str]] |
         toks, last, mask = query_batch(objective, chunk, wb.tokenizer.pad_token_id or 0, wb.tokenizer.mask_token_id,
                                        suffix)
         wb.check_length(toks.shape[1], what="a query prompt")
-        kw = {} if mask is None else {"attention_mask": mask.to(wb.device)}
-        logits = wb.bridge.original_model(toks.to(wb.device), **kw)[torch.arange(len(chunk)), last.to(wb.device)]
+        logits = query_logits(wb.bridge.original_model, objective, toks.to(wb.device),
+                              None if mask is None else mask.to(wb.device), wb.tokenizer.bos_token_id)
+        logits = logits[torch.arange(len(chunk)), last.to(wb.device)]
         logq = torch.log_softmax(logits.float(), -1).cpu() / LN2  # log2 q
         top = wb.tokenizer.batch_decode(logq.argmax(-1, keepdim=True).tolist())
         for i, q in enumerate(qs[start: start + batch_size]):

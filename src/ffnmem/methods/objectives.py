@@ -1,4 +1,4 @@
-"""Training objectives that differ only in attention mask and loss: causal, prefix and masked LM.
+"""Training objectives that differ in attention mask and loss: causal, prefix, masked LM, encoder-decoder.
 
 Every variant is the same TL-native model (same shapes, same word-level vocabulary with a
 ``<mask>`` token), so parameter counts match; only the mask and the loss change:
@@ -13,6 +13,16 @@ Every variant is the same TL-native model (same shapes, same word-level vocabula
 The model is booted with ``attention_dir="bidirectional"`` for prefix/mlm and the structure is
 given as a 4-D boolean mask ``[batch, 1, q, k]`` (True = blocked), which TL-native ORs with its
 own mask. ``positions="none"`` zeroes the learned positional table and freezes it.
+
+* ``encdec``: not a mask on the same model but :class:`ffnmem.core.encdec.EncDecTransformer`
+  (half the layers as a bidirectional encoder, half as a causal decoder with cross-attention, FFN
+  width matched so the parameter count is the decoder-only one). Trained on (prompt, answer) pairs
+  cut from the documents sentence by sentence (:func:`ffnmem.methods.packing.sentence_pairs`): the
+  encoder reads ``BOS prompt``, the decoder writes ``value . EOS`` after its BOS, and only those
+  three targets carry loss. Pairs, not T5 span corruption, because the test-time query is exactly
+  ``prompt -> value``: a pair is that query with its answer, while span corruption would train the
+  decoder to emit sentinel-delimited spans and need a sentinel in the query. The cost: the encoder
+  never sees the biography's other sentences (the decoder-only model does, as context).
 """
 
 from __future__ import annotations
@@ -25,10 +35,12 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Int
 from torch import Tensor
 
+from ffnmem.core.encdec import ARCHITECTURE as ENCDEC
+from ffnmem.core.encdec import position_tables
 from ffnmem.core.errors import BadInput
 
 MASK_TOKEN = "<mask>"
-OBJECTIVES = ("causal", "prefix", "mlm")
+OBJECTIVES = ("causal", "prefix", "mlm", "encdec")
 POSITION_ENCODINGS = ("learned", "rotary", "none")
 
 
@@ -49,6 +61,8 @@ class Objective:
             raise BadInput(f"unknown positions {self.positions!r}; choose from {', '.join(POSITION_ENCODINGS)}")
         if not 0 < self.mask_rate < 1:
             raise BadInput(f"masking rate {self.mask_rate} is outside (0, 1); use e.g. 0.15")
+        if self.kind == "encdec" and self.positions == "rotary":
+            raise BadInput("the encoder-decoder has learned or no positions (encdec, encdec-nopos), not rotary")
         if self.prefix_len is not None and self.prefix_len < 1:
             raise BadInput(f"prefix length {self.prefix_len} must be at least 1 token")
 
@@ -58,9 +72,11 @@ class Objective:
 
     @property
     def attention_dir(self) -> str:
-        return "causal" if self.kind == "causal" else "bidirectional"
+        return "causal" if self.kind in ("causal", "encdec") else "bidirectional"
 
     def tl_overrides(self) -> dict:
+        if self.kind == "encdec":  # the decoder-only shape, split and width-matched by ffnmem.core.encdec
+            return {"architecture": ENCDEC, "positional_embedding_type": "standard"}
         return {"attention_dir": self.attention_dir,
                 "positional_embedding_type": "rotary" if self.positions == "rotary" else "standard"}
 
@@ -78,17 +94,17 @@ def parse(name: str, **kw) -> Objective:
 
 
 def prepare(model: torch.nn.Module, obj: Objective) -> None:
-    """Zero and freeze the positional table when ``positions == 'none'`` (idempotent)."""
-    if obj.positions == "none" and getattr(model, "pos", None) is not None:
-        with torch.no_grad():
-            model.pos.weight.zero_()
-        model.pos.weight.requires_grad_(False)
+    """Zero and freeze the positional table(s) when ``positions == 'none'`` (idempotent)."""
+    if obj.positions == "none":
+        for pos in position_tables(model):
+            with torch.no_grad():
+                pos.weight.zero_()
+            pos.weight.requires_grad_(False)
 
 
 def core_params(model: torch.nn.Module) -> int:
-    """Parameter count without the positional table (what matching compares)."""
-    pos = getattr(model, "pos", None)
-    return sum(p.numel() for p in model.parameters()) - (pos.weight.numel() if pos is not None else 0)
+    """Parameter count without the positional table(s) (what matching compares)."""
+    return sum(p.numel() for p in model.parameters()) - sum(t.weight.numel() for t in position_tables(model))
 
 
 def trainable_params(model: torch.nn.Module) -> int:
@@ -132,9 +148,20 @@ def draw_prefix(lengths: Tensor, obj: Objective, gen: torch.Generator) -> Tensor
 
 
 def objective_loss(model, obj: Objective, batch: Tensor, pad_id: int, mask_id: int | None,
-                   gen: torch.Generator) -> tuple[Tensor, int]:
-    """Loss (nats, mean over signal positions) and the number of positions giving a signal."""
+                   gen: torch.Generator, decoder_tokens: Tensor | None = None) -> tuple[Tensor, int]:
+    """Loss (nats, mean over signal positions) and the number of positions giving a signal.
+
+    ``encdec``: ``batch`` holds the encoder rows and ``decoder_tokens`` the decoder rows
+    ``BOS value . EOS`` (targets: the last three, padding ignored).
+    """
     real = batch != pad_id
+    if obj.kind == "encdec":
+        if decoder_tokens is None:
+            raise BadInput("the encoder-decoder objective needs decoder rows (prompt, answer pairs)")
+        logits = model(batch, decoder_tokens[:, :-1])
+        tgt = decoder_tokens[:, 1:].masked_fill(decoder_tokens[:, 1:] == pad_id, -100)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=-100)
+        return loss, int((tgt != -100).sum())
     if obj.kind == "causal":
         logits = model(batch)
         tgt = batch[:, 1:].masked_fill(~real[:, 1:], -100)
@@ -164,7 +191,8 @@ def query_batch(obj: Objective | None, rows: list[list[int]], pad_id: int, mask_
 
     For ``mlm`` a ``<mask>`` is appended and read; otherwise the last prompt token predicts the
     next. A prefix-LM query is its own prefix (fully bidirectional over the prompt). ``suffix``
-    ids follow the ``<mask>`` (masked LM only).
+    ids follow the ``<mask>`` (masked LM only). ``encdec``: the rows are the encoder's input, the
+    read-out is decoder position 0 and there is no mask (:func:`query_logits` runs either).
     """
     if obj is not None and obj.kind == "mlm":
         if mask_id is None:
@@ -177,5 +205,14 @@ def query_batch(obj: Objective | None, rows: list[list[int]], pad_id: int, mask_
     toks = torch.full((len(rows), width), pad_id, dtype=torch.long)
     for i, r in enumerate(rows):
         toks[i, : len(r)] = torch.tensor(r)
+    if obj is not None and obj.kind == "encdec":  # the encoder reads the prompt, decoder position 0 answers
+        return toks, torch.zeros(len(rows), dtype=torch.long), None
     mask = None if obj is None else attention_mask(obj, toks, pad_id)
     return toks, last, mask
+
+
+def query_logits(model, obj: Objective | None, toks: Tensor, mask: Tensor | None, bos_id: int) -> Tensor:
+    """All-position logits of a :func:`query_batch` (encoder-decoder: the decoder fed only its BOS)."""
+    if obj is not None and obj.kind == "encdec":
+        return model(toks, torch.full((toks.shape[0], 1), bos_id, dtype=torch.long, device=toks.device))
+    return model(toks) if mask is None else model(toks, attention_mask=mask)

@@ -17,6 +17,8 @@ slice, not a ``randperm`` of the whole corpus.
   as with one padded document per row, and queries read at position 0 are in distribution.
 * :func:`batch_indices` over :func:`encode_documents` (objectives path: prefix / masked LM need
   per-document masks): one ``BOS doc EOS`` per row, right-padded to the corpus' longest document.
+* :func:`make_pair_batches` (encoder-decoder): one (prompt, answer) pair per sentence
+  (:func:`sentence_pairs`), a batch of ``batch_size`` pairs, an epoch one pass over the pairs.
 """
 
 from __future__ import annotations
@@ -161,6 +163,48 @@ def make_batches(tokenizer, documents: list[str], batch_size: int, n_ctx: int, s
         # BOS targets are dropped: under per-document attention nothing can predict them
         return batch, {"attention_mask": blocked, "position_ids": positions}, batch.numel(), int((batch[:, 1:] != bos).sum())
     return get_packed, rows.steps_per_epoch(b)
+
+
+def sentence_pairs(tokenizer, documents: list[str]) -> tuple[list[list[int]], list[list[int]]]:
+    """Encoder rows ``BOS prompt`` and decoder rows ``BOS value . EOS``, one pair per sentence.
+
+    Every sentence of a synthetic biography is ``prompt value .`` (each template ends with
+    ``{value} .``, :mod:`ffnmem.data.synthetic`), so the answer is the last word before the full
+    stop and the encoder row is exactly what a query prompt encodes to.
+    """
+    bos, eos, stop = tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids(".")
+    enc, dec = [], []
+    for ids in tokenizer(list(documents), add_special_tokens=False)["input_ids"]:
+        start = 0
+        for i, t in enumerate(ids):
+            if t != stop:
+                continue
+            if i - start < 2:
+                raise BadInput("a sentence has no prompt before its answer; the encoder-decoder needs "
+                               "'prompt value .' sentences (no junk documents)")
+            enc.append([bos, *ids[start: i - 1]])
+            dec.append([bos, ids[i - 1], stop, eos])
+            start = i + 1
+        if start != len(ids):
+            raise BadInput("a document does not end with ' .'; the encoder-decoder needs 'prompt value .' "
+                           "sentences (set junk_share to 0)")
+    return enc, dec
+
+
+def make_pair_batches(tokenizer, documents: list[str], batch_size: int, n_ctx: int, seed: int):
+    """``step -> (encoder rows, {"decoder_tokens": rows}, real tokens, loss-bearing tokens)`` over
+    :func:`sentence_pairs`, in per-epoch permutations of the pairs (as :func:`batch_indices`), and
+    the steps in one epoch. Loss-bearing: ``value . EOS`` of each pair."""
+    enc_rows, dec_rows = sentence_pairs(tokenizer, documents)
+    pad = tokenizer.pad_token_id
+    enc, dec = pad_rows(enc_rows, n_ctx, pad), pad_rows(dec_rows, n_ctx, pad)
+    order = _EpochCache(len(enc_rows), seed)
+
+    def get(step: int):
+        idx = batch_indices(step, len(enc_rows), batch_size, seed, order)
+        e, d = enc[idx], dec[idx]
+        return e, {"decoder_tokens": d}, int((e != pad).sum() + (d != pad).sum()), int((d[:, 1:] != pad).sum())
+    return get, len(enc_rows) / batch_size
 
 
 def steps_per_epoch(tokenizer, documents: list[str], batch_size: int, n_ctx: int, packed: bool = True) -> float:

@@ -49,7 +49,7 @@ from ffnmem.core.workbench import Workbench, resolve_device
 from ffnmem.data.synthetic import FactConfig, FactCorpus, build_tokenizer
 from ffnmem.methods.frequency import score_queries, summarize
 from ffnmem.methods.objectives import objective_loss, prepare
-from ffnmem.methods.packing import batch_indices, encode_documents, epochs_to_steps, make_batches
+from ffnmem.methods.packing import batch_indices, encode_documents, epochs_to_steps, make_batches, make_pair_batches
 from ffnmem.methods.packing import steps_per_epoch as _steps_per_epoch
 
 __all__ = ["PRESETS", "TrainConfig", "TrainRun", "batch_indices", "checkpoints", "encode_documents", "load_run",
@@ -180,7 +180,13 @@ class TrainRun:
 def steps_per_epoch(corpus: FactCorpus, cfg: TrainConfig, objective=None) -> float:
     """Optimizer steps in one pass over ``corpus`` with ``cfg`` (packed tokens or padded documents)."""
     tok = build_tokenizer(corpus, mask_token=objective is not None)
+    if _pairs(objective):
+        return make_pair_batches(tok, corpus.documents, cfg.batch_size, cfg.n_ctx, cfg.seed)[1]
     return _steps_per_epoch(tok, corpus.documents, cfg.batch_size, cfg.n_ctx, _packed(cfg, objective))
+
+
+def _pairs(objective) -> bool:
+    return getattr(objective, "kind", None) == "encdec"  # (prompt, answer) pairs, one per sentence
 
 
 def _packed(cfg: TrainConfig, objective) -> bool:
@@ -195,6 +201,8 @@ def steps_for_epochs(corpus: FactCorpus, cfg: TrainConfig, epochs: float | int, 
 
 def _batcher(tokenizer, corpus: FactCorpus, cfg: TrainConfig, objective):
     """``step -> (rows, model kwargs, real tokens, loss-bearing tokens)`` and the steps in one epoch."""
+    if _pairs(objective):
+        return make_pair_batches(tokenizer, corpus.documents, cfg.batch_size, cfg.n_ctx, cfg.seed)
     packing = cfg.packing if _packed(cfg, objective) else "none"
     return make_batches(tokenizer, corpus.documents, cfg.batch_size, cfg.n_ctx, cfg.seed, packing)
 
@@ -206,7 +214,8 @@ def train(corpus: FactCorpus, cfg: TrainConfig, run_dir: str | Path | None = Non
     ``stop_at`` stops after that many steps (simulating an interruption; a checkpoint is written
     there). Evaluations every ``eval_every`` steps score the corpus queries (attribute positions).
     ``objective`` (:class:`ffnmem.methods.objectives.Objective`) swaps the mask and loss (prefix / masked
-    LM, positions off) and trains one document per row; the vocabulary then carries a ``<mask>``
+    LM, positions off) and trains one document per row, or (``encdec``) builds an encoder-decoder and
+    trains it on (prompt, answer) pairs, one per sentence; the vocabulary then carries a ``<mask>``
     token for every variant alike. Causal LM without an objective packs rows (module doc).
     """
 
@@ -250,13 +259,13 @@ def train(corpus: FactCorpus, cfg: TrainConfig, run_dir: str | Path | None = Non
     while step < end:
         batch, kwargs, n_tokens, n_signal = batches(step)
         batch = batch.to(dev, non_blocking=True)
+        kwargs = {k: v.to(dev, non_blocking=True) for k, v in kwargs.items()}
         if objective is None:
-            kwargs = {k: v.to(dev, non_blocking=True) for k, v in kwargs.items()}
             # per-document packing ignores BOS targets; stream packing has no padding to ignore
             loss = lm_loss(model(batch, **kwargs), batch, bos if cfg.packing == "documents" else pad)
         else:
             gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)  # masks/prefixes: f(seed, step)
-            loss, n_signal = objective_loss(model, objective, batch, pad, wb.tokenizer.mask_token_id, gen)
+            loss, n_signal = objective_loss(model, objective, batch, pad, wb.tokenizer.mask_token_id, gen, **kwargs)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
