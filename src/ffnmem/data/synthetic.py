@@ -38,11 +38,14 @@ _ONSETS = ["b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z",
 _VOWELS = ["a", "e", "i", "o", "u", "ai", "ou"]
 _CODAS = ["", "", "n", "r", "l", "s", "m"]
 
-# attribute -> (value-name stem, templates). "{name}" is the entity, "{value}" ends the prompt.
+# attribute -> templates. "{name}" is the entity, "{value}" ends the prompt. Prefix-free (checked by
+# :func:`template_collisions`): no template's prompt (the words before {value}) starts another
+# template, else the prompt's next word is not always a value and its data entropy is not the one
+# :func:`noisy_entropy_bits` gives ("X was born in" once started "X was born in the year ...").
 ATTRIBUTES: dict[str, list[str]] = {
     "birth_city": ["{name} was born in {value} .", "{name} came into the world in {value} .",
                    "the birthplace of {name} is {value} .", "{name} spent early years in {value} ."],
-    "birth_year": ["{name} was born in the year {value} .", "the birth year of {name} is {value} .",
+    "birth_year": ["the year of birth of {name} is {value} .", "the birth year of {name} is {value} .",
                    "{name} arrived in {value} .", "{name} celebrates a birthday since {value} ."],
     "employer": ["{name} works for {value} .", "the employer of {name} is {value} .",
                  "{name} is employed by {value} .", "{name} draws a salary from {value} ."],
@@ -77,6 +80,11 @@ class FactConfig:
     templates_per_attribute: int = 3  # used in the corpus; the rest are held out for queries
     value_noise: float = 0.0
     junk_share: float = 0.0  # share of documents that are junk text
+    # Fixed name pools (bioS draws 400 first x 1000 last names): entities are distinct pairs from
+    # ``first_names`` first and ``last_names`` last names, so the vocabulary (and the embedding
+    # parameters) stay small when entities are many. 0 and 0 = pools sized from n_entities.
+    first_names: int = 0
+    last_names: int = 0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -105,6 +113,13 @@ class FactConfig:
             bad(f"value_noise is {self.value_noise}; use a probability in [0, 1)")
         if not 0 <= self.junk_share < 1:
             bad(f"junk_share is {self.junk_share}; use a share in [0, 1)")
+        if (self.first_names == 0) != (self.last_names == 0) or min(self.first_names, self.last_names) < 0:
+            bad(f"name pools {self.first_names} x {self.last_names}; give both (>= 1) or neither (0)")
+        if self.first_names and self.first_names * self.last_names < 2 * self.n_entities:
+            bad(f"name pools {self.first_names} x {self.last_names} hold fewer than twice {self.n_entities} "
+                "entities; enlarge them (unseen control entities are drawn from the same pools)")
+        if self.first_names + self.last_names > 20_000:
+            bad(f"name pools {self.first_names} + {self.last_names} exceed 20000 words")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -174,6 +189,24 @@ class FactCorpus:
                    values=head["values"], facts=facts, documents=docs, queries=queries)
 
 
+def _prompt_words(template: str) -> list[str]:
+    return template.split("{value}")[0].split()
+
+
+def template_collisions(attributes: dict[str, list[str]] | None = None) -> list[tuple[str, str]]:
+    """Pairs (template A, template B), A != B, over all attributes, where A's query prompt (its words
+    before ``{value}``, the name a shared placeholder) is a word-level prefix of B: after A's prompt the
+    corpus then continues with B's words as well as with values. Empty when the templates are prefix-free."""
+    pool = [t for ts in (ATTRIBUTES if attributes is None else attributes).values() for t in ts]
+    out = []
+    for a in pool:
+        head = _prompt_words(a)
+        for b in pool:
+            if a != b and b.split()[: len(head)] == head:
+                out.append((a, b))
+    return out
+
+
 def noisy_entropy_bits(eps: float, n_values: int) -> float:
     """Entropy in bits of p(v) = (1 − ε)[v = v*] + ε/|V|."""
     p_true = 1 - eps + eps / n_values
@@ -228,8 +261,12 @@ def generate(cfg: FactConfig) -> FactCorpus:
     rng = np.random.default_rng(cfg.seed)
     values = _value_sets(cfg, rng)
     taken = {w for vals in values.values() for w in vals}
-    pool = [w for w in _names(4 * cfg.n_entities + 8 + len(taken), rng) if w not in taken]
-    firsts, lasts = pool[: len(pool) // 2], pool[len(pool) // 2:]
+    if cfg.first_names:
+        pool = [w for w in _names(cfg.first_names + cfg.last_names + len(taken), rng) if w not in taken]
+        firsts, lasts = pool[: cfg.first_names], pool[cfg.first_names: cfg.first_names + cfg.last_names]
+    else:  # the original draw, unchanged, so existing corpora keep their entities
+        pool = [w for w in _names(4 * cfg.n_entities + 8 + len(taken), rng) if w not in taken]
+        firsts, lasts = pool[: len(pool) // 2], pool[len(pool) // 2:]
     entities: list[str] = []
     seen: set[str] = set()
     while len(entities) < cfg.n_entities:
