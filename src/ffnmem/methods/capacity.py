@@ -189,7 +189,7 @@ def sweep(corpus: FactCorpus, base: TrainConfig, spec: Sweep, seeds: list[int], 
     Returns (rows, check rows); per-fact bits are kept in each row (``per_fact_bits``)."""
     if not seeds:
         raise BadInput("give at least one seed, e.g. --seeds 0,1,2")
-    jobs = [(s, seed, 1) for s in spec.sizes for seed in seeds]
+    jobs = [(s, seed, 1) for seed in seeds for s in spec.sizes]  # seed-major: each seed's fit is ready early
     if check:
         jobs += [(s, seeds[0], spec.check_factor) for s in spec.check]
     rows, checks = [], []
