@@ -2,15 +2,23 @@
 
 AdamW with linear warmup and cosine decay, seeded. The data order is a pure function of
 ``(seed, step)`` (one permutation of the documents per epoch, from a generator seeded with
-``seed`` and the epoch), so a run that stops and resumes from a checkpoint sees the same batches
-and ends with the same weights as one that never stopped. Checkpoints are written atomically:
+``seed`` and the epoch; see :mod:`ffnmem.methods.packing`), so a run that stops and resumes from a
+checkpoint sees the same batches and ends with the same weights as one that never stopped.
+Checkpoints are written atomically:
 ``run/checkpoints/step-NNNNNN/{model/, optimizer.safetensors, state.json}`` where ``model/`` is an
 ffnmem checkpoint (weights, config, word-level tokenizer), ``optimizer.safetensors`` the AdamW
 moments and ``state.json`` the step, optimizer hyperparameters, scheduler, logged curves and the
 run's fingerprint. No pickle anywhere: a run folder from someone else can be resumed without
 running its code (an old ``state.pt`` is refused, never unpickled). No RNG state is saved because
-training draws none from global generators: batches and masks are functions of ``(seed, step)``. Documents are trained one per row (BOS doc EOS, padded; no packing), with
-the loss masked on padding.
+training draws none from global generators: batches and masks are functions of ``(seed, step)``.
+
+Causal-LM training packs documents (``BOS doc EOS BOS doc EOS ...``) into full rows of ``n_ctx``
+tokens, with attention across documents inside a row, as GPT-2 and Allen-Zhu & Li do; a step then
+holds ``batch_size · n_ctx`` tokens and an epoch (one pass over the corpus, each token once) is
+:func:`steps_per_epoch` steps. ``packed=False`` and the prefix / masked-LM objectives train one
+padded document per row instead (their masks are per document), with the loss masked on padding.
+The loop does no per-step host work beyond the step itself: losses are fetched and the progress
+bar updated every ``log_every`` steps.
 """
 
 from __future__ import annotations
@@ -36,6 +44,12 @@ from ffnmem.core.workbench import Workbench, resolve_device
 from ffnmem.data.synthetic import FactConfig, FactCorpus, build_tokenizer
 from ffnmem.methods.frequency import score_queries, summarize
 from ffnmem.methods.objectives import objective_loss, prepare
+from ffnmem.methods.packing import (PackedRows, _EpochCache, batch_indices, encode_documents, epochs_to_steps,
+                                    pad_rows, tokenize_documents)
+from ffnmem.methods.packing import steps_per_epoch as _steps_per_epoch
+
+__all__ = ["PRESETS", "TrainConfig", "TrainRun", "batch_indices", "checkpoints", "encode_documents", "load_run",
+           "preset", "steps_for_epochs", "steps_per_epoch", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +76,12 @@ class TrainConfig:
     checkpoint_every: int = 200
     eval_every: int = 50
     seed: int = 0
+    packed: bool = True  # causal LM: pack documents into full n_ctx rows (objectives always use one per row)
+    log_every: int = 10  # fetch losses and update the progress bar every this many steps
 
     def __post_init__(self) -> None:
         for key in ("n_layers", "d_model", "n_heads", "d_mlp", "n_ctx", "steps", "batch_size",
-                    "checkpoint_every", "eval_every"):
+                    "checkpoint_every", "eval_every", "log_every"):
             if getattr(self, key) < 1:
                 raise BadInput(f"invalid training setting: {key} is {getattr(self, key)}; use at least 1")
         if self.d_model % self.n_heads:
@@ -113,30 +129,6 @@ def preset(name: str) -> tuple[FactConfig, TrainConfig]:
     return PRESETS[name]
 
 
-def encode_documents(tokenizer, documents: list[str], n_ctx: int) -> torch.Tensor:
-    """``[n_docs, length]`` ids: BOS doc EOS, right-padded with the pad id."""
-    rows = [[tokenizer.bos_token_id, *tokenizer(d, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id]
-            for d in documents]
-    longest = max(len(r) for r in rows)
-    if longest > n_ctx:
-        raise BadInput(f"a document has {longest} tokens but the model reads {n_ctx}; raise n_ctx or use fewer attributes")
-    out = torch.full((len(rows), longest), tokenizer.pad_token_id, dtype=torch.long)
-    for i, r in enumerate(rows):
-        out[i, : len(r)] = torch.tensor(r)
-    return out
-
-
-def batch_indices(step: int, n_docs: int, batch_size: int, seed: int) -> torch.Tensor:
-    """Rows of the batch for ``step``: a stream of per-epoch permutations, seeded per epoch."""
-    start = step * batch_size
-    idx = []
-    while len(idx) < batch_size:
-        epoch, offset = divmod(start + len(idx), n_docs)
-        perm = torch.randperm(n_docs, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
-        idx.extend(perm[offset: offset + batch_size - len(idx)].tolist())
-    return torch.tensor(idx)
-
-
 def lm_loss(logits: torch.Tensor, tokens: torch.Tensor, pad_id: int) -> torch.Tensor:
     """Mean next-token cross-entropy (nats), padding targets ignored."""
     return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1), ignore_index=pad_id)
@@ -159,7 +151,13 @@ def _optimizer(wb: Workbench, cfg: TrainConfig):
 
 @dataclass
 class TrainRun:
-    """What :func:`train` returns: the trained model and its logged curves."""
+    """What :func:`train` returns: the trained model and its logged curves.
+
+    ``tokens_seen`` counts the real (non-padding) tokens this call trained on and ``signal_tokens``
+    the positions that gave a loss term (for packed causal LM ``batch_size · (n_ctx − 1)`` a step).
+    ``seconds`` is the whole call after the model is built (data preparation, steps, evaluations,
+    checkpoints); ``eval_seconds`` the part spent in evaluations and checkpoints.
+    """
 
     wb: Workbench
     corpus: FactCorpus
@@ -169,7 +167,48 @@ class TrainRun:
     evals: list[dict]  # step + frequency.summarize fields
     seconds: float
     tokens_seen: int
-    signal_tokens: int = 0  # positions that gave a loss term (all targets for causal LM)
+    signal_tokens: int = 0
+    steps_per_epoch: float = 0.0  # optimizer steps in one pass over the corpus
+    eval_seconds: float = 0.0
+
+    @property
+    def epochs(self) -> float:
+        """Passes over the corpus after ``step`` steps (each fact's exposures × this = times seen)."""
+        return self.step / self.steps_per_epoch if self.steps_per_epoch else 0.0
+
+
+def steps_per_epoch(corpus: FactCorpus, cfg: TrainConfig, objective=None) -> float:
+    """Optimizer steps in one pass over ``corpus`` with ``cfg`` (packed tokens or padded documents)."""
+    tok = build_tokenizer(corpus, mask_token=objective is not None)
+    return _steps_per_epoch(tok, corpus.documents, cfg.batch_size, cfg.n_ctx, cfg.packed and objective is None)
+
+
+def steps_for_epochs(corpus: FactCorpus, cfg: TrainConfig, epochs: float, objective=None) -> int:
+    """Steps for ``epochs`` passes over ``corpus`` (rounded up): a fact with k exposures in the
+    corpus is then seen ``k · epochs`` times. Use as ``replace(cfg, steps=steps_for_epochs(...))``."""
+    return epochs_to_steps(steps_per_epoch(corpus, cfg, objective), epochs)
+
+
+def _batcher(tokenizer, corpus: FactCorpus, cfg: TrainConfig, objective):
+    """``step -> (rows, real tokens, loss-bearing tokens)`` and the steps in one epoch."""
+    docs = tokenize_documents(tokenizer, corpus.documents)
+    b = cfg.batch_size
+    if objective is None and cfg.packed:
+        longest = max(len(d) for d in docs)
+        if longest > cfg.n_ctx:  # a fact's document must fit one window to be learnable in context
+            raise BadInput(f"a document has {longest} tokens but the model reads {cfg.n_ctx}; "
+                           "raise n_ctx or use fewer attributes")
+        rows = PackedRows(docs, cfg.n_ctx, cfg.seed)
+        per_step = (b * cfg.n_ctx, b * (cfg.n_ctx - 1))
+        return (lambda step: (rows.batch(step, b), *per_step)), rows.steps_per_epoch(b)
+    data = pad_rows(docs, cfg.n_ctx, tokenizer.pad_token_id)
+    lengths, order = torch.tensor([len(d) for d in docs]), _EpochCache(len(docs), cfg.seed)
+
+    def get(step: int):
+        idx = batch_indices(step, len(docs), b, cfg.seed, order)
+        n = int(lengths[idx].sum())
+        return data[idx], n, n - b  # causal targets: every real token but each row's BOS
+    return get, len(docs) / b
 
 
 def train(corpus: FactCorpus, cfg: TrainConfig, run_dir: str | Path | None = None, *, device: str = "auto",
@@ -179,7 +218,8 @@ def train(corpus: FactCorpus, cfg: TrainConfig, run_dir: str | Path | None = Non
     ``stop_at`` stops after that many steps (simulating an interruption; a checkpoint is written
     there). Evaluations every ``eval_every`` steps score the corpus queries (attribute positions).
     ``objective`` (:class:`ffnmem.methods.objectives.Objective`) swaps the mask and loss (prefix / masked
-    LM, positions off); the vocabulary then carries a ``<mask>`` token for every variant alike.
+    LM, positions off) and trains one document per row; the vocabulary then carries a ``<mask>``
+    token for every variant alike. Causal LM without an objective packs rows (module doc).
     """
 
     dev = resolve_device(device)
@@ -203,47 +243,58 @@ def train(corpus: FactCorpus, cfg: TrainConfig, run_dir: str | Path | None = Non
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(run_dir / "config.json", {"train": dataclasses.asdict(cfg), "facts": corpus.config.to_dict()})
-    data = encode_documents(wb.tokenizer, corpus.documents, cfg.n_ctx)
-    pad = wb.tokenizer.pad_token_id
+    t0, tokens_seen, signal, eval_seconds = time.perf_counter(), 0, 0, 0.0
+    batches, per_epoch = _batcher(wb.tokenizer, corpus, cfg, objective)
+    pad, params = wb.tokenizer.pad_token_id, [p for p in model.parameters()]
     end = min(cfg.steps, stop_at) if stop_at is not None else cfg.steps
-    t0, tokens_seen, signal = time.perf_counter(), 0, 0
+    pending: list[tuple[int, torch.Tensor, float]] = []  # losses not yet fetched from the device
+
+    def flush() -> None:
+        if pending:
+            values = torch.stack([loss for _, loss, _ in pending]).tolist()  # one host sync per flush
+            losses.extend({"step": s, "loss": v, "lr": lr} for (s, _, lr), v in zip(pending, values))
+            bar.update(len(pending))
+            bar.set_postfix(loss=f"{values[-1]:.3f}")
+            pending.clear()
+
     model.train()
     bar = tqdm(total=end, initial=step, desc="train", disable=not progress, leave=False)
     while step < end:
-        batch = data[batch_indices(step, len(data), cfg.batch_size, cfg.seed)].to(dev)
+        batch, n_tokens, n_signal = batches(step)
+        batch = batch.to(dev, non_blocking=True)
         if objective is None:
-            loss, n_signal = lm_loss(model(batch), batch, pad), int((batch[:, 1:] != pad).sum())
+            loss = lm_loss(model(batch), batch, pad)
         else:
             gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)  # masks/prefixes: f(seed, step)
             loss, n_signal = objective_loss(model, objective, batch, pad, wb.tokenizer.mask_token_id, gen)
-        signal += n_signal
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
         step += 1
-        tokens_seen += int((batch != pad).sum())
-        losses.append({"step": step, "loss": loss.item(), "lr": sched.get_last_lr()[0]})
-        bar.update(1)
-        bar.set_postfix(loss=f"{losses[-1]['loss']:.3f}")
-        if step % cfg.eval_every == 0 or step == cfg.steps:
-            model.eval()
-            evals.append({"step": step, **summarize(score_queries(
-                wb, corpus.queries, value_sets=corpus.values, value_noise=corpus.config.value_noise,
-                objective=objective))})
-            model.train()
-        if run_dir is not None and (step % cfg.checkpoint_every == 0 or step == end):
-            _save_state(run_dir, wb, opt, sched, step, losses, evals, corpus, cfg, objective)
+        tokens_seen, signal = tokens_seen + n_tokens, signal + n_signal
+        pending.append((step, loss.detach(), sched.get_last_lr()[0]))
+        do_eval = step % cfg.eval_every == 0 or step == cfg.steps
+        do_save = run_dir is not None and (step % cfg.checkpoint_every == 0 or step == end)
+        if step % cfg.log_every == 0 or do_eval or do_save or step == end:
+            flush()
+        if do_eval or do_save:
+            t_eval = time.perf_counter()
+            if do_eval:
+                model.eval()
+                evals.append({"step": step, **summarize(score_queries(
+                    wb, corpus.queries, value_sets=corpus.values, value_noise=corpus.config.value_noise,
+                    objective=objective))})
+                model.train()
+            if do_save:
+                _save_state(run_dir, wb, opt, sched, step, losses, evals, corpus, cfg, objective)
+            eval_seconds += time.perf_counter() - t_eval
     bar.close()
     model.eval()
     return TrainRun(wb=wb, corpus=corpus, config=cfg, step=step, losses=losses, evals=evals,
-                    seconds=time.perf_counter() - t0, tokens_seen=tokens_seen, signal_tokens=signal)
-
-
-def _fingerprint(corpus: FactCorpus, cfg: TrainConfig, objective=None) -> dict:
-    extra = {} if objective is None else {"objective": objective.to_dict()}
-    return {"train": dataclasses.asdict(cfg), "facts": corpus.config.to_dict(), **extra}
+                    seconds=time.perf_counter() - t0, tokens_seen=tokens_seen, signal_tokens=signal,
+                    steps_per_epoch=per_epoch, eval_seconds=eval_seconds)
 
 
 STATE_FILE, OPTIMIZER_FILE, STATE_FORMAT = "state.json", "optimizer.safetensors", "ffnmem-train-state-v1"
