@@ -26,7 +26,7 @@ from ffnmem.core.errors import BadInput
 from ffnmem.core.paths import atomic_write_json
 from ffnmem.data.synthetic import FactCorpus, noisy_entropy_bits
 from ffnmem.methods.frequency import capacity_bits, score_queries, summarize
-from ffnmem.methods.training import TrainConfig, train
+from ffnmem.methods.training import TrainConfig, steps_for_epochs, train
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +121,7 @@ class Sweep:
     sizes: tuple[Size, ...]
     check: tuple[Size, ...]
     check_factor: int = 2
+    epochs: float = 1.0  # passes over the corpus (each fact seen epochs × its exposures times)
 
 
 # Sizes span 23× in non-embedding parameters (522 → 12,232). capacity-100x's table (2,000 entities
@@ -164,7 +165,7 @@ def run_one(corpus: FactCorpus, cfg: TrainConfig, where: Path | None, *, label: 
     kb = knowledge_bits(scored, corpus.values, corpus.config.value_noise)
     counts = param_counts(run.wb)
     s = summarize(scored)
-    exposures = float(np.mean([f["exposures"] for f in corpus.facts]))
+    exposures = float(np.mean([f["exposures"] for f in corpus.facts]))  # per pass over the corpus
     rec = {"label": label, "seed": cfg.seed, "n_layers": cfg.n_layers, "d_model": cfg.d_model, "d_mlp": cfg.d_mlp,
            **counts, **{k: v for k, v in kb.items() if k != "per_fact_bits"},
            "bits_per_param": kb["bits"] / counts["params_non_embedding"],
@@ -173,7 +174,8 @@ def run_one(corpus: FactCorpus, cfg: TrainConfig, where: Path | None, *, label: 
            "recall": s["accuracy"], "loss_bits": s["loss_bits"], "ce_bits": s["ce_bits"], "h_bits": s["h_bits"],
            "kl_bits": s["kl_bits"], "exposures": exposures, "steps": run.step, "seconds": run.seconds,
            "tokens_seen": run.tokens_seen,
-           "evals": [{"step": e["step"], "exposures": exposures * e["step"] / cfg.steps, "ce_bits": e["ce_bits"],
+           "epochs": run.epochs,
+           "evals": [{"step": e["step"], "exposures": exposures * e["step"] / run.steps_per_epoch, "ce_bits": e["ce_bits"],
                       "accuracy": e["accuracy"]} for e in run.evals],
            "per_fact_bits": kb["per_fact_bits"], "fingerprint": fingerprint}
     if where is not None:
@@ -193,9 +195,10 @@ def sweep(corpus: FactCorpus, base: TrainConfig, spec: Sweep, seeds: list[int], 
     if check:
         jobs += [(s, seeds[0], spec.check_factor) for s in spec.check]
     rows, checks = [], []
+    steps = steps_for_epochs(corpus, base, spec.epochs)  # packed rows: the same for every size
     for size, seed, factor in tqdm(jobs, desc="capacity sweep", unit="model", disable=not progress):
-        cfg = dataclasses.replace(size.apply(base), seed=seed, steps=base.steps * factor,
-                                  eval_every=base.eval_every * factor, checkpoint_every=base.checkpoint_every * factor,
+        cfg = dataclasses.replace(size.apply(base), seed=seed, steps=steps * factor,
+                                  eval_every=max(1, steps * factor // 8), checkpoint_every=max(1, steps * factor // 4),
                                   warmup=base.warmup * factor)
         label = size.name if factor == 1 else f"{size.name}-steps×{factor}"
         where = Path(run_dir) / label / f"seed{seed}" if run_dir is not None else None
