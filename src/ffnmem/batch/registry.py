@@ -19,6 +19,7 @@ from ffnmem.data.corpus import windows
 from ffnmem.jobs import (
     ablation,
     attribute,
+    capacity,
     exposure,
     groundtruth,
     keys,
@@ -111,3 +112,9 @@ register("localization_synthetic", localization.SyntheticLocalizationParams,
          doc="The localization comparison on a model trained on a synthetic preset, against exposure (jobs.localization)")
 register("localization_groundtruth", groundtruth.GroundTruthParams, lambda wb, d, p, seed: groundtruth.compute(p, seed),
          data="none", doc="Localization methods scored against facts injected into known neurons (INJ) (jobs.groundtruth)")
+register("capacity_sweep", capacity.CapacityParams,
+         lambda wb, d, p, seed: capacity.compute_sweep(p.preset, [seed], run_dir=None if p.run_dir is None else
+                                                       f"{p.run_dir}/seed-unit-{seed}", check=p.check,
+                                                       n_boot=p.n_boot, device="cpu", progress=False),
+         data="none", doc="Capacity-limited size sweep on a synthetic preset for one seed: bits stored (unclipped, "
+                          "noise-aware ceiling), bits = c·params, the more-steps check, cross-entropy vs size (jobs.capacity)")
