@@ -14,6 +14,7 @@ the figures.
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 from typing import Literal
 
@@ -107,7 +108,7 @@ def write_sweep(result: Result, out_dir: str | Path) -> Path:
 def _ci(fit: dict) -> dict:
     """A fit row for plotting: an undefined CI (one seed) drawn as the point estimate."""
     lo, hi = fit.get("c_lo"), fit.get("c_hi")
-    bad = lo is None or hi is None or lo != lo
+    bad = lo is None or hi is None or math.isnan(lo)
     return {**fit, "c_lo": fit["c"] if bad else lo, "c_hi": fit["c"] if bad else hi}
 
 

@@ -119,12 +119,13 @@ def _fit(x, y, h, curve_fit) -> dict:
         raise BadInput(f"the scaling fit did not converge ({exc})") from None
     a_orig = a * scale ** alpha  # A·(x/s)^−α = (A·s^α)·x^−α
     resid = y - _law(x, hh, a_orig, alpha)
+
     def fin(v):  # an unestimable standard error is NULL, not inf (results refuse non-finite numbers)
         return float(v) if np.isfinite(v) else None
 
     return {"H": float(hh), "H_se": fin(err[0]), "A": float(a_orig), "alpha": float(alpha),
             "alpha_se": fin(err[2]), "h_fixed": h is not None,
-            "rms": float(np.sqrt(np.mean(resid ** 2))), "n": int(len(x))}
+            "rms": float(np.sqrt(np.mean(resid ** 2))), "n": len(x)}
 
 
 def scaling_points(rows: list[dict]) -> tuple[list[dict], list[dict]]:

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from ffnmem.core.errors import BadInput
-from ffnmem.data.synthetic import ATTRIBUTES, FactConfig, generate, template_collisions, unseen_queries
+from ffnmem.data.synthetic import (
+    ATTRIBUTES,
+    FactConfig,
+    generate,
+    template_collisions,
+    unseen_queries,
+)
 
 
 def test_templates_are_prefix_free_across_all_attributes():
