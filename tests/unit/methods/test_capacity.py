@@ -53,6 +53,7 @@ def test_fit_recovers_c_on_synthetic_numbers():
     fit = cf.fit_capacity(rows)
     assert fit["c"] == pytest.approx(1.3, abs=0.05)
     assert fit["c_lo"] < 1.3 < fit["c_hi"] and fit["n_seeds"] == 4
+    assert fit["peak_ratio"] == pytest.approx(1.3, abs=0.1) and fit["peak_ratio_params"] in params
     assert cf.fit_capacity([r for r in rows if r["seed"] == 0])["c_lo"] is None  # one seed: no interval
 
 
