@@ -123,6 +123,7 @@ USER = [  # FfnmemError and file errors: exit 2, exactly one "error:" line
     (["attribute", "The capital of France is", "--answer", " Paris", "--distractor", " Paris", *T],
      r"--distractor ' Paris' is the answer itself"),
     (["train", "--preset", "huge"], r"unknown training preset 'huge'"),
+    (["train", "--steps", "5", "--epochs", "2"], r"give --steps or --epochs, not both"),
     (["train", "--facts", "empty_dir"], r"empty_dir is not a fact corpus"),
     (["exposure", "--run", "empty_dir"], r"empty_dir"),
     (["run", "bad.toml"], r"bad.toml:1: not UTF-8 text"),

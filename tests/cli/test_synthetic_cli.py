@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from ffnmem.core.models import load_checkpoint
 from ffnmem.methods.training import checkpoints
 from ffnmem.store.results import Result
@@ -56,3 +58,13 @@ def test_capacity_quick_sweep_writes_tables_and_figures_and_resumes(tmp_path, cl
     again = cli("capacity", "--quick", "--seeds", "0", "--no-check", "--out", str(out), "--device", "cpu")
     assert again.returncode == 0, again.stderr
     assert list(Result.load(out / "result").table("sizes")["bits"]) == list(sizes["bits"])  # read back, not retrained
+
+
+def test_train_for_passes_over_the_corpus(tmp_path, cli):
+    facts = tmp_path / "facts"
+    assert cli("facts", "make", "--out", str(facts), "--entities", "10", "--bins", "1,4", "--values", "6").returncode == 0
+    r = cli("train", "--facts", str(facts), "--out", str(tmp_path / "run"), "--epochs", "2", "--d-model", "16",
+            "--d-mlp", "32", "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    passes = float(re.search(r"\(([\d.]+) passes over the corpus\)", r.stdout).group(1))
+    assert 2 <= passes < 4  # rounded up to whole steps (one step is over half of this micro corpus)

@@ -22,6 +22,7 @@ from ffnmem.jobs import capacity as capacity_job
 from ffnmem.jobs import exposure as exposure_job
 from ffnmem.methods.training import load_run
 from ffnmem.methods.training import preset as get_preset
+from ffnmem.methods.training import steps_for_epochs
 from ffnmem.methods.training import train as run_train
 
 facts_app = typer.Typer(help="Synthetic fact corpora with controlled exposure.", no_args_is_help=True)
@@ -89,6 +90,7 @@ def train(
     facts: CorpusOpt = None,
     preset: PresetOpt = "tiny",
     steps: Annotated[int | None, typer.Option(min=1, help="Optimizer steps (default: the preset's).")] = None,
+    epochs: Annotated[float | None, typer.Option(min=0.001, help="Passes over the corpus instead of --steps (each fact is then read exposures × passes times).")] = None,
     d_model: Annotated[int | None, typer.Option(min=1, help="Residual width.")] = None,
     d_mlp: Annotated[int | None, typer.Option(min=1, help="FFN width.")] = None,
     layers: Annotated[int | None, typer.Option(min=1, help="Number of layers.")] = None,
@@ -98,12 +100,17 @@ def train(
     force: ForceOpt = False,
 ) -> None:
     """Train a small TransformerLens-native model on a synthetic fact corpus (resumable)."""
+    if epochs is not None and steps is not None:
+        raise BadInput("give --steps or --epochs, not both")
     claim(out_dir, force=force)
     corpus, cfg = _corpus_and_config(preset, facts, steps=steps, d_model=d_model, d_mlp=d_mlp, n_layers=layers,
                                      seed=seed)
+    if epochs is not None:
+        import dataclasses
+        cfg = dataclasses.replace(cfg, steps=steps_for_epochs(corpus, cfg, epochs))
     run = run_train(corpus, cfg, out_dir, device=device, resume=resume)
     last = run.evals[-1] if run.evals else {}
-    out.print(f"step {run.step}: recall {last.get('accuracy', float('nan')):.3f}, KL gap "
+    out.print(f"step {run.step} ({run.epochs:.2f} passes over the corpus): recall {last.get('accuracy', float('nan')):.3f}, KL gap "
               f"{last.get('kl_bits', float('nan')):.3f} bits, {run.tokens_seen / max(run.seconds, 1e-9):,.0f} tokens/s "
               f"→ {out_dir}")
 

@@ -13,10 +13,15 @@ running its code (an old ``state.pt`` is refused, never unpickled). No RNG state
 training draws none from global generators: batches and masks are functions of ``(seed, step)``.
 
 Causal-LM training packs documents (``BOS doc EOS BOS doc EOS ...``) into full rows of ``n_ctx``
-tokens, with attention across documents inside a row, as GPT-2 and Allen-Zhu & Li do; a step then
-holds ``batch_size · n_ctx`` tokens and an epoch (one pass over the corpus, each token once) is
-:func:`steps_per_epoch` steps. ``packed=False`` and the prefix / masked-LM objectives train one
-padded document per row instead (their masks are per document), with the loss masked on padding.
+tokens, as GPT-2 and Allen-Zhu & Li do; a step then holds ``batch_size · n_ctx`` tokens and an
+epoch (one pass over the corpus, each token once) is :func:`steps_per_epoch` steps
+(:func:`steps_for_epochs` turns passes into steps). ``packing="documents"`` (the default) blocks
+attention between the documents of a row and restarts positions at each BOS, so a document is
+learned as if alone in its row and the queries (read at position 0 after BOS) are in
+distribution; ``packing="stream"`` attends across documents with positions running over the row,
+as GPT-2 and Allen-Zhu & Li do (on the tiny preset it recalls less at the same exposures: see
+docs/BENCHMARKS-training.md). ``packing="none"`` and the prefix / masked-LM objectives train one
+padded document per row (their masks are per document), with the loss masked on padding.
 The loop does no per-step host work beyond the step itself: losses are fetched and the progress
 bar updated every ``log_every`` steps.
 """
@@ -44,14 +49,16 @@ from ffnmem.core.workbench import Workbench, resolve_device
 from ffnmem.data.synthetic import FactConfig, FactCorpus, build_tokenizer
 from ffnmem.methods.frequency import score_queries, summarize
 from ffnmem.methods.objectives import objective_loss, prepare
-from ffnmem.methods.packing import (PackedRows, _EpochCache, batch_indices, encode_documents, epochs_to_steps,
-                                    pad_rows, tokenize_documents)
+from ffnmem.methods.packing import batch_indices, encode_documents, epochs_to_steps, make_batches
 from ffnmem.methods.packing import steps_per_epoch as _steps_per_epoch
 
 __all__ = ["PRESETS", "TrainConfig", "TrainRun", "batch_indices", "checkpoints", "encode_documents", "load_run",
            "preset", "steps_for_epochs", "steps_per_epoch", "train"]
 
 log = logging.getLogger(__name__)
+
+
+PACKINGS = ("documents", "stream", "none")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -76,7 +83,7 @@ class TrainConfig:
     checkpoint_every: int = 200
     eval_every: int = 50
     seed: int = 0
-    packed: bool = True  # causal LM: pack documents into full n_ctx rows (objectives always use one per row)
+    packing: str = "documents"  # causal LM rows: documents | stream | none (see ffnmem.methods.packing)
     log_every: int = 10  # fetch losses and update the progress bar every this many steps
 
     def __post_init__(self) -> None:
@@ -86,6 +93,8 @@ class TrainConfig:
                 raise BadInput(f"invalid training setting: {key} is {getattr(self, key)}; use at least 1")
         if self.d_model % self.n_heads:
             raise BadInput(f"invalid training setting: d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
+        if self.packing not in PACKINGS:
+            raise BadInput(f"unknown packing {self.packing!r}; choose from {', '.join(PACKINGS)}")
         if not (self.lr > 0 and math.isfinite(self.lr)) or self.warmup < 0 or not 0 <= self.min_lr_ratio <= 1:
             raise BadInput("invalid training setting: need lr > 0, warmup >= 0, 0 <= min_lr_ratio <= 1")
 
@@ -97,13 +106,16 @@ class TrainConfig:
                     seed=self.seed)
 
 
-# tiny: finishes in about a minute on one CPU core and already shows the frequency effect.
+# tiny: finishes in about a minute on one CPU core and already shows the frequency effect. Batches
+# are 16 packed rows of 64 tokens (~1,000 tokens, as the 32 padded documents before packing), so
+# 400 steps are ~5.2 passes over the corpus (steps_per_epoch: 77.5).
 PRESETS: dict[str, tuple[FactConfig, TrainConfig]] = {
     "tiny": (FactConfig(n_entities=140, bins=(1, 2, 4, 8, 16, 32, 64), n_values=24, value_noise=0.05, seed=0),
-             TrainConfig(steps=400, batch_size=32, eval_every=100, checkpoint_every=200)),
+             TrainConfig(steps=400, batch_size=16, eval_every=100, checkpoint_every=200)),
+    # paper: 64 packed rows of 96 tokens hold about what 128 padded 6-attribute documents (~46 tokens) did.
     "paper": (FactConfig(n_entities=2000, attributes=("birth_city", "birth_year", "employer", "field", "university", "hobby"),
                          n_values=100, bins=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512), seed=0),
-              TrainConfig(n_layers=4, d_model=256, n_heads=8, d_mlp=1024, n_ctx=96, steps=20000, batch_size=128,
+              TrainConfig(n_layers=4, d_model=256, n_heads=8, d_mlp=1024, n_ctx=96, steps=20000, batch_size=64,
                           lr=1e-3, warmup=500, eval_every=1000, checkpoint_every=2000)),
     # Capacity-limited presets (sweep sizes in ffnmem.methods.capacity.SWEEPS): one pass over the
     # corpus = every fact seen `bins[0]` times (the sweep sets steps with steps_for_epochs; `steps`
@@ -134,9 +146,9 @@ def preset(name: str) -> tuple[FactConfig, TrainConfig]:
     return PRESETS[name]
 
 
-def lm_loss(logits: torch.Tensor, tokens: torch.Tensor, pad_id: int) -> torch.Tensor:
-    """Mean next-token cross-entropy (nats), padding targets ignored."""
-    return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1), ignore_index=pad_id)
+def lm_loss(logits: torch.Tensor, tokens: torch.Tensor, ignore_id: int) -> torch.Tensor:
+    """Mean next-token cross-entropy (nats); targets equal to ``ignore_id`` (padding, or BOS) ignored."""
+    return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1), ignore_index=ignore_id)
 
 
 def _lr_lambda(cfg: TrainConfig):
@@ -159,7 +171,10 @@ class TrainRun:
     """What :func:`train` returns: the trained model and its logged curves.
 
     ``tokens_seen`` counts the real (non-padding) tokens this call trained on and ``signal_tokens``
-    the positions that gave a loss term (for packed causal LM ``batch_size · (n_ctx − 1)`` a step).
+    the positions that gave a loss term (packed causal LM: every target but BOS under
+    ``packing="documents"``, ``batch_size · (n_ctx − 1)`` a step as a stream). ``epochs`` is the
+    number of passes over the corpus at ``step`` (``steps_per_epoch`` steps each): a fact written
+    k times in the corpus has then been read ``k · epochs`` times.
     ``seconds`` is the whole call after the model is built (data preparation, steps, evaluations,
     checkpoints); ``eval_seconds`` the part spent in evaluations and checkpoints.
     """
@@ -185,35 +200,23 @@ class TrainRun:
 def steps_per_epoch(corpus: FactCorpus, cfg: TrainConfig, objective=None) -> float:
     """Optimizer steps in one pass over ``corpus`` with ``cfg`` (packed tokens or padded documents)."""
     tok = build_tokenizer(corpus, mask_token=objective is not None)
-    return _steps_per_epoch(tok, corpus.documents, cfg.batch_size, cfg.n_ctx, cfg.packed and objective is None)
+    return _steps_per_epoch(tok, corpus.documents, cfg.batch_size, cfg.n_ctx, _packed(cfg, objective))
 
 
-def steps_for_epochs(corpus: FactCorpus, cfg: TrainConfig, epochs: float, objective=None) -> int:
+def _packed(cfg: TrainConfig, objective) -> bool:
+    return cfg.packing != "none" and objective is None  # objectives mask per document: one per row
+
+
+def steps_for_epochs(corpus: FactCorpus, cfg: TrainConfig, epochs: float | int, objective=None) -> int:
     """Steps for ``epochs`` passes over ``corpus`` (rounded up): a fact with k exposures in the
     corpus is then seen ``k · epochs`` times. Use as ``replace(cfg, steps=steps_for_epochs(...))``."""
     return epochs_to_steps(steps_per_epoch(corpus, cfg, objective), epochs)
 
 
 def _batcher(tokenizer, corpus: FactCorpus, cfg: TrainConfig, objective):
-    """``step -> (rows, real tokens, loss-bearing tokens)`` and the steps in one epoch."""
-    docs = tokenize_documents(tokenizer, corpus.documents)
-    b = cfg.batch_size
-    if objective is None and cfg.packed:
-        longest = max(len(d) for d in docs)
-        if longest > cfg.n_ctx:  # a fact's document must fit one window to be learnable in context
-            raise BadInput(f"a document has {longest} tokens but the model reads {cfg.n_ctx}; "
-                           "raise n_ctx or use fewer attributes")
-        rows = PackedRows(docs, cfg.n_ctx, cfg.seed)
-        per_step = (b * cfg.n_ctx, b * (cfg.n_ctx - 1))
-        return (lambda step: (rows.batch(step, b), *per_step)), rows.steps_per_epoch(b)
-    data = pad_rows(docs, cfg.n_ctx, tokenizer.pad_token_id)
-    lengths, order = torch.tensor([len(d) for d in docs]), _EpochCache(len(docs), cfg.seed)
-
-    def get(step: int):
-        idx = batch_indices(step, len(docs), b, cfg.seed, order)
-        n = int(lengths[idx].sum())
-        return data[idx], n, n - b  # causal targets: every real token but each row's BOS
-    return get, len(docs) / b
+    """``step -> (rows, model kwargs, real tokens, loss-bearing tokens)`` and the steps in one epoch."""
+    packing = cfg.packing if _packed(cfg, objective) else "none"
+    return make_batches(tokenizer, corpus.documents, cfg.batch_size, cfg.n_ctx, cfg.seed, packing)
 
 
 def train(corpus: FactCorpus, cfg: TrainConfig, run_dir: str | Path | None = None, *, device: str = "auto",
@@ -250,7 +253,7 @@ def train(corpus: FactCorpus, cfg: TrainConfig, run_dir: str | Path | None = Non
         atomic_write_json(run_dir / "config.json", {"train": dataclasses.asdict(cfg), "facts": corpus.config.to_dict()})
     t0, tokens_seen, signal, eval_seconds = time.perf_counter(), 0, 0, 0.0
     batches, per_epoch = _batcher(wb.tokenizer, corpus, cfg, objective)
-    pad, params = wb.tokenizer.pad_token_id, [p for p in model.parameters()]
+    pad, bos, params = wb.tokenizer.pad_token_id, wb.tokenizer.bos_token_id, list(model.parameters())
     end = min(cfg.steps, stop_at) if stop_at is not None else cfg.steps
     pending: list[tuple[int, torch.Tensor, float]] = []  # losses not yet fetched from the device
 
@@ -265,10 +268,12 @@ def train(corpus: FactCorpus, cfg: TrainConfig, run_dir: str | Path | None = Non
     model.train()
     bar = tqdm(total=end, initial=step, desc="train", disable=not progress, leave=False)
     while step < end:
-        batch, n_tokens, n_signal = batches(step)
+        batch, kwargs, n_tokens, n_signal = batches(step)
         batch = batch.to(dev, non_blocking=True)
         if objective is None:
-            loss = lm_loss(model(batch), batch, pad)
+            kwargs = {k: v.to(dev, non_blocking=True) for k, v in kwargs.items()}
+            # per-document packing ignores BOS targets; stream packing has no padding to ignore
+            loss = lm_loss(model(batch, **kwargs), batch, bos if cfg.packing == "documents" else pad)
         else:
             gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)  # masks/prefixes: f(seed, step)
             loss, n_signal = objective_loss(model, objective, batch, pad, wb.tokenizer.mask_token_id, gen)

@@ -14,8 +14,9 @@ from ffnmem.methods import injection as inj
 from ffnmem.methods.training import TrainConfig, train
 
 FACTS = FactConfig(n_entities=12, bins=(4, 8), n_values=6, seed=1)
+# one padded document per row: the base model these thresholds were set on (packed rows train another)
 CFG = TrainConfig(n_layers=2, d_model=32, n_heads=2, d_mlp=64, n_ctx=64, steps=40, batch_size=16, warmup=4,
-                  eval_every=1000, checkpoint_every=1000, seed=0)
+                  eval_every=1000, checkpoint_every=1000, seed=0, packing="none")
 
 
 @pytest.fixture(scope="module", autouse=True)
