@@ -120,7 +120,7 @@ PRESETS: dict[str, tuple[FactConfig, TrainConfig]] = {
     # Capacity-limited presets (sweep sizes in ffnmem.methods.capacity.SWEEPS): one pass over the
     # corpus = every fact seen `bins[0]` times (the sweep sets steps with steps_for_epochs; `steps`
     # here is that count). Name pools keep the vocabulary (so the embedding parameters) small; all 4
-    # templates are in the corpus, no noise. One document per row (packed=False): no mention loses
+    # templates are in the corpus, no noise. One document per row (packing="none"): no mention loses
     # its name to a row cut, and rows of ~36 tokens train ~3x faster per token on CPU than packed
     # rows of 96 (measured, L2-d22). lr 1e-2, not 3e-3: on seed 0 of capacity-100x, 3e-3 left L2-d16
     # at 313 bits (CE 6.60 of log2 100 = 6.64) and L1-d6 above uniform (CE 7.14); 1e-2 gave 3,594
@@ -128,15 +128,15 @@ PRESETS: dict[str, tuple[FactConfig, TrainConfig]] = {
     "capacity-100x": (FactConfig(n_entities=2000, n_values=100, bins=(100,), templates_per_attribute=4,
                                  first_names=60, last_names=80, seed=0),
                       TrainConfig(n_ctx=48, n_heads=2, steps=1563, batch_size=128, lr=1e-2, warmup=50,
-                                  eval_every=195, checkpoint_every=390, packed=False)),
+                                  eval_every=195, checkpoint_every=390, packing="none")),
     "capacity-1000x": (FactConfig(n_entities=210, n_values=100, bins=(1000,), templates_per_attribute=4,
                                   first_names=20, last_names=30, seed=0),
                        TrainConfig(n_ctx=48, n_heads=2, steps=1641, batch_size=128, lr=1e-2, warmup=50,
-                                   eval_every=205, checkpoint_every=410, packed=False)),
+                                   eval_every=205, checkpoint_every=410, packing="none")),
     "capacity-quick": (FactConfig(n_entities=40, n_values=16, bins=(50,), templates_per_attribute=4,
                                   first_names=10, last_names=10, seed=0),
                        TrainConfig(n_ctx=48, n_heads=2, steps=125, batch_size=16, lr=1e-2, warmup=5,
-                                   eval_every=31, checkpoint_every=62, packed=False)),
+                                   eval_every=31, checkpoint_every=62, packing="none")),
 }
 
 
