@@ -30,7 +30,8 @@ from pathlib import Path  # noqa: E402
 import torch  # noqa: E402
 
 from ffnmem.core.models import boot_native
-from ffnmem.data.synthetic import build_tokenizer, generate
+from ffnmem.data.synthetic import generate
+from ffnmem.data.vocab import build_tokenizer
 from ffnmem.methods.frequency import by_exposure, capacity_bits, score_queries, spearman_over_bins
 from ffnmem.methods.training import _batcher, _optimizer, lm_loss, preset, train
 

@@ -42,6 +42,24 @@ def test_capacity_bad_widths_are_one_line(tmp_path, cli):
         assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr
 
 
+def test_capacity_quick_sweep_writes_tables_and_figures_and_resumes(tmp_path, cli):
+    out = tmp_path / "sweep"
+    r = cli("capacity", "--quick", "--seeds", "0", "--no-check", "--out", str(out), "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    assert "c (bits / params_non_embedding)" in r.stdout
+    res = Result.load(out / "result")
+    sizes = res.table("sizes")
+    assert list(sizes["size"]) == ["L1-d4", "L1-d8"] and (sizes["params_all"] > sizes["params_non_embedding"]).all()
+    assert {"bits", "bits_clipped", "ceiling", "bits_per_param", "recall", "loss_bits", "steps", "seconds"} <= set(sizes)
+    assert set(res.table("fit")["params"]) == {"params_non_embedding", "params_all"}
+    for png in ("capacity_sweep.png", "capacity_sweep_all_params.png", "scaling.png"):
+        assert (out / png).exists()
+    assert (out / "runs" / "L1-d8" / "seed0" / "capacity.json").exists()
+    again = cli("capacity", "--quick", "--seeds", "0", "--no-check", "--out", str(out), "--device", "cpu")
+    assert again.returncode == 0, again.stderr
+    assert list(Result.load(out / "result").table("sizes")["bits"]) == list(sizes["bits"])  # read back, not retrained
+
+
 def test_train_for_passes_over_the_corpus(tmp_path, cli):
     facts = tmp_path / "facts"
     assert cli("facts", "make", "--out", str(facts), "--entities", "10", "--bins", "1,4", "--values", "6").returncode == 0

@@ -19,6 +19,7 @@ from ffnmem.data.corpus import windows
 from ffnmem.jobs import (
     ablation,
     attribute,
+    capacity,
     exposure,
     groundtruth,
     keys,
@@ -116,3 +117,9 @@ register("lossy_compression", lossy.LossyParams, lambda wb, d, p, seed: lossy.ru
          data="none", doc="Zipf values + skewed exposure on small models: recall by exposure and value frequency, "
                           "substitution test vs value-frequency/uniform nulls, KL gap rare vs frequent, survival "
                           "by exposure across widths (jobs.lossy)")
+register("capacity_sweep", capacity.CapacityParams,
+         lambda wb, d, p, seed: capacity.compute_sweep(p.preset, [seed], run_dir=None if p.run_dir is None else
+                                                       f"{p.run_dir}/seed-unit-{seed}", check=p.check,
+                                                       n_boot=p.n_boot, device="cpu", progress=False),
+         data="none", doc="Capacity-limited size sweep on a synthetic preset for one seed: bits stored (unclipped, "
+                          "noise-aware ceiling), bits = c·params, the more-steps check, cross-entropy vs size (jobs.capacity)")

@@ -117,20 +117,37 @@ def train(
 
 @app.command()
 def capacity(
-    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for runs/, result/ and capacity_vs_size.png.")] = Path("ffnmem-out/capacity"),
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for runs/, result/ and the figures.")] = Path("ffnmem-out/capacity"),
     facts: CorpusOpt = None,
-    preset: PresetOpt = "tiny",
-    widths: Annotated[str, typer.Option(help="Residual widths d_model, comma-separated (multiples of the head count).")] = "16,32,64",
-    mlp_ratio: Annotated[int, typer.Option(min=1, help="d_mlp = mlp_ratio × d_model.")] = 4,
-    steps: Annotated[int | None, typer.Option(min=1, help="Optimizer steps per model (default: the preset's).")] = None,
-    seed: Annotated[int | None, typer.Option(min=0, max=SEED_MAX, help="Training seed, the same for every width.")] = None,
+    preset: Annotated[str, typer.Option(help="capacity-100x / capacity-1000x (capacity-limited sweeps: sizes × seeds, "
+                                             "fit and checks) or a training preset (tiny, paper) with --widths.")] = "tiny",
+    seeds: Annotated[str, typer.Option(help="Training seeds of a capacity sweep, comma-separated.")] = "0,1,2",
+    quick: Annotated[bool, typer.Option(help="Run the capacity-quick sweep instead (the same code on a tiny table; CI).")] = False,
+    check: Annotated[bool, typer.Option(help="Retrain the sweep's check sizes with 2x the steps.")] = True,
+    widths: Annotated[str | None, typer.Option(help="Width sweep on a training preset: residual widths d_model, "
+                                                    "comma-separated (multiples of the head count).")] = None,
+    mlp_ratio: Annotated[int, typer.Option(min=1, help="Width sweep: d_mlp = mlp_ratio × d_model.")] = 4,
+    steps: Annotated[int | None, typer.Option(min=1, help="Width sweep: optimizer steps per model (default: the preset's).")] = None,
+    seed: Annotated[int | None, typer.Option(min=0, max=SEED_MAX, help="Width sweep: training seed, the same for every width.")] = None,
     device: DeviceOpt = "auto",
     force: ForceOpt = False,
 ) -> None:
-    """Knowledge capacity vs model size: train one model per width on the same facts (resumable,
-    in OUT/runs/d{width}) and report bits stored and bits per parameter for each."""
-    ws = _ints(widths, "--widths", "16,32,64")
+    """Knowledge capacity vs model size. With a capacity preset (or --quick): train every size × seed
+    (resumable, in OUT/runs/SIZE/seedN), report bits stored (unclipped, noise-aware ceiling, the old
+    clipped figure), fit bits = c · params with a CI over seeds, check that 2x the steps no longer
+    raise bits, and fit cross-entropy against size. With --widths on a training preset: the width sweep."""
     claim(out_dir, force=force)
+    if quick or preset.startswith("capacity-"):
+        if widths is not None or facts is not None:
+            raise BadInput("--widths and --facts belong to the width sweep; a capacity preset brings its own sizes and table")
+        name = "capacity-quick" if quick else preset
+        seed_list = _ints(seeds, "--seeds", "0,1,2")
+        res = capacity_job.compute_sweep(name, seed_list, run_dir=out_dir / "runs", check=check, device=device)
+        capacity_job.write_sweep(res, out_dir)
+        _print_sweep(res)
+        out.print(f"→ {out_dir} (result/, capacity_sweep.png, capacity_sweep_all_params.png, scaling.png)")
+        return
+    ws = _ints(widths or "16,32,64", "--widths", "16,32,64")
     corpus, tcfg = _corpus_and_config(preset, facts, steps=steps, seed=seed)
     res = capacity_job.compute(corpus, tcfg, ws, run_dir=out_dir / "runs", mlp_ratio=mlp_ratio, device=device)
     capacity_job.write(res, out_dir)
@@ -140,6 +157,24 @@ def capacity(
                       f"{r['bits_per_param']:.4f}", f"{r['accuracy']:.3f}")
     out.print(table)
     out.print(f"→ {out_dir} (result/, capacity_vs_size.png)")
+
+
+def _print_sweep(res) -> None:
+    table = Table("size", "seed", "params (non-emb / all)", "bits", "clipped (old)", "ceiling", "bits/param", "recall",
+                  "CE bits", "seconds", title=f"capacity sweep {res.meta['preset']}")
+    for r in res.table("sizes").to_dict("records"):
+        table.add_row(r["size"], str(r["seed"]), f"{r['params_non_embedding']:,} / {r['params_all']:,}", f"{r['bits']:.0f}",
+                      f"{r['bits_clipped']:.0f}", f"{r['ceiling']:.0f}", f"{r['bits_per_param']:.3f}", f"{r['recall']:.3f}",
+                      f"{r['ce_bits']:.2f}", f"{r['seconds']:.0f}")
+    out.print(table)
+    for f in res.table("fit").to_dict("records"):
+        ci = "" if f["c_lo"] is None or f["c_lo"] != f["c_lo"] else f" [{f['c_lo']:.3f}, {f['c_hi']:.3f}] (95% t, {f['n_seeds']} seeds)"
+        out.print(f"c ({f['bits']} / {f['params']}) = {f['c']:.4f}{ci}")
+    if "check" in res.tables:
+        for c in res.table("check").to_dict("records"):
+            out.print(f"check {c['size']} seed {c['seed']}: {c['steps_base']} → {c['steps_long']} steps, bits "
+                      f"{c['bits_base']:.0f} → {c['bits_long']:.0f}, gain {c['gain']:.0f} [{c['gain_lo']:.0f}, "
+                      f"{c['gain_hi']:.0f}]{' (still rising)' if c['still_rising'] else ''}")
 
 
 @app.command("exposure")

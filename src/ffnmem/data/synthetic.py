@@ -18,7 +18,7 @@ and its entropy (the data entropy, the floor of any model's cross-entropy there)
 the noise draw (uniform in either law), so the formula stays exact under ``value_law="zipf"``.
 
 Text is word-level (space-separated words, punctuation as separate words) so that
-:func:`build_tokenizer` maps every word, and so every value, to exactly one token.
+:func:`ffnmem.data.vocab.build_tokenizer` maps every word, and so every value, to exactly one token.
 """
 
 from __future__ import annotations
@@ -40,11 +40,14 @@ _ONSETS = ["b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z",
 _VOWELS = ["a", "e", "i", "o", "u", "ai", "ou"]
 _CODAS = ["", "", "n", "r", "l", "s", "m"]
 
-# attribute -> (value-name stem, templates). "{name}" is the entity, "{value}" ends the prompt.
+# attribute -> templates. "{name}" is the entity, "{value}" ends the prompt. Prefix-free (checked by
+# :func:`template_collisions`): no template's prompt (the words before {value}) starts another
+# template, else the prompt's next word is not always a value and its data entropy is not the one
+# :func:`noisy_entropy_bits` gives ("X was born in" once started "X was born in the year ...").
 ATTRIBUTES: dict[str, list[str]] = {
     "birth_city": ["{name} was born in {value} .", "{name} came into the world in {value} .",
                    "the birthplace of {name} is {value} .", "{name} spent early years in {value} ."],
-    "birth_year": ["{name} was born in the year {value} .", "the birth year of {name} is {value} .",
+    "birth_year": ["the year of birth of {name} is {value} .", "the birth year of {name} is {value} .",
                    "{name} arrived in {value} .", "{name} celebrates a birthday since {value} ."],
     "employer": ["{name} works for {value} .", "the employer of {name} is {value} .",
                  "{name} is employed by {value} .", "{name} draws a salary from {value} ."],
@@ -81,6 +84,11 @@ class FactConfig:
     value_law: str = "uniform"  # law of the true values: "uniform" or "zipf" (rank^-value_zipf_a)
     value_zipf_a: float = 1.0
     junk_share: float = 0.0  # share of documents that are junk text
+    # Fixed name pools (bioS draws 400 first x 1000 last names): entities are distinct pairs from
+    # ``first_names`` first and ``last_names`` last names, so the vocabulary (and the embedding
+    # parameters) stay small when entities are many. 0 and 0 = pools sized from n_entities.
+    first_names: int = 0
+    last_names: int = 0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -113,6 +121,13 @@ class FactConfig:
             bad(f"value_law {self.value_law!r}; use uniform or zipf")
         if not (0 < self.value_zipf_a <= 5 and math.isfinite(self.value_zipf_a)):
             bad(f"value_zipf_a is {self.value_zipf_a}; use an exponent in (0, 5]")
+        if (self.first_names == 0) != (self.last_names == 0) or min(self.first_names, self.last_names) < 0:
+            bad(f"name pools {self.first_names} x {self.last_names}; give both (>= 1) or neither (0)")
+        if self.first_names and self.first_names * self.last_names < 2 * self.n_entities:
+            bad(f"name pools {self.first_names} x {self.last_names} hold fewer than twice {self.n_entities} "
+                "entities; enlarge them (unseen control entities are drawn from the same pools)")
+        if self.first_names + self.last_names > 20_000:
+            bad(f"name pools {self.first_names} + {self.last_names} exceed 20000 words")
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -185,6 +200,24 @@ class FactCorpus:
                    values=head["values"], facts=facts, documents=docs, queries=queries)
 
 
+def _prompt_words(template: str) -> list[str]:
+    return template.split("{value}")[0].split()
+
+
+def template_collisions(attributes: dict[str, list[str]] | None = None) -> list[tuple[str, str]]:
+    """Pairs (template A, template B), A != B, over all attributes, where A's query prompt (its words
+    before ``{value}``, the name a shared placeholder) is a word-level prefix of B: after A's prompt the
+    corpus then continues with B's words as well as with values. Empty when the templates are prefix-free."""
+    pool = [t for ts in (ATTRIBUTES if attributes is None else attributes).values() for t in ts]
+    out = []
+    for a in pool:
+        head = _prompt_words(a)
+        for b in pool:
+            if a != b and b.split()[: len(head)] == head:
+                out.append((a, b))
+    return out
+
+
 def noisy_entropy_bits(eps: float, n_values: int) -> float:
     """Entropy in bits of p(v) = (1 − ε)[v = v*] + ε/|V|."""
     p_true = 1 - eps + eps / n_values
@@ -239,8 +272,12 @@ def generate(cfg: FactConfig) -> FactCorpus:
     rng = np.random.default_rng(cfg.seed)
     values = _value_sets(cfg, rng)
     taken = {w for vals in values.values() for w in vals}
-    pool = [w for w in _names(4 * cfg.n_entities + 8 + len(taken), rng) if w not in taken]
-    firsts, lasts = pool[: len(pool) // 2], pool[len(pool) // 2:]
+    if cfg.first_names:
+        pool = [w for w in _names(cfg.first_names + cfg.last_names + len(taken), rng) if w not in taken]
+        firsts, lasts = pool[: cfg.first_names], pool[cfg.first_names: cfg.first_names + cfg.last_names]
+    else:  # the original draw, unchanged, so existing corpora keep their entities
+        pool = [w for w in _names(4 * cfg.n_entities + 8 + len(taken), rng) if w not in taken]
+        firsts, lasts = pool[: len(pool) // 2], pool[len(pool) // 2:]
     entities: list[str] = []
     seen: set[str] = set()
     while len(entities) < cfg.n_entities:
@@ -342,24 +379,3 @@ def unseen_queries(corpus: FactCorpus, n_entities: int | None = None, *, seed: i
                         "answer": corpus.values[a][int(rng.integers(cfg.n_values))], "template": t,
                         "heldout": False, "exposures": 0})
     return out
-
-
-def build_tokenizer(corpus: FactCorpus, *, mask_token: bool = False):
-    """A word-level ``PreTrainedTokenizerFast`` over the corpus vocabulary (one token per word).
-
-    Built from a ``tokenizers`` WordLevel model with a whitespace pre-tokenizer, so
-    ``save_pretrained`` writes ordinary tokenizer files that :func:`ffnmem.core.models.save_checkpoint`
-    stores and ``AutoTokenizer`` reloads offline. ``mask_token`` appends ``<mask>`` (last id) for
-    masked-LM objectives; every other id is unchanged.
-    """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    words = list(SPECIALS.values()) + corpus.vocabulary() + (["<mask>"] if mask_token else [])
-    vocab = {w: i for i, w in enumerate(words)}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=SPECIALS["unk"]))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok.decoder = decoders.WordPiece(prefix="##", cleanup=False)  # joins words with spaces
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=SPECIALS["bos"], eos_token=SPECIALS["eos"],
-                                   pad_token=SPECIALS["pad"], unk_token=SPECIALS["unk"],
-                                   **({"mask_token": "<mask>"} if mask_token else {}))

@@ -1,21 +1,115 @@
-"""Knowledge capacity against model width: the job behind ``ffnmem capacity``.
+"""Knowledge capacity against model size: the job behind ``ffnmem capacity``.
 
-:func:`compute` trains one model per width on the same facts (resumably, in ``run_dir/d{width}``;
-:func:`ffnmem.methods.capacity.sweep_widths`) and returns a ``capacity`` Result with the ``widths``
-table; :func:`write` adds ``capacity_vs_size.png`` with the corpus' bits drawn as a ceiling.
+Two forms. :func:`compute_sweep` runs a capacity-limited preset's sweep (sizes × seeds, resumably in
+``run_dir/SIZE/seedN``; :func:`ffnmem.methods.capacity.sweep`) and returns a ``capacity_sweep`` Result
+with the tables ``sizes`` (per size × seed: parameters all / non-embedding, bits unclipped, the old
+clipped figure, ceiling, bits/param, recall, loss, steps, seconds), ``fit`` (c in bits = c·params
+with its t CI over seeds, for both parameter counts and for the unclipped and clipped bits),
+``check`` (more steps: ratio of bits with its CI), ``scaling`` / ``scaling_exposures`` (cross-entropy
+at the values against size and exposures) and ``scaling_fit`` (L = H + A·x^−α). :func:`compute`
+keeps the older width sweep (``--widths``) on any preset; :func:`write` / :func:`write_sweep` add
+the figures.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
+from typing import Literal
 
-from ffnmem.data.synthetic import FactCorpus
-from ffnmem.methods.capacity import sweep_widths
+from pydantic import Field
+
+from ffnmem.core.errors import BadInput
+from ffnmem.data.synthetic import FactCorpus, generate
+from ffnmem.jobs.params import Params
+from ffnmem.methods import capacity_fit as cf
+from ffnmem.methods.capacity import sweep, sweep_spec, sweep_widths
 from ffnmem.methods.training import TrainConfig
+from ffnmem.methods.training import preset as get_preset
 from ffnmem.store.provenance import make_provenance
 from ffnmem.store.results import Result, table_from_rows
-from ffnmem.viz import plot_capacity, save_figure
+from ffnmem.viz import plot_capacity, plot_capacity_sweep, plot_scaling, save_figure
+
+SWEEP_KIND = "capacity_sweep"
+_DROP = ("per_fact_bits", "evals", "fingerprint")
+
+
+class CapacityParams(Params):
+    preset: Literal["capacity-100x", "capacity-1000x", "capacity-quick"] = "capacity-quick"
+    check: bool = True  # retrain the sweep's check sizes with more steps
+    run_dir: str | None = None  # resumable run folders (None: train in memory)
+    n_boot: int = Field(1000, ge=10)
+
+
+def compute_sweep(preset: str, seeds: list[int], *, run_dir: str | Path | None = None, check: bool = True,
+                  n_boot: int = 1000, device: str = "auto", progress: bool = True,
+                  corpus: FactCorpus | None = None, base: TrainConfig | None = None) -> Result:
+    """The preset's sweep over its sizes and ``seeds``; tables as in the module docstring."""
+    spec = sweep_spec(preset)
+    fcfg, tcfg = get_preset(preset)
+    corpus = corpus if corpus is not None else generate(fcfg)
+    base = base if base is not None else tcfg
+    rows, checks = sweep(corpus, base, spec, seeds, run_dir=run_dir, check=check, device=device, progress=progress)
+    fits = [cf.fit_capacity(rows, params=p, bits=b) for p in ("params_non_embedding", "params_all")
+            for b in ("bits", "bits_clipped")]
+    by_size, by_exp = cf.scaling_points(rows)
+    h = corpus.value_entropy_bits()
+    scaling_fits = []
+    for x, pts in (("params_non_embedding", by_size),
+                   ("exposures", [p for p in by_exp if p["size"] == by_size[-1]["size"] and p["exposures"] > 0])):
+        for fixed in (None, h):
+            try:
+                f = cf.scaling_fit([p[x] for p in pts], [p["ce_bits"] for p in pts], h=fixed)
+            except BadInput as exc:  # too few points or no convergence: recorded, not fatal
+                f = {"error": str(exc)}
+            scaling_fits.append({"x": x, "size": None if x != "exposures" else by_size[-1]["size"],
+                                 "data_entropy_bits": h, **f})
+    tables = {"sizes": table_from_rows([{k: v for k, v in r.items() if k not in _DROP} for r in rows]),
+              "fit": table_from_rows([{k: v for k, v in f.items() if k != "per_seed"} for f in fits]),
+              "fit_per_seed": table_from_rows([{"params": f["params"], "bits": f["bits"], "seed": s, "c": c}
+                                               for f in fits for s, c in f["per_seed"].items()]),
+              "scaling": table_from_rows(by_size), "scaling_exposures": table_from_rows(by_exp),
+              "scaling_fit": table_from_rows(_same_keys(scaling_fits))}
+    if checks:
+        tables["check"] = table_from_rows(cf.steps_check(rows, checks, n_boot=n_boot))
+        tables["check_runs"] = table_from_rows([{k: v for k, v in r.items() if k not in _DROP} for r in checks])
+    return Result(kind=SWEEP_KIND, tables=tables,
+                  meta={"preset": preset, "seeds": list(seeds), "train": dataclasses.asdict(base),
+                        "sizes": [dataclasses.asdict(s) | {"name": s.name} for s in spec.sizes],
+                        "value_entropy_bits": h, "ceiling_bits": rows[0]["ceiling"], "table_bits": rows[0]["max_bits"],
+                        "estimator": "bits = Σ_facts (log2|V| − CE bits at the value), unclipped; "
+                                     "bits_clipped = Σ max(0, log2|V| − loss bits) (the old figure)"},
+                  provenance=make_provenance(None, seed=seeds[0], facts_config=corpus.config.to_dict()))
+
+
+def _same_keys(rows: list[dict]) -> list[dict]:
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    return [{k: r.get(k) for k in keys} for r in rows]
+
+
+def write_sweep(result: Result, out_dir: str | Path) -> Path:
+    """``out_dir/result``, ``capacity_sweep.png`` (non-embedding params), ``capacity_sweep_all_params.png``
+    and ``scaling.png``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = result.table("sizes").to_dict("records")
+    fits = {(f["params"], f["bits"]): f for f in result.table("fit").to_dict("records")}
+    for params, name in (("params_non_embedding", "capacity_sweep.png"), ("params_all", "capacity_sweep_all_params.png")):
+        save_figure(plot_capacity_sweep(rows, _ci(fits[params, "bits"]), params=params), out / name, dpi=120)
+    sf = [f for f in result.table("scaling_fit").to_dict("records")
+          if f["x"] == "params_non_embedding" and not f["h_fixed"] and f.get("error") is None]
+    save_figure(plot_scaling(result.table("scaling").to_dict("records"),
+                             result.table("scaling_exposures").to_dict("records"), sf[0] if sf else None),
+                out / "scaling.png", dpi=120)
+    return result.save(out / "result")
+
+
+def _ci(fit: dict) -> dict:
+    """A fit row for plotting: an undefined CI (one seed) drawn as the point estimate."""
+    lo, hi = fit.get("c_lo"), fit.get("c_hi")
+    bad = lo is None or hi is None or math.isnan(lo)
+    return {**fit, "c_lo": fit["c"] if bad else lo, "c_hi": fit["c"] if bad else hi}
 
 
 def compute(corpus: FactCorpus, base: TrainConfig, widths: list[int], *, run_dir: str | Path | None = None,

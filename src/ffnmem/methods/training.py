@@ -29,10 +29,8 @@ bar updated every ``log_every`` steps.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,12 +39,13 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ffnmem.core.errors import BadInput, CorruptWeights
-from ffnmem.core.models import boot_native, load_checkpoint, save_checkpoint
-from ffnmem.core.outputs import atomic_dir
+from ffnmem.core.errors import BadInput
+from ffnmem.core.models import boot_native, load_checkpoint
 from ffnmem.core.paths import atomic_write_json
 from ffnmem.core.workbench import Workbench, resolve_device
-from ffnmem.data.synthetic import FactConfig, FactCorpus, build_tokenizer
+from ffnmem.data.synthetic import FactConfig, FactCorpus
+from ffnmem.data.vocab import build_tokenizer
+from ffnmem.methods.checkpoints import checkpoints, latest_state, load_optimizer, load_run, save_state
 from ffnmem.methods.frequency import score_queries, summarize
 from ffnmem.methods.objectives import objective_loss, prepare
 from ffnmem.methods.packing import batch_indices, encode_documents, epochs_to_steps, make_batches, make_pair_batches
@@ -117,6 +116,26 @@ PRESETS: dict[str, tuple[FactConfig, TrainConfig]] = {
                          n_values=100, bins=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512), seed=0),
               TrainConfig(n_layers=4, d_model=256, n_heads=8, d_mlp=1024, n_ctx=96, steps=20000, batch_size=64,
                           lr=1e-3, warmup=500, eval_every=1000, checkpoint_every=2000)),
+    # Capacity-limited presets (sweep sizes in ffnmem.methods.capacity.SWEEPS): one pass over the
+    # corpus = every fact seen `bins[0]` times (the sweep sets steps with steps_for_epochs; `steps`
+    # here is that count). Name pools keep the vocabulary (so the embedding parameters) small; all 4
+    # templates are in the corpus, no noise. One document per row (packing="none"): no mention loses
+    # its name to a row cut, and rows of ~36 tokens train ~3x faster per token on CPU than packed
+    # rows of 96 (measured, L2-d22). lr 1e-2, not 3e-3: on seed 0 of capacity-100x, 3e-3 left L2-d16
+    # at 313 bits (CE 6.60 of log2 100 = 6.64) and L1-d6 above uniform (CE 7.14); 1e-2 gave 3,594
+    # and 6.64 (chosen on training cross-entropy, as Allen-Zhu & Li pick the best lr per size).
+    "capacity-100x": (FactConfig(n_entities=2000, n_values=100, bins=(100,), templates_per_attribute=4,
+                                 first_names=60, last_names=80, seed=0),
+                      TrainConfig(n_ctx=48, n_heads=2, steps=1563, batch_size=128, lr=1e-2, warmup=50,
+                                  eval_every=195, checkpoint_every=390, packing="none")),
+    "capacity-1000x": (FactConfig(n_entities=210, n_values=100, bins=(1000,), templates_per_attribute=4,
+                                  first_names=20, last_names=30, seed=0),
+                       TrainConfig(n_ctx=48, n_heads=2, steps=1641, batch_size=128, lr=1e-2, warmup=50,
+                                   eval_every=205, checkpoint_every=410, packing="none")),
+    "capacity-quick": (FactConfig(n_entities=40, n_values=16, bins=(50,), templates_per_attribute=4,
+                                  first_names=10, last_names=10, seed=0),
+                       TrainConfig(n_ctx=48, n_heads=2, steps=125, batch_size=16, lr=1e-2, warmup=5,
+                                   eval_every=31, checkpoint_every=62, packing="none")),
 }
 
 
@@ -221,7 +240,7 @@ def train(corpus: FactCorpus, cfg: TrainConfig, run_dir: str | Path | None = Non
 
     dev = resolve_device(device)
     run_dir = Path(run_dir) if run_dir is not None else None
-    state = _latest_state(run_dir, corpus, cfg, objective) if (run_dir and resume) else None
+    state = latest_state(run_dir, corpus, cfg, objective) if (run_dir and resume) else None
     if state is not None:
         wb = load_checkpoint(state["model_dir"], device=str(dev))
     else:
@@ -235,7 +254,7 @@ def train(corpus: FactCorpus, cfg: TrainConfig, run_dir: str | Path | None = Non
     opt, sched = _optimizer(wb, cfg)
     step, losses, evals = 0, [], []
     if state is not None:
-        _load_optimizer(opt, sched, state)
+        load_optimizer(opt, sched, state)
         step, losses, evals = state["step"], state["losses"], state["evals"]
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -287,102 +306,10 @@ def train(corpus: FactCorpus, cfg: TrainConfig, run_dir: str | Path | None = Non
                     objective=objective))})
                 model.train()
             if do_save:
-                _save_state(run_dir, wb, opt, sched, step, losses, evals, corpus, cfg, objective)
+                save_state(run_dir, wb, opt, sched, step, losses, evals, corpus, cfg, objective)
             eval_seconds += time.perf_counter() - t_eval
     bar.close()
     model.eval()
     return TrainRun(wb=wb, corpus=corpus, config=cfg, step=step, losses=losses, evals=evals,
                     seconds=time.perf_counter() - t0, tokens_seen=tokens_seen, signal_tokens=signal,
                     steps_per_epoch=per_epoch, eval_seconds=eval_seconds)
-
-
-STATE_FILE, OPTIMIZER_FILE, STATE_FORMAT = "state.json", "optimizer.safetensors", "ffnmem-train-state-v1"
-_MOMENT = re.compile(r"^state\.(\d+)\.([A-Za-z_]+)$")
-
-
-def _save_state(run_dir: Path, wb, opt, sched, step, losses, evals, corpus, cfg, objective=None) -> Path:
-    from safetensors.torch import save_file
-
-
-    target = run_dir / "checkpoints" / f"step-{step:06d}"
-    sd = opt.state_dict()
-    moments = {f"state.{i}.{k}": v.detach().cpu().contiguous() for i, st in sd["state"].items() for k, v in st.items()}
-    with atomic_dir(target) as tmp:
-        save_checkpoint(wb, tmp / "model", extra={"step": step})
-        save_file(moments, str(tmp / OPTIMIZER_FILE))
-        atomic_write_json(tmp / STATE_FILE, {
-            "format": STATE_FORMAT, "step": step, "losses": losses, "evals": evals,
-            "param_groups": sd["param_groups"], "scheduler": sched.state_dict(),
-            "fingerprint": _fingerprint(corpus, cfg, objective)})
-    atomic_write_json(run_dir / "curves.json", {"losses": losses, "evals": evals})
-    return target
-
-
-def _load_optimizer(opt, sched, state: dict) -> None:
-    """Restore AdamW and the scheduler from a checkpoint's JSON and safetensors (no pickle)."""
-    from safetensors.torch import load_file
-
-    where = state["dir"]
-    try:
-        tensors = load_file(str(where / OPTIMIZER_FILE))
-        moments: dict[int, dict] = {}
-        for key, value in tensors.items():
-            m = _MOMENT.match(key)
-            if m is None:
-                raise ValueError(f"unexpected tensor {key!r}")
-            moments.setdefault(int(m.group(1)), {})[m.group(2)] = value
-        groups = [{**g, "betas": tuple(g["betas"])} for g in state["param_groups"]]  # JSON made it a list
-        opt.load_state_dict({"state": moments, "param_groups": groups})
-        sched.load_state_dict(state["scheduler"])
-    except Exception as exc:  # noqa: BLE001 - truncated file, wrong shapes, missing keys
-        raise CorruptWeights(f"cannot resume from {where}: {type(exc).__name__}: {str(exc)[:200]}; "
-                             "delete that checkpoint folder") from None
-
-
-def _fingerprint(corpus: FactCorpus, cfg: TrainConfig, objective=None) -> dict:
-    extra = {} if objective is None else {"objective": objective.to_dict()}
-    # through JSON, as saved: tuples become lists, so a fresh fingerprint compares equal
-    return json.loads(json.dumps({"train": dataclasses.asdict(cfg), "facts": corpus.config.to_dict(), **extra}))
-
-
-def checkpoints(run_dir: str | Path) -> list[Path]:
-    """Complete checkpoints of a run, oldest first (temp folders of interrupted writes skipped)."""
-    root = Path(run_dir) / "checkpoints"
-    return sorted(p for p in root.glob("step-*") if (p / STATE_FILE).exists()) if root.is_dir() else []
-
-
-def _refuse_pickled(run_dir: Path, found: list[Path]) -> None:
-    """An old-format checkpoint (``state.pt``, a pickle) newer than any readable one: refuse it."""
-    root = run_dir / "checkpoints"
-    old = sorted(p for p in root.glob("step-*") if (p / "state.pt").exists() and not (p / STATE_FILE).exists())
-    if old and (not found or old[-1].name > found[-1].name):
-        raise BadInput(f"{old[-1]} holds a pickled state.pt, which ffnmem never loads (unpickling can run code); "
-                       f"delete {root} to train from scratch, or use a new --out folder")
-
-
-def _latest_state(run_dir: Path, corpus: FactCorpus, cfg: TrainConfig, objective=None) -> dict | None:
-    found = checkpoints(run_dir)
-    _refuse_pickled(run_dir, found)
-    if not found:
-        return None
-    try:
-        state = json.loads((found[-1] / STATE_FILE).read_text())
-        if state.get("format") != STATE_FORMAT:
-            raise ValueError(f"format {state.get('format')!r}")
-    except (OSError, ValueError, AttributeError) as exc:
-        raise CorruptWeights(f"cannot read {found[-1]}/{STATE_FILE} ({type(exc).__name__}); "
-                             "delete that checkpoint folder") from None
-    if state.get("fingerprint") != _fingerprint(corpus, cfg, objective):
-        raise BadInput(f"{run_dir} holds checkpoints of another config; use a new --out folder or the same settings")
-    state["model_dir"], state["dir"] = found[-1] / "model", found[-1]
-    return state
-
-
-def load_run(run_dir: str | Path, *, device: str = "auto") -> tuple[Workbench, dict]:
-    """The latest checkpoint's model and the run's logged curves."""
-
-    found = checkpoints(run_dir)
-    if not found:
-        raise BadInput(f"{run_dir} holds no finished checkpoint; run `ffnmem train --out {run_dir}` first")
-    curves = json.loads((Path(run_dir) / "curves.json").read_text()) if (Path(run_dir) / "curves.json").exists() else {}
-    return load_checkpoint(found[-1] / "model", device=device), curves

@@ -26,9 +26,11 @@ from ffnmem.viz.attribution import (
 from ffnmem.viz.figures import png_bytes, save_figure
 from ffnmem.viz.frequency import (
                                       plot_capacity,
+                                      plot_capacity_sweep,
                                       plot_dla_by_exposure,
                                       plot_loss_decomposition,
                                       plot_recall_vs_exposure,
+                                      plot_scaling,
 )
 from ffnmem.viz.keyvalue import plot_agreement, plot_coefficient_histogram
 from ffnmem.viz.lossy import plot_recall_by_value_rank, plot_substitution, plot_survival
@@ -40,10 +42,11 @@ from ffnmem.viz.superposition import plot_dimensionality, plot_phase, plot_wtw
 from ffnmem.viz.tracing import plot_average, plot_trace
 
 __all__ = [
-    "plot_agreement", "plot_attention_erank", "plot_attribution", "plot_average", "plot_capacity",
+    "plot_agreement", "plot_attention_erank", "plot_attribution", "plot_average", "plot_capacity", "plot_capacity_sweep",
     "plot_capacity_entropy_signal", "plot_coefficient_histogram", "plot_curves", "plot_dimensionality",
     "plot_dla_by_exposure", "plot_ffn_share", "plot_heads", "plot_layer_dla", "plot_loss_decomposition", "plot_phase",
     "plot_position_probe", "plot_query", "plot_recall", "plot_recall_by_value_rank", "plot_recall_vs_exposure", "plot_recall_vs_popularity",
+    "plot_scaling",
     "plot_substitution", "plot_substitutions", "plot_survival", "plot_top_neurons", "plot_trace", "plot_variant_recall", "plot_wtw", "png_bytes",
     "save_figure",
 ]

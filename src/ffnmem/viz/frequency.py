@@ -89,3 +89,54 @@ def plot_capacity(rows: list[dict], axes=None):
           title="capacity (Allen-Zhu & Li report ~2 when saturated)")
     a.legend(fontsize=8)
     return finish(fig, owned)
+
+
+def plot_capacity_sweep(rows: list[dict], fit: dict, axes=None, *, params: str = "params_non_embedding"):
+    """A capacity sweep (:func:`~ffnmem.methods.capacity.sweep`): bits stored per size and seed
+    against parameters with the fitted bits = c·params line (:func:`~ffnmem.methods.capacity_fit.fit_capacity`),
+    the 1 and 2 bits/param lines and the table's noise-aware ceiling; and bits/param per size.
+    ``axes``: two Axes, or None for a new figure."""
+    fig, grid, owned = new_grid(axes, 1, 2, figsize=(10, 3.8))
+    a, b = grid[0]
+    p = np.array([r[params] for r in rows], dtype=float)
+    bits = np.array([r["bits"] for r in rows], dtype=float)
+    xs = np.geomspace(p.min(), p.max(), 50)
+    a.scatter(p, bits, s=14, color="k", label="bits stored (size × seed)")
+    a.plot(xs, fit["c"] * xs, label=f"fit c = {fit['c']:.3f} [{fit['c_lo']:.3f}, {fit['c_hi']:.3f}]")
+    for c, ls in ((1, ":"), (2, "--")):
+        a.plot(xs, c * xs, color="grey", ls=ls, lw=0.8, label=f"{c} bit/param")
+    a.axhline(rows[0]["ceiling"], color="tab:red", lw=0.8, label="table ceiling n(log2|V| − H)")
+    a.set(xscale="log", yscale="log", xlabel=params.replace("_", " "), ylabel="bits", title="knowledge stored")
+    a.legend(fontsize=7)
+    b.scatter(p, bits / p, s=14, color="k")
+    b.axhline(fit["c"], color="tab:blue", lw=0.8)
+    b.set(xscale="log", xlabel=params.replace("_", " "), ylabel="bits per parameter", ylim=(0, None),
+          title="bits per parameter (Allen-Zhu & Li: ~1 at 100, ~2 at 1,000 exposures)")
+    return finish(fig, owned)
+
+
+def plot_scaling(by_size: list[dict], by_exposure: list[dict], fit: dict | None = None, axes=None):
+    """Cross-entropy at the value positions against non-embedding parameters (mean over seeds, with
+    the fitted L = H + A·N^−α when given) and against exposures during training, one line per size
+    and seed; the data entropy H as a floor. ``axes``: two Axes, or None for a new figure."""
+    fig, grid, owned = new_grid(axes, 1, 2, figsize=(10, 3.8))
+    a, b = grid[0]
+    n = np.array([r["params_non_embedding"] for r in by_size], dtype=float)
+    a.errorbar(n, [r["ce_bits"] for r in by_size], yerr=[r["ce_bits_sd"] for r in by_size], fmt="o", color="k",
+               capsize=3, label="CE at values (mean ± sd over seeds)")
+    if fit is not None:
+        xs = np.geomspace(n.min(), n.max(), 50)
+        a.plot(xs, fit["H"] + fit["A"] * xs ** -fit["alpha"],
+               label=f"H + A·N^−α: H = {fit['H']:.2f}, α = {fit['alpha']:.2f}")
+    for ax in (a, b):
+        ax.axhline(by_size[0]["h_bits"], color="grey", ls="--", lw=0.8, label="data entropy H")
+    a.set(xscale="log", xlabel="non-embedding parameters", ylabel="bits", title="cross-entropy vs size")
+    a.legend(fontsize=7)
+    for size in dict.fromkeys(r["size"] for r in by_exposure):
+        for seed in sorted({r["seed"] for r in by_exposure if r["size"] == size}):
+            pts = [r for r in by_exposure if r["size"] == size and r["seed"] == seed]
+            b.plot([r["exposures"] for r in pts], [r["ce_bits"] for r in pts], lw=0.8,
+                   label=size if seed == min(r["seed"] for r in by_exposure) else None)
+    b.set(xscale="log", xlabel="exposures per fact", ylabel="bits", title="cross-entropy vs exposures")
+    b.legend(fontsize=7)
+    return finish(fig, owned)

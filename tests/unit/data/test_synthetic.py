@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from ffnmem.core.errors import BadInput
-from ffnmem.data.synthetic import FactConfig, FactCorpus, build_tokenizer, exposure_counts, generate, noisy_entropy_bits
+from ffnmem.data.synthetic import FactConfig, FactCorpus, exposure_counts, generate, noisy_entropy_bits
+from ffnmem.data.vocab import build_tokenizer
 
 SMALL = FactConfig(n_entities=14, bins=(1, 2, 4), n_values=8, seed=3)
 

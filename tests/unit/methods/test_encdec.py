@@ -16,7 +16,8 @@ from ffnmem.core.encdec import (
 )
 from ffnmem.core.errors import BadInput
 from ffnmem.core.models import load_checkpoint
-from ffnmem.data.synthetic import FactConfig, build_tokenizer, generate
+from ffnmem.data.synthetic import FactConfig, generate
+from ffnmem.data.vocab import build_tokenizer
 from ffnmem.methods.architectures import train_flops
 from ffnmem.methods.encdec import (
     _cross_pullback,

@@ -11,7 +11,8 @@ import torch
 
 from ffnmem.core.errors import BadInput
 from ffnmem.core.models import boot_native
-from ffnmem.data.synthetic import FactConfig, build_tokenizer, generate
+from ffnmem.data.synthetic import FactConfig, generate
+from ffnmem.data.vocab import build_tokenizer
 from ffnmem.methods.packing import PackedRows, document_layout, epochs_to_steps
 from ffnmem.methods.training import TrainConfig, steps_for_epochs, steps_per_epoch, train
 

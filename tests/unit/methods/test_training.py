@@ -45,7 +45,7 @@ def test_other_config_in_run_dir_is_refused(tmp_path):
 
 def test_document_longer_than_context_is_refused():
     corpus = generate(FACTS)
-    from ffnmem.data.synthetic import build_tokenizer
+    from ffnmem.data.vocab import build_tokenizer
     with pytest.raises(BadInput, match="raise n_ctx"):
         encode_documents(build_tokenizer(corpus), corpus.documents, 8)
 

@@ -78,6 +78,9 @@ CASES = {
     "plot_capacity": (lambda: (([{"params": p, "bits": p / 10, "max_bits": 500, "bits_per_param": 0.1, "d_model": d}
                                  for p, d in ((1000, 16), (4000, 32))],), {}), (1, 2)),
     "plot_capacity_entropy_signal": (lambda: ((_variants(),), {}), (1, 3)),
+    "plot_capacity_sweep": (lambda: (([{"params_non_embedding": p, "bits": 1.1 * p + s, "ceiling": 9000, "seed": s}
+                                       for p in (500, 2000, 8000) for s in (0, 1)],
+                                      {"c": 1.1, "c_lo": 1.0, "c_hi": 1.2}), {}), (1, 2)),
     "plot_coefficient_histogram": (lambda: ((torch.randn(200),), {"title": "layer 0 neuron 1"}), None),
     "plot_curves": (lambda: (({"pos": [{"hook": f"blocks.{l}.hook_resid_post", "accuracy": 0.8, "control": 0.5,
                                         "majority": 0.4} for l in range(2)]},), {}), None),
@@ -98,6 +101,10 @@ CASES = {
                                                              "hi": [0.2, 1.0]}), {}), None),
     "plot_recall_vs_popularity": (lambda: ((_popularity_result(),), {}), None),
     "plot_substitution": (lambda: ((SUBSTITUTION,), {}), None),
+    "plot_scaling": (lambda: (([{"size": f"s{i}", "params_non_embedding": p, "ce_bits": 3.0 / (i + 1), "ce_bits_sd": 0.1,
+                                  "h_bits": 0.2} for i, p in enumerate((500, 2000, 8000))],
+                                [{"size": "s0", "seed": 0, "exposures": e, "ce_bits": 5.0 / e} for e in (10, 50, 100)],
+                                {"H": 0.2, "A": 30.0, "alpha": 0.5}), {}), (1, 2)),
     "plot_substitutions": (lambda: ((_popularity_result(),), {}), None),
     "plot_survival": (lambda: ((SURVIVAL,), {}), None),
     "plot_top_neurons": (lambda: ((NEURONS,), {}), (1, 4)),
