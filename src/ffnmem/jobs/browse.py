@@ -229,8 +229,10 @@ def build(run_dir: str | Path, site_dir: str | Path, *, model: str | None = None
         links.append((name, label))
         for method, rows in card.memories.items():
             for r in rows:
-                mem[(int(r["layer"]), int(r["neuron"]))].setdefault("f", []).append(
-                    [name, label, f"{method} #{int(r['rank']) + 1}, score {float(r['score']):.3g}"])
+                d = mem[(int(r["layer"]), int(r["neuron"]))]
+                d.setdefault("f", []).append([name, label, f"{method} #{int(r['rank']) + 1}, score {float(r['score']):.3g}"])
+                if "p" not in d and r.get("promotes"):  # no keys run: the card's value tokens (signed in context)
+                    d["p"] = [[t, None] for t in r["promotes"]]
     layers = sorted({l for l, _ in mem})
     d_mlp = max([info["d_mlp"], *(n + 1 for _, n in mem)]) if mem else 0
     tokens: dict[str, int] = {}
