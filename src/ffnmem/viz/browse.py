@@ -70,9 +70,10 @@ function search(idx, query) {
 function showSearch(idx, query) {
   const box = document.getElementById('results'); box.textContent = '';
   if (!norm(query)) return;
-  const found = search(idx, query), shown = found.slice(0, 300);
+  const t0 = performance.now(), found = search(idx, query), ms = performance.now() - t0, shown = found.slice(0, 300);
   box.appendChild(el('p', {id: 'count'}, found.length + ' memories with ' + JSON.stringify(query.trim()) +
-    ' among their top promoted or trigger tokens' + (found.length > shown.length ? ' (first ' + shown.length + ' shown)' : '')));
+    ' among their top promoted or trigger tokens' + (found.length > shown.length ? ' (first ' + shown.length + ' shown)' : ''),
+    el('span', {class: 'muted', id: 'ms'}, ' · searched ' + idx.memories.length + ' memories in ' + ms.toFixed(0) + ' ms')));
   if (!shown.length) return;
   const rows = shown.map(([s, m]) => el('tr', {class: 'hit'},
     el('td', {}, el('a', {href: memHref(m[0], m[1])}, 'L' + m[0] + '.' + m[1])),
