@@ -49,16 +49,18 @@ def _check_links(page: Path, html: str, site: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def keys_run(tmp_path_factory):
-    """A tiny-2l keys run (both layers), made once for this file (~3 s)."""
-    import ffnmem
-    from ffnmem.data.corpus import default_corpus, windows
-    from ffnmem.jobs.keys import KeyAgreementParams, run_keys
+def keys_run(tiny, tmp_path_factory):
+    """The two results of a tiny-2l keys run that a site's memory pages read (both layers); a short
+    fixed text, not the stdlib corpus (11 s to gather)."""
+    from ffnmem.data.corpus import windows
+    from ffnmem.jobs.keys import memory_views
+    from ffnmem.methods import triggers as T
 
-    wb = ffnmem.load_model("tiny-2l", device="cpu", seed=0)
-    tokens = windows(wb, default_corpus(), window=32, max_windows=12)
+    text = ["The capital of France is Paris. The capital of Italy is Rome. def read(path): return open(path).read()"] * 6
+    tr = T.mine(tiny, windows(tiny, text, window=32, max_windows=12), [0, 1], k=5, progress=False)
     out = tmp_path_factory.mktemp("run") / "keys"
-    run_keys(wb, tokens, KeyAgreementParams(k=5, n_triggers=5), out, cards_per_layer=0, progress=False)
+    T.to_result(tiny, tr).save(out / "triggers")
+    memory_views(tiny, tr).save(out / "memories")
     return out
 
 
@@ -76,6 +78,7 @@ def test_browse_site_loads_links_resolve_and_search_finds_a_memory(cli, keys_run
     dom = _dom(chromium, (site / "index.html").as_uri() + "?q=" + token.strip())
     assert re.search(r"<p id=\"count\">\d+ memories", dom), dom[:2000]
     assert 'href="memory.html?layer=1&amp;neuron=7"' in dom
+    _check_links(site / "index.html", dom, site)  # the index after its script ran: search hits, layers
     # the memory page renders from data/layer-1.js: examples with the trigger marked, the histogram
     dom = _dom(chromium, (site / "memory.html").as_uri() + "?layer=1&neuron=7")
     assert "<h1>Memory L1.7</h1>" in dom and "<mark>" in dom and "<svg" in dom and "<rect" in dom
@@ -83,9 +86,8 @@ def test_browse_site_loads_links_resolve_and_search_finds_a_memory(cli, keys_run
     _check_links(site / "memory.html", dom, site)
     dom = _dom(chromium, (site / "memory.html").as_uri() + "?layer=0")  # a layer's list of memories
     assert dom.count('href="memory.html?layer=0&amp;neuron=') == 256
-    for page in site.rglob("*.html"):  # every static page's links, and the index after its script ran
+    for page in site.rglob("*.html"):  # every static page's links
         _check_links(page, page.read_text(), site)
-    _check_links(site / "index.html", _dom(chromium, (site / "index.html").as_uri()), site)
 
 
 def test_browse_refuses_a_folder_that_is_not_a_run(cli, tmp_path):
