@@ -28,8 +28,8 @@ from ffnmem.core.errors import BadInput
 from ffnmem.core.paths import atomic_write_text
 from ffnmem.methods.tracing import Trace
 from ffnmem.store.results import Result
-from ffnmem.viz import png_bytes
 from ffnmem.viz import browse as V
+from ffnmem.viz import png_bytes
 from ffnmem.viz.factcard import FactCard
 from ffnmem.viz.figures import close
 from ffnmem.viz.tracing import plot_trace
@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 
 SHOWN = ("triggers", "memories", "key_agreement", "demo", "fact_card", "localization")
 MEMORY_HREF = "../memory.html?layer={layer}&neuron={neuron}"
+DEMO_NOTE = ("From `ffnmem demo`: memories ranked by direct effect on the answer's margin over the other facts' "
+             "answers; not validated by ablation (`ffnmem locate` does).")
 
 
 @dataclass(frozen=True)
@@ -145,8 +147,7 @@ def _demo_cards(res: Result, model: str) -> list[FactCard]:
         cards.append(FactCard(model_id=model, fact={**f, "relation": "capital (demo)", "margin": None,
                                                     "alternatives": [g["target"] for g in facts if g is not f]},
                               memories={"direct effect on the margin (demo)": rows}, memory_href=MEMORY_HREF,
-                              notes=["From `ffnmem demo`: memories ranked by direct effect on the answer's margin over "
-                                     "the other facts' answers; not validated by ablation (`ffnmem locate` does)."]))
+                              notes=[DEMO_NOTE]))
     return cards
 
 

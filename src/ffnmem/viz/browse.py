@@ -26,7 +26,7 @@ tr:nth-child(even){background:#f4f4f4} .num{text-align:right} .muted{color:#777}
 code,.tok{background:#eef;border-radius:3px;padding:0 3px;white-space:pre;font-family:ui-monospace,monospace}
 td.ctx{font-family:ui-monospace,monospace;white-space:pre-wrap} mark{background:#ffd54f}
 #q{font-size:1.1em;padding:4px 8px;width:22em} .layers a{display:inline-block;min-width:3.2em}
-section{border-top:1px solid #ccc;margin-top:1em} svg text{font-size:10px;fill:#444}
+section{border-top:1px solid #ccc;margin-top:1em} svg text{font-size:10px;fill:#444} img{max-width:100%}
 """
 
 JS = r"""const FFNMEM = {waiting: {}, data: {}};
