@@ -243,7 +243,8 @@ def build(run_dir: str | Path, site_dir: str | Path, *, model: str | None = None
         trig = [tokens.setdefault(t, len(tokens)) for t in dict.fromkeys(e[2] for e in d.get("ex", []))][:index_tokens]
         index.append([l, n, prom, trig])
     site = {"model": model_id, "layers": layers, "d_mlp": d_mlp, "n_memories": len(mem),
-            "hist_tokens": info["hist_tokens"], "sources": [str(p) for ps in found.values() for p in ps]}
+            "hist_tokens": info["hist_tokens"],
+            "sources": [p.relative_to(Path(run_dir)).as_posix() or "." for ps in found.values() for p in ps]}
     atomic_write_text(out / "data" / "index.js", V.data_js("index", {"tokens": list(tokens), "memories": index}))
     atomic_write_text(out / "data" / "site.js", V.data_js("site", site))
     for layer in layers:
