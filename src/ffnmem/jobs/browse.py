@@ -213,8 +213,8 @@ def build(run_dir: str | Path, site_dir: str | Path, *, model: str | None = None
     """
     start = time.perf_counter()
     found = find_results(run_dir, model)
-    first = Result.load(next(iter(found.values()))[0])
-    model_id = str(first.provenance.get("model_id", "?"))
+    first = json.loads((next(iter(found.values()))[0] / "header.json").read_text())  # not its tensors
+    model_id = str(first.get("provenance", {}).get("model_id", "?"))
     mem, info = _memory_data(found, examples)
     cards = _fact_pages(found, model_id)
     out = Path(site_dir)
