@@ -95,3 +95,17 @@ def test_browse_refuses_a_folder_that_is_not_a_run(cli, tmp_path):
     r = cli("browse", tmp_path, "-o", tmp_path / "site")
     assert r.returncode != 0
     assert r.stderr.strip().count("\n") == 0 and "holds no browsable ffnmem results" in r.stderr
+
+
+def test_browse_claims_page_lists_every_claim(cli, keys_run, tmp_path):
+    """With --claims, claims.html has one row per claim file entry (NOT RUN where no run exists) and the
+    index links to it."""
+    from ffnmem.batch.claims import all_claims
+
+    probes = Path(__file__).resolve().parents[2] / "probes" / "claims"
+    r = cli("browse", keys_run, "-o", tmp_path / "site", "--claims", tmp_path / "no-runs", "--probes", probes)
+    assert r.returncode == 0, r.stdout + r.stderr
+    page = (tmp_path / "site" / "claims.html").read_text()
+    ids = [c.id for c in all_claims(probes)]
+    assert ids and all(f"<td>{i}</td><td>NOT RUN</td>" in page for i in ids)
+    assert "href=claims.html" in (tmp_path / "site" / "index.html").read_text()
