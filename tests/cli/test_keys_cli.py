@@ -21,7 +21,7 @@ def test_keys_and_neuron_on_tiny(run, tmp_path):
                      "--max-tokens", "640", "--k", "5", "--cards", "1", "-o", tmp_path / "k")
     assert code == 0, text
     for f in ("report.md", "report.html", "agreement.png", "triggers/header.json", "agreement/header.json",
-              "prediction/header.json"):
+              "prediction/header.json", "memories/header.json"):
         assert (tmp_path / "k" / f).exists(), f
     assert len(list((tmp_path / "k" / "cards").glob("*.html"))) == 2
     code, text = run("neuron", "1", "7", "-m", "tiny-2l", "--device", "cpu",

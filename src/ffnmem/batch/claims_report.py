@@ -133,3 +133,18 @@ def recorded_statuses(markdown: str) -> dict[str, str]:
 def summary_counts(rows: list[ClaimResult]) -> dict[str, int]:
     statuses, counts = np.unique([r.status for r in rows], return_counts=True)
     return dict(zip(statuses.tolist(), counts.tolist(), strict=True))
+
+
+def table_rows(rows: list[ClaimResult]) -> list[dict[str, str]]:
+    """The summary table as text cells (the same numbers as :func:`render`'s), for HTML pages."""
+    holm_p = adjusted(rows)
+    out = []
+    for r in rows:
+        res, ctl = r.result, r.control
+        out.append({"claim": r.claim.id, "paper": r.claim.spec.paper, "status": r.status, "why": r.why,
+                    "estimate [95% CI]": "–" if res is None else f"{_num(res.estimate)} {_ci(res.ci)}",
+                    "value vs null": "–" if res is None else f"{_num(res.value)} vs {_num(res.null)}",
+                    "p (Holm)": "–" if res is None else f"{_p(res.p_value)} ({_p(holm_p.get(r.claim.id))})",
+                    "n": "–" if res is None else str(res.n),
+                    "control": "–" if ctl is None else f"{_num(ctl.estimate)}, p = {_p(ctl.p_value)}"})
+    return out

@@ -7,6 +7,7 @@ order below is the order of ``ffnmem --help``.
 from ffnmem.cli import (
     architectures,  # noqa: F401  (architectures and objectives)
     batch,  # noqa: F401  (batches and claims)
+    browse,  # noqa: F401  (an offline site of a run's memories and facts)
     core,  # noqa: F401  (foundation: models, demo, capture)
     facts,  # noqa: F401  (where facts live)
     keys,  # noqa: F401  (key-value memories)

@@ -142,7 +142,10 @@ def fact_card(wb: Workbench, prompt: str, answer: str, *, subject: str | None = 
                                               "memories": table_from_rows(memory_rows),
                                               "validation": table_from_rows(val_rows), "cells": table_from_rows(cells)},
                     tensors={f"trace/{kind}": e for kind, e in t.effects.items()},
-                    meta={"methods": list(methods), "k": k, "modes": list(modes), "sigma": sigma},
+                    meta={"methods": list(methods), "k": k, "modes": list(modes), "sigma": sigma,
+                          # what re-draws the heatmaps from the trace/ tensors (ffnmem browse)
+                          "trace": {"tokens": t.tokens, "subject": list(t.subject), "p_clean": t.p_clean,
+                                    "p_corrupt": t.p_corrupt, "window": t.window}},
                     provenance=make_provenance(wb, data_hash=facts_hash([fact]), seed=seed,
                                                params={"k": k, "methods": list(methods), "modes": list(modes)}))
     return card, result

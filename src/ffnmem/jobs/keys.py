@@ -2,8 +2,9 @@
 
 Writes to the output folder: ``triggers/`` (Result: examples + stats tables, provenance),
 ``agreement/`` (Result), ``agreement.png``, ``cards/L{l}_N{n}.html`` for a few memories per layer,
-``prediction/`` (how FFN updates build the predictions of a few prompts), and ``report.md`` /
-``report.html``.
+``prediction/`` (how FFN updates build the predictions of a few prompts), ``memories/`` (every mined
+memory's promoted and suppressed tokens and its coefficient histogram: what ``ffnmem browse`` shows),
+and ``report.md`` / ``report.html``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ffnmem.core.workbench import Workbench
 from ffnmem.jobs.params import Params
 from ffnmem.methods import triggers as T
 from ffnmem.methods import updates as U
+from ffnmem.methods.keyvalue import value_tokens
 from ffnmem.store.provenance import make_provenance, tokens_hash
 from ffnmem.store.results import Result, table_from_rows
 from ffnmem.viz import plot_agreement, save_figure
@@ -77,6 +79,7 @@ class KeysRun:
     cards: dict[str, NeuronCard]
     report: str
     model_id: str
+    memories: Result | None = None
 
 
 def compute(wb: Workbench, tokens: torch.Tensor, p: KeyAgreementParams, *, seed: int = 0, cards_per_layer: int = 2,
@@ -91,11 +94,36 @@ def compute(wb: Workbench, tokens: torch.Tensor, p: KeyAgreementParams, *, seed:
     return KeysRun(triggers=T.to_result(wb, tr, context=context, corpus=corpus, window=tokens.shape[1]),
                    agreement=agreement_result(wb, ag, tokens, p, seed, corpus), measured=ag,
                    prediction=U.to_result(wb, builds) if builds else None, cards=cards,
-                   report=_report_md(wb, tr, ag, list(cards), builds, tokens), model_id=wb.model_id)
+                   report=_report_md(wb, tr, ag, list(cards), builds, tokens), model_id=wb.model_id,
+                   memories=memory_views(wb, tr, k=p.value_k))
+
+
+@torch.inference_mode()
+def memory_views(wb: Workbench, tr: T.Triggers, *, k: int = 10, bins: int = 24, windows: int = 32,
+                 chunk: int = 256) -> Result:
+    """Every mined memory's value read in vocabulary space (top/bottom ``k`` token ids and scores,
+    signed as mined) and its coefficient histogram over the first ``windows`` windows: a ``memories``
+    Result with tensors ``L{l}/top_ids`` ... ``L{l}/hist`` and a ``tokens`` table (id, text) decoding
+    every id used, so a site can be built from it without the model."""
+    tensors: dict[str, torch.Tensor] = {}
+    for l in tr.layers:
+        parts = [value_tokens(wb, l, list(range(s, min(s + chunk, wb.d_mlp))), k=k,
+                              signs=torch.full((min(chunk, wb.d_mlp - s),), tr.sign))
+                 for s in range(0, wb.d_mlp, chunk)]  # chunks: the [d_mlp, d_vocab] scores are never held at once
+        for name in ("top_ids", "top_scores", "bottom_ids", "bottom_scores"):
+            tensors[f"L{l}/{name}"] = torch.cat([getattr(q, name) for q in parts])
+    for l, (counts, edges) in T.coefficient_histograms(wb, tr.tokens, tr.layers, bins=bins, windows=windows).items():
+        tensors[f"L{l}/hist"], tensors[f"L{l}/hist_edges"] = counts, edges
+    ids = torch.unique(torch.cat([tensors[f"L{l}/{n}"].flatten() for l in tr.layers for n in ("top_ids", "bottom_ids")]))
+    vocab = table_from_rows([{"id": int(i), "text": wb.decode(int(i))} for i in ids.tolist()])
+    return Result(kind="memories", tables={"tokens": vocab}, tensors=tensors,
+                  meta={"layers": tr.layers, "k": k, "sign": tr.sign, "hist_bins": bins,
+                        "hist_tokens": int(min(windows, tr.tokens.shape[0]) * (tr.tokens.shape[1] - 1))},
+                  provenance=make_provenance(wb, data_hash=tokens_hash(tr.tokens)))
 
 
 def write(run: KeysRun, out_dir: str | Path) -> Path:
-    """``triggers/``, ``agreement/``, ``agreement.png``, ``cards/``, ``prediction/`` and the report
+    """``triggers/``, ``agreement/``, ``agreement.png``, ``cards/``, ``prediction/``, ``memories/`` and the report
     (Markdown and HTML); returns the path of ``report.md``."""
     out = Path(out_dir)
     (out / "cards").mkdir(parents=True, exist_ok=True)
@@ -107,6 +135,8 @@ def write(run: KeysRun, out_dir: str | Path) -> Path:
         card.save(out / "cards" / name)
     if run.prediction is not None:
         run.prediction.save(out / "prediction")
+    if run.memories is not None:
+        run.memories.save(out / "memories")
     atomic_write_text(out / "report.md", run.report)
     atomic_write_text(out / "report.html", _md_to_html(run.report))
     return out / "report.md"

@@ -113,6 +113,35 @@ def mine(wb: Workbench, tokens: Int[Tensor, "n pos"], layers: Sequence[int], *, 
                     stats={l: stats[n] for l, n in zip(layers, names)})
 
 
+def histogram_counts(acts: Float[Tensor, "n d"], bins: int = 24) -> tuple[Tensor, Tensor]:
+    """Per column of ``acts``: counts in ``bins`` equal bins over that column's [min, max].
+
+    Returns ``counts [d, bins]`` (int32) and ``edges [d, 2]`` (min, max): a memory's histogram in
+    ``bins`` numbers, so every memory of a model fits in a browsable site.
+    """
+    if bins < 1 or acts.ndim != 2 or acts.shape[0] == 0:
+        raise BadInput(f"a histogram needs bins >= 1 and a [n, d] tensor with n > 0, got {bins} and {tuple(acts.shape)}")
+    lo, hi = acts.min(0).values, acts.max(0).values
+    width = ((hi - lo) / bins).clamp_min(torch.finfo(acts.dtype).tiny)  # a constant column: all in bin 0
+    idx = ((acts - lo) / width).floor().long().clamp_(0, bins - 1).T  # (d, n)
+    counts = torch.zeros(acts.shape[1], bins, dtype=torch.int32).scatter_add_(1, idx, torch.ones_like(idx, dtype=torch.int32))
+    return counts, torch.stack([lo, hi], 1)
+
+
+def coefficient_histograms(wb: Workbench, tokens: Int[Tensor, "n pos"], layers: Sequence[int], *, bins: int = 24,
+                           windows: int = 32) -> dict[int, tuple[Tensor, Tensor]]:
+    """:func:`histogram_counts` of every memory's coefficient ``m`` in ``layers`` over the first
+    ``windows`` windows (BOS excluded), in one forward pass: ``{layer: (counts, edges)}``."""
+    out: dict[int, tuple[Tensor, Tensor]] = {}
+
+    def keep(name: str, t: Tensor, start: int) -> None:  # one batch holds every window: reduce at once
+        out[int(name.split(".")[1])] = histogram_counts(t[:, 1:].float().cpu().reshape(-1, t.shape[-1]), bins)
+
+    n = min(windows, tokens.shape[0])
+    cap.run_hooks(wb, tokens[:n], cap.hook_names(wb, ["post"], layers), keep, batch_size=n, progress=False)
+    return out
+
+
 def piece_table(wb: Workbench, tokens: Tensor) -> dict[int, str]:
     """Decoded text of every distinct token id in ``tokens`` (decoded once each)."""
     return {int(i): wb.decode(int(i)) for i in torch.unique(tokens).tolist()}

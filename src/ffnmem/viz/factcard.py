@@ -41,6 +41,8 @@ class FactCard:
     cells: list[dict] = field(default_factory=list)
     trace_png: bytes | None = None
     notes: list[str] = field(default_factory=list)
+    # a format string with {layer} and {neuron}: memories link to their pages (``ffnmem browse``)
+    memory_href: str | None = None
 
     def to_html(self) -> str:
         esc, f = html.escape, self.fact
@@ -57,7 +59,7 @@ class FactCard:
                          + _cells(self.cells) + "</section>")
         for method, rows in self.memories.items():
             parts.append(f"<section><h3 id='{esc(method)}'>{esc(method)}</h3>" + _validation(self.validation.get(method))
-                         + _memories(rows) + "</section>")
+                         + _memories(rows, self.memory_href) + "</section>")
         return "<div class=ffnmem-factcard>" + "".join(parts) + "</div>"
 
     def _repr_html_(self) -> str:
@@ -86,9 +88,15 @@ def _validation(rows: list[dict] | None) -> str:
             f"random matched = sets of the same layers and activation size.</p><table><tr>{head}</tr>{body}</table>")
 
 
-def _memories(rows: list[dict]) -> str:
+def _memories(rows: list[dict], href: str | None = None) -> str:
+    def name(r: dict) -> str:
+        text = f"L{r['layer']}.{r['neuron']}"
+        if href is None:
+            return text
+        return f"<a href='{html.escape(href.format(layer=r['layer'], neuron=r['neuron']))}'>{text}</a>"
+
     body = "".join(
-        f"<tr><td>{r['rank'] + 1}</td><td>L{r['layer']}.{r['neuron']}</td><td class=num>{_num(r['score'])}</td>"
+        f"<tr><td>{r['rank'] + 1}</td><td>{name(r)}</td><td class=num>{_num(r['score'])}</td>"
         f"<td>{' '.join(f'<code>{html.escape(t)}</code>' for t in r.get('promotes', []))}</td></tr>" for r in rows)
     return ("<table><tr><th>#</th><th>memory</th><th>score</th><th>value promotes</th></tr>" + body + "</table>")
 

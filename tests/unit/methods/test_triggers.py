@@ -149,3 +149,20 @@ def test_card_histograms_from_one_shared_pass_match_a_card_alone(tiny):
     alone = histogram_coefficients(tiny, tr, {1: [2]})[1][:, 0]
     torch.testing.assert_close(shared[1][:, 0], alone)
     assert neuron_card(tiny, tr, 0, 9, acts=shared[0][:, 1]).layer == 0
+
+
+def test_histogram_counts_match_numpy_per_column():
+    """Each column's counts are numpy's histogram over that column's [min, max] (the last bin closed);
+    a constant column lands in bin 0."""
+    import numpy as np
+
+    from ffnmem.methods.triggers import histogram_counts
+
+    g = torch.Generator().manual_seed(0)
+    acts = torch.cat([torch.randn(500, 3, generator=g) * torch.tensor([1.0, 5.0, 0.1]), torch.full((500, 1), 2.0)], 1)
+    counts, edges = histogram_counts(acts, bins=7)
+    assert counts.shape == (4, 7) and counts.sum(1).tolist() == [500] * 4
+    for j in range(3):
+        want, _ = np.histogram(acts[:, j].numpy(), bins=7, range=(float(edges[j, 0]), float(edges[j, 1])))
+        assert counts[j].tolist() == want.tolist()
+    assert counts[3, 0] == 500 and edges[3].tolist() == [2.0, 2.0]
