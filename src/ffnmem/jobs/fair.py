@@ -10,14 +10,19 @@ import json
 import logging
 import math
 import platform
+import tempfile
 from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
 
 from tqdm.auto import tqdm
 
 from ffnmem.core.errors import BadInput
 from ffnmem.core.paths import atomic_write_json, atomic_write_text
-from ffnmem.methods.architectures import CompareConfig
-from ffnmem.methods.fair import Convergence, aggregate, check_arms, run_unit
+from ffnmem.jobs.params import Params
+from ffnmem.methods.architectures import CompareConfig, preset
+from ffnmem.methods.fair import Convergence, aggregate, check_arms, init_unit, run_unit
 from ffnmem.store.provenance import make_provenance
 from ffnmem.store.results import Result, table_from_rows
 
@@ -108,3 +113,35 @@ def write_fair(cfg: CompareConfig, arms, budgets, seeds, conv: Convergence, out_
            provenance=prov).save(out / "result")
     atomic_write_text(out / "fair.md", markdown(rows, cfg, conv, sum(u["seconds"] for u in units)))
     return rows
+
+
+class FairParams(Params):
+    """The batch analysis ``architectures_fair`` (one seed a unit): the fair comparison's per-fact rows."""
+
+    preset: Literal["tiny", "paper"] = "tiny"
+    arms: list[str] = Field(default_factory=lambda: ["causal", "mlm"], min_length=1)
+    budgets: list[Literal["steps", "flops", "supervised", "convergence"]] = Field(
+        default_factory=lambda: ["supervised"], min_length=1)
+    steps: int | None = Field(None, ge=1)  # the causal reference's steps (default: the preset's)
+    cap: int = Field(4000, ge=1)
+    every: int = Field(100, ge=1)
+    tol: float = Field(0.01, ge=0, lt=1)
+    patience: int = Field(3, ge=1)
+    units_dir: str = ""  # reuse (and write) the units of `compare-architectures --out DIR`; "" = a temporary folder
+
+
+def compute(p: FairParams, seed: int, *, progress: bool = False) -> Result:
+    """Table ``facts``: one row per fact, budget and row (``arm_row``: the arm, or ``mlm-open``), with
+    ``correct`` and ``loss_bits``; budget ``init`` scores every arm at its initial weights (the control)."""
+    cfg = preset(p.preset)
+    if p.steps is not None:
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=p.steps))
+    conv = Convergence(cap=p.cap, every=p.every, tol=p.tol, patience=p.patience)
+    with tempfile.TemporaryDirectory() as tmp:
+        units = run_units(cfg, tuple(p.arms), tuple(p.budgets), (seed,), conv, p.units_dir or tmp, progress=progress)
+    units += [init_unit(arm, seed, cfg) for arm in p.arms]
+    facts = [{"budget": u["budget"], "arm": u["arm"], "arm_row": name, "steps": u["steps"], **f}
+             for u in units for name, r in u["rows"].items() for f in r["facts"]]
+    prov = make_provenance(None, seed=seed, source="ffnmem.methods.fair", facts_config=cfg.facts.to_dict())
+    return Result(kind="architectures_fair", tables={"facts": table_from_rows(facts)},
+                  meta={"settings": _settings(cfg, conv)}, provenance=prov)

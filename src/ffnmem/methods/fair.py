@@ -167,6 +167,17 @@ def run_unit(arm: str, budget: str, seed: int, cfg: CompareConfig, conv: Converg
             "rows": score(run.wb, corpus, obj, seed, arm)}
 
 
+def init_unit(arm: str, seed: int, cfg: CompareConfig) -> dict:
+    """The arm at its initial weights (same shape and seed, 0 steps), scored like a trained unit: the
+    claims' control (budget ``init``)."""
+    cfg = dataclasses.replace(cfg, facts=dataclasses.replace(cfg.facts, seed=seed),
+                              train=dataclasses.replace(cfg.train, seed=seed))
+    corpus = generate(cfg.facts)
+    train_corpus, tr, obj = arm_setup(arm, cfg, corpus)
+    run = train(train_corpus, tr, device="cpu", progress=False, objective=obj, stop_at=0)
+    return {"arm": arm, "budget": "init", "seed": seed, "steps": 0, "rows": score(run.wb, corpus, obj, seed, arm)}
+
+
 def t_ci(values: list[float], level: float = 0.95) -> tuple[float, float, float]:
     """Mean and Student-t interval across seeds (nan interval with one seed)."""
     from scipy import stats
