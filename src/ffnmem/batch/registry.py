@@ -21,6 +21,7 @@ from ffnmem.jobs import (
     attribute,
     capacity,
     exposure,
+    fair,
     groundtruth,
     keys,
     knowledge,
@@ -113,6 +114,9 @@ register("localization_synthetic", localization.SyntheticLocalizationParams,
          doc="The localization comparison on a model trained on a synthetic preset, against exposure (jobs.localization)")
 register("localization_groundtruth", groundtruth.GroundTruthParams, lambda wb, d, p, seed: groundtruth.compute(p, seed),
          data="none", doc="Localization methods scored against facts injected into known neurons (INJ) (jobs.groundtruth)")
+register("architectures_fair", fair.FairParams, lambda wb, d, p, seed: fair.compute(p, seed), data="none",
+         doc="Architectures at equal supervised tokens / FLOPs / steps / convergence, per fact and seed, with "
+             "every arm at its initial weights as the control (jobs.fair)")
 register("lossy_compression", lossy.LossyParams, lambda wb, d, p, seed: lossy.run(p, seed, progress=False),
          data="none", doc="Zipf values + skewed exposure on small models: recall by exposure and value frequency, "
                           "substitution test vs value-frequency/uniform nulls, KL gap rare vs frequent, survival "

@@ -227,7 +227,8 @@ def _batcher(tokenizer, corpus: FactCorpus, cfg: TrainConfig, objective):
 
 
 def train(corpus: FactCorpus, cfg: TrainConfig, run_dir: str | Path | None = None, *, device: str = "auto",
-          resume: bool = True, stop_at: int | None = None, progress: bool = True, objective=None) -> TrainRun:
+          resume: bool = True, stop_at: int | None = None, progress: bool = True, objective=None,
+          monitor=None) -> TrainRun:
     """Train a fresh model on ``corpus`` (or resume the latest checkpoint in ``run_dir``).
 
     ``stop_at`` stops after that many steps (simulating an interruption; a checkpoint is written
@@ -236,6 +237,8 @@ def train(corpus: FactCorpus, cfg: TrainConfig, run_dir: str | Path | None = Non
     LM, positions off) and trains one document per row, or (``encdec``) builds an encoder-decoder and
     trains it on (prompt, answer) pairs, one per sentence; the vocabulary then carries a ``<mask>``
     token for every variant alike. Causal LM without an objective packs rows (module doc).
+    ``monitor`` (e.g. :class:`ffnmem.methods.budgets.PlateauMonitor`): called as ``monitor(step, model)``
+    every ``monitor.every`` steps; training stops there when it returns True.
     """
 
     dev = resolve_device(device)
@@ -308,6 +311,13 @@ def train(corpus: FactCorpus, cfg: TrainConfig, run_dir: str | Path | None = Non
             if do_save:
                 save_state(run_dir, wb, opt, sched, step, losses, evals, corpus, cfg, objective)
             eval_seconds += time.perf_counter() - t_eval
+        if monitor is not None and step % monitor.every == 0:
+            model.eval()
+            stop = monitor(step, model)
+            model.train()
+            if stop:
+                flush()
+                break
     bar.close()
     model.eval()
     return TrainRun(wb=wb, corpus=corpus, config=cfg, step=step, losses=losses, evals=evals,
