@@ -26,6 +26,7 @@ templates are the paraphrases.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Literal
 
@@ -124,13 +125,20 @@ def compute(wb: Workbench, facts: list[Fact], p: LocalizationParams, seed: int =
             summary += [{"method": method, **s} for s in summarise_validation(mine, seed=seed)]
     freq = frequency_link(fact_rows, val_rows, conc_rows, freq_name, seed)
     tables = {"facts": table_from_rows(fact_rows), "memories": table_from_rows(memory_rows),
-              "frequency": table_from_rows(freq),
-              "cells": table_from_rows(cell_rows), "validation": table_from_rows(val_rows),
-              "summary": table_from_rows(summary), "concentration": table_from_rows(conc_rows)}
+              "frequency": table_from_rows(_nulls(freq)),
+              "cells": table_from_rows(cell_rows), "validation": table_from_rows(_nulls(val_rows)),
+              "summary": table_from_rows(_nulls(summary)), "concentration": table_from_rows(_nulls(conc_rows))}
     meta = {"params": p.model_dump(), "n_facts": len(enc), "n_known": sum(r["known"] for r in fact_rows),
             "target": p.target, "frequency_measure": freq_name}
     return Result(kind=KIND, tables=tables, meta=meta,
                   provenance=make_provenance(wb, data_hash=facts_hash(facts), seed=seed, params=p.model_dump()))
+
+
+def _nulls(rows: list[dict]) -> list[dict]:
+    """Undefined values as NULL, the results store's convention (NaN there means broken numbers): a
+    fact with no known held-out paraphrase or no collateral fact, a censored k½, a statistic over no
+    facts. The validation computes them as NaN; every input margin is checked finite upstream."""
+    return [{k: None if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()} for r in rows]
 
 
 def frequency_link(fact_rows: list[dict], val_rows: list[dict], conc_rows: list[dict], x: str,

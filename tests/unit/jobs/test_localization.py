@@ -10,6 +10,7 @@ import pytest
 
 from ffnmem.batch.registry import ANALYSES, UnitData
 from ffnmem.jobs import groundtruth, localization
+from ffnmem.store.results import check_finite
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +33,13 @@ def test_every_known_fact_is_located_and_validated_by_every_method(synthetic):
     mem = synthetic.table("memories")
     per = mem.groupby(["method", "fact"]).size()
     assert (per == 16).all()  # the ranked list reaches the largest k of the grid
+
+
+def test_undefined_values_are_null_so_the_batch_store_accepts_the_result(synthetic):
+    check_finite(synthetic)  # a NaN here fails a batch unit (the store reads NaN as broken numbers)
+    val = synthetic.table("validation")
+    assert val.loc[val["k_half_censored"], "k_half"].isna().all()
+    assert val.loc[val["n_paraphrases"] == 0, "paraphrase_drop"].isna().all()
 
 
 def test_summary_and_frequency_tables(synthetic):
