@@ -3,7 +3,6 @@ and rankings are scored against the planted sets."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
