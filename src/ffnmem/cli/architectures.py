@@ -33,6 +33,7 @@ def compare_architectures(
     patience: Annotated[int, typer.Option(min=1, help="Convergence budget: checks without improvement before stopping.")] = 3,
     tol: Annotated[float, typer.Option(help="Convergence budget: relative improvement that counts, in [0, 1).")] = 0.01,
     check_every: Annotated[int, typer.Option(min=1, help="Convergence budget: steps between held-out loss checks.")] = 100,
+    analyses: Annotated[bool, typer.Option(help="Fair comparison: per arm also the position probe, attention rank and direct effect by layer (each against the arm at init).")] = True,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for report.md, PNGs and result/.")] = Path("ffnmem-out/architectures"),
     device: DeviceOpt = "cpu",
     force: ForceOpt = False,
@@ -56,7 +57,8 @@ def compare_architectures(
         changes["mask_rate"] = mask_rate
     cfg = dataclasses.replace(cfg, **changes)
     if budget is not None or seeds is not None:
-        fair(cfg, variants, budget, seeds, Convergence(cap=cap, every=check_every, tol=tol, patience=patience), out_dir)
+        fair(cfg, variants, budget, seeds, Convergence(cap=cap, every=check_every, tol=tol, patience=patience), out_dir,
+             analyses=analyses)
         return
     cfg.objectives()  # validate before training anything
     claim(out_dir, force=force)
@@ -69,14 +71,15 @@ def compare_architectures(
     out.print(f"report → {out_dir / 'report.md'}")
 
 
-def fair(cfg, variants: str | None, budget: str | None, seeds: str | None, conv, out_dir: Path) -> None:
+def fair(cfg, variants: str | None, budget: str | None, seeds: str | None, conv, out_dir: Path, *,
+         analyses: bool = True) -> None:
     """--budget / --seeds: arms × budgets × seeds; resumes an existing --out folder (no --force needed)."""
     check_range("--tol", conv.tol, 0, 1, hi_open=True)
     budgets = parse_budgets(budget if budget is not None else "supervised")
     seed_list = parse_seeds(seeds if seeds is not None else "0,1,2", SEED_MAX)
     arms = tuple(v.strip() for v in variants.split(",") if v.strip()) if variants is not None else DEFAULT_ARMS
     check_arms(arms, cfg.mask_rate)
-    rows = write_fair(cfg, arms, budgets, seed_list, conv, out_dir)
+    rows = write_fair(cfg, arms, budgets, seed_list, conv, out_dir, analyses=analyses)
     table = Table("budget", "row", "recall (95% CI)", "steps", "supervised tokens", title="architectures, fair")
     for r in rows:
         table.add_row(r["budget"], r["row"], f"{r['recall']:.3f} ({r['recall_lo']:.3f}–{r['recall_hi']:.3f})",

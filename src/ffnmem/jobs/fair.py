@@ -22,9 +22,11 @@ from ffnmem.core.errors import BadInput
 from ffnmem.core.paths import atomic_write_json, atomic_write_text
 from ffnmem.jobs.params import Params
 from ffnmem.methods.architectures import CompareConfig, preset
-from ffnmem.methods.fair import Convergence, aggregate, check_arms, init_unit, run_unit
+from ffnmem.methods.fair import Convergence, aggregate, aggregate_analyses, check_arms, init_unit, run_unit
 from ffnmem.store.provenance import make_provenance
 from ffnmem.store.results import Result, table_from_rows
+from ffnmem.viz import save_figure
+from ffnmem.viz.architectures import plot_position_probe_seeds
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +41,9 @@ def unit_path(out: Path, budget: str, arm: str, seed: int) -> Path:
 
 
 def run_units(cfg: CompareConfig, arms: tuple[str, ...], budgets: tuple[str, ...], seeds: tuple[int, ...],
-              conv: Convergence, out_dir: str | Path, *, progress: bool = True) -> list[dict]:
-    """Every unit, budget by budget (so a run cut short has whole budgets), reusing finished ones."""
+              conv: Convergence, out_dir: str | Path, *, progress: bool = True, analyses: bool = False) -> list[dict]:
+    """Every unit, budget by budget (so a run cut short has whole budgets), reusing finished ones;
+    ``analyses``: with :func:`ffnmem.methods.variant_analysis.analyse` (a finished unit without them is refused)."""
     check_arms(arms, cfg.mask_rate)
     out = Path(out_dir)
     settings = _settings(cfg, conv)
@@ -52,9 +55,11 @@ def run_units(cfg: CompareConfig, arms: tuple[str, ...], budgets: tuple[str, ...
             unit = json.loads(path.read_text())
             if unit.get("settings") != settings:
                 raise BadInput(f"{path} was made with other settings; use a new --out folder or the same settings")
+            if analyses and "analyses" not in unit:
+                raise BadInput(f"{path} was made without the per-arm analyses; use a new --out folder or --no-analyses")
             units.append(unit)
             continue
-        unit = {**run_unit(arm, budget, seed, cfg, conv), "settings": settings}
+        unit = {**run_unit(arm, budget, seed, cfg, conv, analyses=analyses), "settings": settings}
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(path, unit)
         log.info("%s %s seed %d: %d steps, %.0f s", budget, arm, seed, unit["steps"], unit["seconds"])
@@ -94,11 +99,14 @@ def markdown(rows: list[dict], cfg: CompareConfig, conv: Convergence, wall_s: fl
 
 
 def write_fair(cfg: CompareConfig, arms, budgets, seeds, conv: Convergence, out_dir: str | Path,
-               *, progress: bool = True) -> list[dict]:
-    """Run (or resume) every unit and write ``result/`` and ``fair.md``; the aggregated rows."""
+               *, progress: bool = True, analyses: bool = False) -> list[dict]:
+    """Run (or resume) every unit and write ``result/`` and ``fair.md`` (with ``analyses``, also the
+    per-arm tables ``position_probe``, ``attention_rank``, ``dla_by_layer`` and ``position_probe.png``);
+    ``capacity`` always. The aggregated rows."""
     out = Path(out_dir)
-    units = run_units(cfg, tuple(arms), tuple(budgets), tuple(seeds), conv, out, progress=progress)
+    units = run_units(cfg, tuple(arms), tuple(budgets), tuple(seeds), conv, out, progress=progress, analyses=analyses)
     rows = aggregate(units)
+    per_arm = aggregate_analyses(units)
     facts = [{"budget": u["budget"], "arm": u["arm"], "row": name, "seed": u["seed"], **f}
              for u in units for name, r in u["rows"].items() for f in r["facts"]]
     per_seed = [{"budget": u["budget"], "row": name, "seed": u["seed"], "steps": u["steps"], "cap_hit": u["cap_hit"],
@@ -107,12 +115,68 @@ def write_fair(cfg: CompareConfig, arms, budgets, seeds, conv: Convergence, out_
                 for u in units for name, r in u["rows"].items()]
     prov = make_provenance(None, seed=seeds[0], source="ffnmem.methods.fair", facts_config=cfg.facts.to_dict())
     flat = [{k: (",".join(map(str, v)) if isinstance(v, list) else v) for k, v in r.items()} for r in rows]
-    Result(kind="architectures-fair", tables={"rows": table_from_rows(flat), "seeds": table_from_rows(per_seed),
-                                              "facts": table_from_rows(facts)},
+    tables = {"rows": table_from_rows(flat), "seeds": table_from_rows(per_seed), "facts": table_from_rows(facts)}
+    tables.update({name: table_from_rows(t) for name, t in per_arm.items() if t})
+    Result(kind="architectures-fair", tables=tables,
            meta={"settings": _settings(cfg, conv), "arms": list(arms), "budgets": list(budgets), "seeds": list(seeds)},
            provenance=prov).save(out / "result")
-    atomic_write_text(out / "fair.md", markdown(rows, cfg, conv, sum(u["seconds"] for u in units)))
+    text = markdown(rows, cfg, conv, sum(u["seconds"] for u in units)) + analyses_markdown(per_arm)
+    if per_arm["position_probe"]:
+        save_figure(plot_position_probe_seeds(per_arm["position_probe"]), out / "position_probe.png")
+        text += "\n![position probe](position_probe.png)\n"
+    atomic_write_text(out / "fair.md", text)
     return rows
+
+
+def _ci(r: dict, col: str, digits: int = 2) -> str:
+    return f"{_fmt(r[col], digits)} ({_fmt(r[col + '_lo'], digits)}–{_fmt(r[col + '_hi'], digits)})"
+
+
+def analyses_markdown(per_arm: dict[str, list[dict]]) -> str:
+    """The per-arm sections of ``fair.md``: capacity, position probe, direct effect by layer, attention rank."""
+    lines = ["", "## Bits stored (`methods.capacity.knowledge_bits`: unclipped, noise-aware ceiling)", "",
+             "| budget | row | seeds | bits (95% t CI) | of ceiling | bits / non-embedding param | bits / param (all) |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['budget']} | {r['row']} | {r['n_seeds']} | {_ci(r, 'bits', 0)} | {_fmt(r['fraction_of_ceiling'])} | "
+              f"{_ci(r, 'bits_per_param', 4)} | {_fmt(r['bits_per_param_all'], 4)} |" for r in per_arm["capacity"]]
+    probe = per_arm["position_probe"]
+    if not probe:
+        return "\n".join(lines) + "\n"
+    lines += ["", "## Position probe (linear; positions after BOS; mean over seeds, 95% t CI)", "",
+              "Accuracy of a least-squares classifier over positions and R² of a ridge regression onto the "
+              "index, held out by sequence; `init`: the same arm at its initial weights; `null`: labels permuted. "
+              "`random`: tokens drawn uniformly after BOS, so token identity carries no position.", "",
+              "| budget | arm | inputs | depth | accuracy (CI) | init | null | chance | R² (CI) | R² init | R² null |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    by = {(r["budget"], r["arm"], r["inputs"], r["depth"], r["model"]): r for r in probe}
+    for (b, a, i, d, m), r in sorted(by.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2], kv[0][3])):
+        if m != "trained":
+            continue
+        init = by.get((b, a, i, d, "init"), {})
+        lines.append(f"| {b} | {a} | {i} | {d} | {_ci(r, 'accuracy')} | {_fmt(init.get('accuracy'))} | "
+                     f"{_fmt(r['null_accuracy'])} | {_fmt(r['chance'])} | {_ci(r, 'r2')} | {_fmt(init.get('r2'))} | "
+                     f"{_fmt(r['null_r2'])} |")
+    lines += ["", "## Direct effect of the answer by layer (share of Σ|effect|, mean over seeds)", "",
+              "| budget | arm | shares (stack L layer: attention / FFN) | FFN total |", "|---|---|---|---|"]
+    dla: dict[tuple, dict] = {}
+    for r in per_arm["dla_by_layer"]:
+        dla.setdefault((r["budget"], r["arm"]), {})[(r["stack"], r["layer"], r["component"])] = r["share"]
+    for (b, a), sh in sorted(dla.items()):
+        cells = [f"{s[:3]} L{l}: {sh[(s, l, 'attention')]:.2f} / {sh[(s, l, 'ffn')]:.2f}"
+                 for s, l in sorted({(s, l) for s, l, _ in sh}, key=lambda x: (x[0] != "encoder", x[1]))]
+        lines.append(f"| {b} | {a} | {'; '.join(cells)} | {sum(v for k, v in sh.items() if k[2] == 'ffn'):.2f} |")
+    lines += ["", "## Attention effective rank (Roy & Vetterli 2007) per layer, heads in order; trained (init)", "",
+              "| budget | arm | per layer: heads | max |", "|---|---|---|---|"]
+    er: dict[tuple, dict] = {}
+    for r in per_arm["attention_rank"]:
+        er.setdefault((r["budget"], r["arm"]), {}).setdefault((r["layer"], r["model"]), []).append((r["head"], r["erank"], r["max_rank"]))
+    for (b, a), d in sorted(er.items()):
+        cells = []
+        for layer in sorted({k[0] for k in d}):
+            tr, ini = (["/".join(f"{e:.1f}" for _, e, _ in sorted(d.get((layer, m), []))) for m in ("trained", "init")])
+            cells.append(f"L{layer}: {tr} ({ini})")
+        lines.append(f"| {b} | {a} | {'; '.join(cells)} | {max(x[2] for v in d.values() for x in v):.0f} |")
+    return "\n".join(lines) + "\n"
 
 
 class FairParams(Params):
@@ -128,20 +192,31 @@ class FairParams(Params):
     tol: float = Field(0.01, ge=0, lt=1)
     patience: int = Field(3, ge=1)
     units_dir: str = ""  # reuse (and write) the units of `compare-architectures --out DIR`; "" = a temporary folder
+    analyses: bool = True  # the per-arm position probe, attention rank and direct effect by layer
 
 
 def compute(p: FairParams, seed: int, *, progress: bool = False) -> Result:
     """Table ``facts``: one row per fact, budget and row (``arm_row``: the arm, or ``mlm-open``), with
-    ``correct`` and ``loss_bits``; budget ``init`` scores every arm at its initial weights (the control)."""
+    ``correct`` and ``loss_bits``; budget ``init`` scores every arm at its initial weights (the control).
+    Table ``capacity`` per trained unit and row; with ``analyses`` the tables ``position_probe``,
+    ``attention_rank`` and ``dla_by_layer`` of :func:`ffnmem.methods.variant_analysis.analyse` per
+    trained unit (``model`` = trained / init in the first two)."""
     cfg = preset(p.preset)
     if p.steps is not None:
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=p.steps))
     conv = Convergence(cap=p.cap, every=p.every, tol=p.tol, patience=p.patience)
     with tempfile.TemporaryDirectory() as tmp:
-        units = run_units(cfg, tuple(p.arms), tuple(p.budgets), (seed,), conv, p.units_dir or tmp, progress=progress)
+        units = run_units(cfg, tuple(p.arms), tuple(p.budgets), (seed,), conv, p.units_dir or tmp, progress=progress,
+                          analyses=p.analyses)
+    caps = [{"budget": u["budget"], "arm": u["arm"], "arm_row": name, **r["capacity"]}
+            for u in units for name, r in u["rows"].items() if "capacity" in r]  # units older than it lack it
+    tables = {"capacity": table_from_rows(caps)} if caps else {}
+    for name in ("position_probe", "attention_rank", "dla_by_layer") if p.analyses else ():
+        tables[name] = table_from_rows([{"budget": u["budget"], "arm": u["arm"], **r} for u in units
+                                        for r in u["analyses"][name]])
     units += [init_unit(arm, seed, cfg) for arm in p.arms]
     facts = [{"budget": u["budget"], "arm": u["arm"], "arm_row": name, "steps": u["steps"], **f}
              for u in units for name, r in u["rows"].items() for f in r["facts"]]
     prov = make_provenance(None, seed=seed, source="ffnmem.methods.fair", facts_config=cfg.facts.to_dict())
-    return Result(kind="architectures_fair", tables={"facts": table_from_rows(facts)},
+    return Result(kind="architectures_fair", tables={"facts": table_from_rows(facts), **tables},
                   meta={"settings": _settings(cfg, conv)}, provenance=prov)

@@ -37,11 +37,12 @@ EMBEDDING_MODULES = frozenset({"tok_embed", "pos", "head", "embed", "pos_embed",
 
 def param_counts(wb) -> dict:
     """``params_all`` (every trainable weight) and ``params_non_embedding`` (without the token and
-    positional embeddings and the unembedding, as Kaplan et al. count N)."""
+    positional embeddings and the unembedding, as Kaplan et al. count N). A module of that name at any
+    depth counts: the encoder-decoder's positional tables are ``encoder.pos`` and ``decoder.pos``."""
     total = emb = 0
     for name, p in wb.bridge.original_model.named_parameters():
         total += p.numel()
-        if name.split(".")[0] in EMBEDDING_MODULES:
+        if EMBEDDING_MODULES.intersection(name.split(".")[:-1]):
             emb += p.numel()
     return {"params_all": total, "params_non_embedding": total - emb}
 

@@ -38,6 +38,7 @@ from ffnmem.methods.frequency import by_exposure, score_queries, summarize
 from ffnmem.methods.objectives import Objective, core_params, objective_loss, parse, trainable_params
 from ffnmem.methods.packing import make_batches, make_pair_batches
 from ffnmem.methods.training import TrainConfig, train
+from ffnmem.methods.variant_analysis import analyse, capacity
 
 CONTROL = "causal-sentences"
 DEFAULT_ARMS = ("causal", "prefix", "mlm", "encdec", CONTROL)
@@ -116,7 +117,8 @@ def heldout_loss(corpus: FactCorpus, tr: TrainConfig, obj: Objective, tokenizer)
 
 
 def score(wb, corpus: FactCorpus, obj: Objective, seed: int, name: str) -> dict[str, dict]:
-    """Rows ``{row name: {summary, bins, facts}}``; the masked LM closed (``name``) and open (``name-open``)."""
+    """Rows ``{row name: {summary, bins, capacity, facts}}``; the masked LM closed (``name``) and open
+    (``name-open``); ``capacity``: :func:`ffnmem.methods.variant_analysis.capacity`."""
     variants = {name: obj}
     if obj.kind == "mlm":
         variants = {name: dataclasses.replace(obj, mask_suffix="."), f"{name}-open": obj}
@@ -125,15 +127,18 @@ def score(wb, corpus: FactCorpus, obj: Objective, seed: int, name: str) -> dict[
         rows = score_queries(wb, corpus.queries, value_sets=corpus.values, value_noise=corpus.config.value_noise,
                              objective=o)
         out[name] = {"summary": summarize(rows), "bins": by_exposure(rows, n_boot=200, seed=seed),
+                     "capacity": capacity(wb, rows, corpus),
                      "facts": [{k: r[k] for k in ("entity", "attribute", "exposures", "correct", "loss_bits")}
                                for r in rows]}
     return out
 
 
 def run_unit(arm: str, budget: str, seed: int, cfg: CompareConfig, conv: Convergence,
-             reference: Rates | None = None) -> dict:
+             reference: Rates | None = None, *, analyses: bool = False) -> dict:
     """Train and score one arm × budget × seed (JSON-ready). ``reference``: the causal arm's rates
-    (measured here when None)."""
+    (measured here when None). ``analyses``: also the position probe, attention rank and direct
+    effect by layer of :func:`ffnmem.methods.variant_analysis.analyse`, against the arm at its
+    initial weights (key ``analyses``)."""
     if budget not in BUDGETS:
         raise BadInput(f"unknown budget {budget!r}; choose from {', '.join(BUDGETS)}")
     cfg = dataclasses.replace(cfg, facts=dataclasses.replace(cfg.facts, seed=seed),
@@ -155,7 +160,12 @@ def run_unit(arm: str, budget: str, seed: int, cfg: CompareConfig, conv: Converg
     tr = dataclasses.replace(tr, eval_every=10**9, checkpoint_every=10**9)
     run = train(train_corpus, tr, device="cpu", progress=False, objective=obj, monitor=monitor)
     model = run.wb.bridge.original_model
-    return {"arm": arm, "budget": budget, "seed": seed, "steps": run.step, "batch_size": tr.batch_size,
+    extra = {}
+    if analyses:
+        init = train(train_corpus, tr, device="cpu", progress=False, objective=obj, stop_at=0)
+        extra["analyses"] = analyse(run.wb, init.wb, train_corpus, obj, probe_docs=cfg.probe_docs,
+                                    dla_facts=cfg.dla_facts, n_ctx=tr.n_ctx, seed=seed)
+    return {**extra, "arm": arm, "budget": budget, "seed": seed, "steps": run.step, "batch_size": tr.batch_size,
             "cap": conv.cap if monitor else None, "cap_hit": bool(monitor and monitor.stopped_at is None),
             "heldout_curve": monitor.history if monitor else [],
             "tokens": run.tokens_seen, "supervised_tokens": run.signal_tokens,
@@ -216,4 +226,44 @@ def aggregate(units: list[dict]) -> list[dict]:
             row[f"recall@{e}"] = float(np.mean([v["accuracy"] for v in vals]))
             row[f"loss_bits@{e}"] = float(np.mean([v["loss_bits"] for v in vals]))
         out.append(row)
+    return out
+
+
+ANALYSIS_KEYS = {  # table -> (grouping columns, averaged columns with a t CI, averaged columns)
+    "position_probe": (("model", "inputs", "depth"), ("accuracy", "r2"),
+                       ("mae", "null_accuracy", "null_r2", "chance", "positions")),
+    "attention_rank": (("model", "layer", "head"), ("erank",), ("max_rank",)),
+    "dla_by_layer": (("stack", "layer", "component"), ("share",), ("effect", "n_facts")),
+}
+CAPACITY_KEYS = (("bits", "bits_per_param", "fraction_of_ceiling"),
+                 ("ceiling", "bits_per_param_all", "params_non_embedding", "params_all", "bits_clipped"))
+
+
+def _mean_ci(rows: list[dict], ci_cols, mean_cols) -> dict:
+    out = {"n_seeds": len(rows)}
+    for c in ci_cols:
+        out[c], out[f"{c}_lo"], out[f"{c}_hi"] = t_ci([r[c] for r in rows])
+    out.update({c: float(np.mean([r[c] for r in rows])) for c in mean_cols})
+    return out
+
+
+def aggregate_analyses(units: list[dict]) -> dict[str, list[dict]]:
+    """Per (budget, arm) and the table's grouping columns: the mean over seeds with a Student-t 95%
+    interval (:data:`ANALYSIS_KEYS`), from the units that carry ``analyses``; ``capacity`` per
+    (budget, row) from every unit that scored it."""
+    out: dict[str, list[dict]] = {}
+    for table, (keys, ci_cols, mean_cols) in ANALYSIS_KEYS.items():
+        groups: dict[tuple, list[dict]] = {}
+        for u in units:
+            for r in u.get("analyses", {}).get(table, []):
+                groups.setdefault((u["budget"], u["arm"], *(r[k] for k in keys)), []).append(r)
+        out[table] = [{"budget": g[0], "arm": g[1], **dict(zip(keys, g[2:])), **_mean_ci(rows, ci_cols, mean_cols)}
+                      for g, rows in sorted(groups.items(), key=lambda kv: tuple(map(str, kv[0])))]
+    caps: dict[tuple, list[dict]] = {}
+    for u in units:
+        for name, r in u["rows"].items():
+            if "capacity" in r:
+                caps.setdefault((u["budget"], name), []).append(r["capacity"])
+    out["capacity"] = [{"budget": b, "row": name, **_mean_ci(rows, *CAPACITY_KEYS)}
+                       for (b, name), rows in sorted(caps.items())]
     return out

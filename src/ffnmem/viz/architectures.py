@@ -88,6 +88,37 @@ def plot_attention_erank(results: list[dict], axes=None):
     return finish(fig, owned, suptitle="attention pattern effective rank (same documents)", fontsize=10, layout=False)
 
 
+def plot_position_probe_seeds(rows: list[dict], ax=None):
+    """The fair comparison's position probe (:func:`ffnmem.methods.fair.aggregate_analyses`): held-out
+    accuracy by depth, one panel per input set, one line per budget and arm (trained: solid with its
+    95% t band over seeds; init: dashed), the permuted-label null dotted. ``ax``: one Axes per input
+    set, or None for a new figure."""
+    inputs = sorted({r["inputs"] for r in rows})
+    fig, grid, owned = new_grid(ax, 1, len(inputs), figsize=(5.5 * len(inputs), 4))
+    colors = {}
+    for a, name in zip(grid[0], inputs):
+        for key in sorted({(r["budget"], r["arm"]) for r in rows if r["inputs"] == name}):
+            color = colors.setdefault(key, f"C{len(colors) % 10}")
+            for model, style in (("trained", "o-"), ("init", "--")):
+                sel = sorted((r for r in rows if (r["budget"], r["arm"], r["inputs"], r["model"]) == (*key, name, model)),
+                             key=lambda r: r["depth"])
+                if not sel:
+                    continue
+                d = [r["depth"] for r in sel]
+                a.plot(d, [r["accuracy"] for r in sel], style, color=color,
+                       label=f"{key[1]} ({key[0]})" if model == "trained" else None)
+                if model == "trained":
+                    lo, hi = [r["accuracy_lo"] for r in sel], [r["accuracy_hi"] for r in sel]
+                    if not any(math.isnan(x) for x in lo + hi):
+                        a.fill_between(d, lo, hi, color=color, alpha=0.15)
+                    a.plot(d, [r["null_accuracy"] for r in sel], ":", color=color, lw=0.8)
+        a.set(xlabel="depth (0 = embeddings)", ylabel="held-out accuracy", ylim=(-0.02, 1.02),
+              xticks=sorted({r["depth"] for r in rows if r["inputs"] == name}),
+              title=f"position probe, {name} tokens (dashed: init, dotted: null)")
+        a.legend(fontsize=6, ncol=2)
+    return finish(fig, owned)
+
+
 FIGURES = {  # the file name the architectures job writes each figure to
     "recall_vs_exposure.png": plot_variant_recall,
     "capacity_entropy_signal.png": plot_capacity_entropy_signal,
