@@ -38,3 +38,32 @@ def test_short_run_writes_report_and_plots(cli, tmp_path):
     res = Result.load(tmp_path / "o" / "result")
     causal, mlm, encdec = (v["core_params"] for v in res.meta["per_variant"])
     assert causal == mlm and abs(encdec - causal) / causal < 0.01
+
+
+def test_fair_run_writes_the_per_arm_analyses(cli, tmp_path):
+    import json
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    args = ["compare-architectures", "--budget", "steps", "--seeds", "0", "--steps", "4", "--variants", "causal-nopos",
+            "--out", tmp_path / "o"]
+    try:
+        code, _out, err = cli(*args)
+    finally:
+        torch.set_num_threads(before)
+    assert code == 0, err
+    from ffnmem import Result
+
+    res = Result.load(tmp_path / "o" / "result")
+    assert {"position_probe", "attention_rank", "dla_by_layer", "capacity"} <= set(res.tables)
+    report = (tmp_path / "o" / "fair.md").read_text()
+    assert "## Position probe" in report and "| steps | causal-nopos | random | 2 |" in report
+    assert "## Direct effect" in report and "## Attention effective rank" in report and "## Bits stored" in report
+    assert (tmp_path / "o" / "position_probe.png").exists()
+    unit = next((tmp_path / "o" / "units").rglob("unit.json"))
+    unit.write_text(json.dumps({k: v for k, v in json.loads(unit.read_text()).items() if k != "analyses"}))
+    code, out2, err2 = cli(*args)  # a unit made without the analyses is not silently reused
+    assert code != 0 and "without the per-arm analyses" in " ".join((out2 + err2).split())
+    code, _out, err = cli(*args, "--no-analyses")
+    assert code == 0, err
+    assert "## Position probe" not in (tmp_path / "o" / "fair.md").read_text()
