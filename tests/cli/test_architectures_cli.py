@@ -36,6 +36,7 @@ def test_short_run_writes_report_and_plots(cli, tmp_path):
     from ffnmem import Result
 
     res = Result.load(tmp_path / "o" / "result")
+    assert {"position_probe", "attention_rank", "dla_by_layer"} <= set(res.tables)
     causal, mlm, encdec = (v["core_params"] for v in res.meta["per_variant"])
     assert causal == mlm and abs(encdec - causal) / causal < 0.01
 

@@ -41,6 +41,12 @@ def _markdown(rows: list[dict], results: list[dict], cfg: CompareConfig) -> str:
                   "training): " + ", ".join(f"{r['variant']} recall {r['accuracy_closed']:.2f}, "
                                            f"{r['bits_per_param_closed']:.4f} bits/param" for r in closed)]
     lines += ["", "Trainable parameters: " + ", ".join(f"{r['variant']} {r['trainable_params']}" for r in rows), ""]
+    if any("analyses" in r for r in results):
+        lines += ["Per-variant tables in `result/` (`ffnmem.methods.variant_analysis`, each against the variant at "
+                  "its initial weights): `position_probe` (classifier accuracy and ridge R² by depth, documents and "
+                  "random tokens, permuted-label null), `attention_rank` (per layer and head), `dla_by_layer` "
+                  "(attention vs FFN share of the answer's direct effect). Several seeds with CIs: "
+                  "`--budget steps --seeds 0,1,2`.", ""]
     lines += [f"![{p}]({p})" for p in ("recall_vs_exposure.png", "capacity_entropy_signal.png", "position_probe.png",
                                        "ffn_share.png", "attention_erank.png")]
     return "\n".join(lines) + "\n"
@@ -54,12 +60,16 @@ def write_report(results: list[dict], cfg: CompareConfig, out_dir: str | Path):
     facts = [{"variant": r["variant"], **f} for r in results for f in r["rows"]]
     meta = {"config": {"facts": cfg.facts.to_dict(), "train": dataclasses.asdict(cfg.train),
                        "variants": list(cfg.variants), "mask_rate": cfg.mask_rate},
-            "per_variant": [{k: v for k, v in r.items() if k != "rows"} for r in results],
+            "per_variant": [{k: v for k, v in r.items() if k not in ("rows", "analyses")} for r in results],
             "log2_values": math.log2(cfg.facts.n_values)}
     prov = make_provenance(None, seed=cfg.train.seed, source="ffnmem.methods.architectures",
                            facts_config=cfg.facts.to_dict())
-    Result(kind="architectures", tables={"variants": table_from_rows(rows), "facts": table_from_rows(facts)},
-           meta=meta, provenance=prov).save(out / "result")
+    tables = {"variants": table_from_rows(rows), "facts": table_from_rows(facts)}
+    for name in ("position_probe", "attention_rank", "dla_by_layer"):  # variant_analysis.analyse, one seed
+        per = [{"variant": r["variant"], **x} for r in results for x in r.get("analyses", {}).get(name, [])]
+        if per:
+            tables[name] = table_from_rows(per)
+    Result(kind="architectures", tables=tables, meta=meta, provenance=prov).save(out / "result")
     for name, plot in FIGURES.items():
         save_figure(plot(results), out / name)
     atomic_write_text(out / "report.md", _markdown(rows, results, cfg))

@@ -13,7 +13,10 @@ encoder-decoder (:mod:`ffnmem.core.encdec`) splits the layers and narrows the FF
 * a ridge probe's error at predicting the token index from the residual stream, by layer;
 * the share of the answer's direct logit attribution carried by each FFN layer:
   ``|DLA_mlp,l| / Σ_l (|DLA_mlp,l| + |DLA_attn,l|)`` averaged over well-exposed facts;
-* per layer and head, the effective rank of the attention pattern on the same documents.
+* per layer and head, the effective rank of the attention pattern on the same documents;
+* ``analyses``: the position probe with its controls, the attention rank per head and the direct
+  effect by layer of :func:`ffnmem.methods.variant_analysis.analyse`, against the variant at its
+  initial weights (the tables the fair comparison aggregates over seeds).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from ffnmem.methods.objectives import Objective, core_params, parse, trainable_p
 from ffnmem.methods.packing import sentence_pairs
 from ffnmem.methods.positions import attention_ranks, probe_by_layer
 from ffnmem.methods.training import TrainConfig, encode_documents, train
+from ffnmem.methods.variant_analysis import analyse
 
 DEFAULT_VARIANTS = ("causal", "causal-rope", "causal-nopos", "prefix", "prefix-rope", "prefix-nopos",
                     "mlm", "mlm-rope", "mlm-nopos", "encdec", "encdec-nopos")
@@ -133,10 +137,11 @@ def train_flops(model, obj: Objective, tokens_seen: int, signal_tokens: int) -> 
     return 6.0 * (enc_side * (tokens_seen - dec_tokens) + dec_side * dec_tokens)
 
 
-def evaluate_variant(run, obj: Objective, cfg: CompareConfig) -> dict:
+def evaluate_variant(run, obj: Objective, cfg: CompareConfig, init_wb=None) -> dict:
     """Every measurement of one trained variant (plain Python, JSON-ready). For the encoder-decoder
     the probe and attention rank are the encoder's, and the FFN share lists encoder then decoder
-    FFN layers (encoder ones through the cross-attention, see :mod:`ffnmem.methods.encdec`)."""
+    FFN layers (encoder ones through the cross-attention, see :mod:`ffnmem.methods.encdec`).
+    ``init_wb``: the variant at its initial weights; with it, also ``analyses``."""
 
     wb, corpus = run.wb, run.corpus
     rows = score_queries(wb, corpus.queries, value_sets=corpus.values,
@@ -150,6 +155,9 @@ def evaluate_variant(run, obj: Objective, cfg: CompareConfig) -> dict:
         toks = probe_tokens(wb, corpus, cfg.probe_docs, cfg.train.n_ctx)
         probe, share, erank = probe_by_layer(wb, toks), ffn_share(wb, corpus, obj, cfg.dla_facts), attention_ranks(wb, toks).tolist()
     closed = {}
+    if init_wb is not None:
+        closed["analyses"] = analyse(wb, init_wb, corpus, obj, probe_docs=cfg.probe_docs, dla_facts=cfg.dla_facts,
+                                     n_ctx=cfg.train.n_ctx, seed=cfg.train.seed)
     if obj.kind == "mlm":  # the same query with the sentence closed, as masked values appear in training
         rows_c = score_queries(wb, corpus.queries, value_sets=corpus.values, value_noise=corpus.config.value_noise,
                                objective=dataclasses.replace(obj, mask_suffix="."))
@@ -181,7 +189,8 @@ def compare(cfg: CompareConfig, *, device: str = "cpu", progress: bool = True) -
     out = []
     for obj in tqdm(objs, desc="variants", disable=not progress):
         run = train(corpus, train_config(cfg, obj), device=device, progress=False, objective=obj)
-        out.append(evaluate_variant(run, obj, cfg))
+        init = train(corpus, train_config(cfg, obj), device=device, progress=False, objective=obj, stop_at=0)
+        out.append(evaluate_variant(run, obj, cfg, init.wb))
     if cfg.match_params:
         check_matched({r["variant"]: r["core_params"] for r in out})
     return out
