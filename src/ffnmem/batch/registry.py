@@ -116,7 +116,8 @@ register("localization_groundtruth", groundtruth.GroundTruthParams, lambda wb, d
          data="none", doc="Localization methods scored against facts injected into known neurons (INJ) (jobs.groundtruth)")
 register("architectures_fair", fair.FairParams, lambda wb, d, p, seed: fair.compute(p, seed), data="none",
          doc="Architectures at equal supervised tokens / FLOPs / steps / convergence, per fact and seed, with "
-             "every arm at its initial weights as the control (jobs.fair)")
+             "every arm at its initial weights as the control; bits per arm; with analyses=true the position probe, "
+             "attention rank and direct effect by layer (jobs.fair)")
 register("lossy_compression", lossy.LossyParams, lambda wb, d, p, seed: lossy.run(p, seed, progress=False),
          data="none", doc="Zipf values + skewed exposure on small models: recall by exposure and value frequency, "
                           "substitution test vs value-frequency/uniform nulls, KL gap rare vs frequent, survival "

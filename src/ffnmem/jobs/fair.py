@@ -192,7 +192,9 @@ class FairParams(Params):
     tol: float = Field(0.01, ge=0, lt=1)
     patience: int = Field(3, ge=1)
     units_dir: str = ""  # reuse (and write) the units of `compare-architectures --out DIR`; "" = a temporary folder
-    analyses: bool = True  # the per-arm position probe, attention rank and direct effect by layer
+    # the per-arm position probe, attention rank and direct effect by layer (off by default: the claims reuse
+    # units made without them, which run_units refuses to reuse when they are asked for)
+    analyses: bool = False
 
 
 def compute(p: FairParams, seed: int, *, progress: bool = False) -> Result:
