@@ -15,6 +15,7 @@ from ffnmem.viz.architectures import (
                                       plot_capacity_entropy_signal,
                                       plot_ffn_share,
                                       plot_position_probe,
+                                      plot_position_probe_seeds,
                                       plot_variant_recall,
 )
 from ffnmem.viz.attribution import (
@@ -45,7 +46,7 @@ __all__ = [
     "plot_agreement", "plot_attention_erank", "plot_attribution", "plot_average", "plot_capacity", "plot_capacity_sweep",
     "plot_capacity_entropy_signal", "plot_coefficient_histogram", "plot_curves", "plot_dimensionality",
     "plot_dla_by_exposure", "plot_ffn_share", "plot_heads", "plot_layer_dla", "plot_loss_decomposition", "plot_phase",
-    "plot_position_probe", "plot_query", "plot_recall", "plot_recall_by_value_rank", "plot_recall_vs_exposure", "plot_recall_vs_popularity",
+    "plot_position_probe", "plot_position_probe_seeds", "plot_query", "plot_recall", "plot_recall_by_value_rank", "plot_recall_vs_exposure", "plot_recall_vs_popularity",
     "plot_scaling",
     "plot_substitution", "plot_substitutions", "plot_survival", "plot_top_neurons", "plot_trace", "plot_variant_recall", "plot_wtw", "png_bytes",
     "save_figure",

@@ -88,13 +88,13 @@ def plot_attention_erank(results: list[dict], axes=None):
     return finish(fig, owned, suptitle="attention pattern effective rank (same documents)", fontsize=10, layout=False)
 
 
-def plot_position_probe_seeds(rows: list[dict], ax=None):
+def plot_position_probe_seeds(rows: list[dict], axes=None):
     """The fair comparison's position probe (:func:`ffnmem.methods.fair.aggregate_analyses`): held-out
     accuracy by depth, one panel per input set, one line per budget and arm (trained: solid with its
-    95% t band over seeds; init: dashed), the permuted-label null dotted. ``ax``: one Axes per input
-    set, or None for a new figure."""
+    95% t band over seeds; init: dashed), the permuted-label null dotted. ``axes``: one Axes per input
+    set (``documents``, ``random``: two), or None for a new figure."""
     inputs = sorted({r["inputs"] for r in rows})
-    fig, grid, owned = new_grid(ax, 1, len(inputs), figsize=(5.5 * len(inputs), 4))
+    fig, grid, owned = new_grid(axes, 1, len(inputs), figsize=(5.5 * len(inputs), 4))
     colors = {}
     for a, name in zip(grid[0], inputs):
         for key in sorted({(r["budget"], r["arm"]) for r in rows if r["inputs"] == name}):

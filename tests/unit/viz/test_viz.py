@@ -67,6 +67,9 @@ SUBSTITUTION = [{"model": "d8", "arm": a, "key": "prediction", "n_substitutions"
                  "top_rate_hi": 0.9, "null_frequency": 0.3, "null_uniform": 0.01} for a in ("trained", "init")]
 VALUE_BINS = [{"model": "d8", "bin_lo": lo, "bin_hi": hi, "accuracy": a, "accuracy_lo": a - 0.1, "accuracy_hi": a + 0.1}
               for lo, hi, a in ((1, 1, 0.7), (2, 3, 0.3))]
+PROBE_SEEDS = [{"budget": "steps", "arm": a, "model": m, "inputs": i, "depth": d, "accuracy": 0.5, "accuracy_lo": 0.4,
+                "accuracy_hi": 0.6, "null_accuracy": 0.03} for a in ("causal-nopos", "mlm-nopos")
+               for m in ("trained", "init") for i in ("documents", "random") for d in (0, 1, 2)]
 # name -> (data builder returning (args, kwargs), panels: None for one Axes, else (rows, cols) of the axes grid)
 CASES = {
     "plot_agreement": (lambda: ((SimpleNamespace(layers=[0, 1], observed=[0.1, 0.2], baseline=[0.01, 0.02],
@@ -93,6 +96,7 @@ CASES = {
                                            for s in (1, 2, 4)],), {}), None),
     "plot_phase": (lambda: ((sp.phase_diagram([0.0, 0.9], [0.5, 2.0], restarts=1, steps=5, batch=16),), {}), None),
     "plot_position_probe": (lambda: ((_variants(),), {}), None),
+    "plot_position_probe_seeds": (lambda: ((PROBE_SEEDS,), {}), (1, 2)),
     "plot_query": (lambda: ((pd.DataFrame({"layer": [0, 1], "ffn": [0.1, 0.3], "attention": [0.2, 0.0]}),
                              vr.lines("layer", ["ffn", "attention"])), {"title": "direct_effects"}), None),
     "plot_recall": (lambda: ((_recall_result(),), {}), None),
