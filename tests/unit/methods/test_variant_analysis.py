@@ -98,3 +98,14 @@ def test_aggregate_over_seeds_gives_the_mean_and_a_t_interval():
     assert p["accuracy"] == pytest.approx(0.5) and p["accuracy_lo"] < 0.4 and p["accuracy_hi"] > 0.6
     (c,) = out["capacity"]
     assert c["bits"] == pytest.approx(20.0) and c["bits_per_param"] == pytest.approx(0.2)
+
+
+def test_encdec_positional_tables_count_as_embeddings():
+    from ffnmem.methods.capacity import param_counts
+
+    run = train(generate(FACTS), CFG, device="cpu", progress=False, objective=parse("encdec"), stop_at=0)
+    named = dict(run.wb.bridge.original_model.named_parameters())
+    emb = sum(p.numel() for n, p in named.items() if n.split(".")[0] in ("embed", "unembed") or ".pos." in n)
+    assert any(n.startswith("encoder.pos.") for n in named)  # nested: a top-level name check missed it
+    pc = param_counts(run.wb)
+    assert pc["params_all"] - pc["params_non_embedding"] == emb
