@@ -16,7 +16,14 @@ from pathlib import Path
 
 from ffnmem.core.paths import atomic_write_text
 from ffnmem.store import catalog
-from ffnmem.viz import CausalTraces, DirectEffectsTable, ProbeCurves, RecallTable, plot_query, png_bytes
+from ffnmem.viz import (
+    CausalTraces,
+    DirectEffectsTable,
+    ProbeCurves,
+    RecallTable,
+    plot_query,
+    png_bytes,
+)
 from ffnmem.viz.report import bars, lines
 
 PLOTS = {

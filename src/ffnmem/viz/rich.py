@@ -16,7 +16,7 @@ import base64
 import html
 import math
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -79,7 +79,7 @@ class Rich:
 
     def figure(self):
         """A new matplotlib figure of the object, or None when it has none."""
-        return None
+        return
 
     def caption(self) -> str:
         """HTML under the title: what the numbers are."""

@@ -16,7 +16,15 @@ from ffnmem.methods.tracing import Trace
 from ffnmem.store.results import Result, table_from_rows
 from ffnmem.viz.probes import plot_curves
 from ffnmem.viz.recall import plot_recall
-from ffnmem.viz.rich import CausalTraces, Rich, TraceView, direct_effects_table, esc, table, toks
+from ffnmem.viz.rich import (
+    CausalTraces,
+    Rich,
+    TraceView,
+    direct_effects_table,
+    esc,
+    table,
+    toks,
+)
 
 STATUS_COLOURS = {"PASS": "#2a7d2a", "NOT REPRODUCED": "#a06000", "BROKEN": "#c0392b", "ERROR": "#c0392b",
                   "NOT RUN": "#777"}
