@@ -18,6 +18,8 @@ from __future__ import annotations
 import html
 import json
 
+from ffnmem.viz.tables import ClaimsTable
+
 CSS = """body{font-family:system-ui,sans-serif;max-width:1150px;margin:1em auto;padding:0 1em;color:#222}
 a{color:#1a55a8;text-decoration:none} a:hover{text-decoration:underline}
 nav{font-size:.9em;margin-bottom:.6em;color:#666} h1{font-size:1.5em;margin:.2em 0}
@@ -187,13 +189,8 @@ def memory_page() -> str:
 
 
 def claims_page(rows: list[dict]) -> str:
-    """The claims table: one row per claim (id, paper, status, estimate, null, p, control, why)."""
-    esc = html.escape
-    head = ("claim", "status", "estimate [95% CI]", "value vs null", "p (Holm)", "n", "control", "why", "paper")
-    body = "".join("<tr>" + "".join(f"<td>{esc(str(r.get(h, '–')))}</td>" for h in head) + "</tr>" for r in rows)
-    return page("claims", "<nav><a href='index.html'>index</a></nav><h1>Claims</h1><p>Each claim with its null, "
-                "its negative control, a 95% bootstrap CI and a Holm-adjusted p-value (<code>ffnmem claims</code>).</p>"
-                f"<table><tr>{''.join(f'<th>{h}</th>' for h in head)}</tr>{body}</table>")
+    """The claims table (:class:`ffnmem.viz.tables.ClaimsTable`, as in a notebook): one row per claim."""
+    return page("claims", "<nav><a href='index.html'>index</a></nav><h1>Claims</h1>" + ClaimsTable(rows).to_html())
 
 
 def fact_page(card_html: str, title: str) -> str:

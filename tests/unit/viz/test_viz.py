@@ -204,9 +204,9 @@ def test_jobs_write_the_same_png_names(tiny, tmp_path):
     assert (tmp_path / "att" / "attribution.png").stat().st_size > 1000
     assert (tmp_path / "att" / "heads.png").stat().st_size > 1000
     assert cards._histogram(torch.randn(50), "t")[:4] == b"\x89PNG"
-    html = report._png(pd.DataFrame({"layer": [0, 1], "ffn": [0.1, 0.2], "attention": [0.0, 0.1]}),
-                       report.PLOTS["direct_effects"][1], "direct_effects")
-    assert html.startswith('<img alt="direct_effects" src="data:image/png;base64,iVBOR')
+    html = report._png(pd.DataFrame({"layer": [0, 1], "agreement": [0.1, 0.2], "baseline": [0.0, 0.1]}),
+                       report.PLOTS["key_agreement"][1], "key_agreement")
+    assert html.startswith('<img alt="key_agreement" src="data:image/png;base64,iVBOR')
 
 
 IMPORT_ALL = """
