@@ -64,6 +64,7 @@ def execute(path: Path, *, quick: bool, timeout: int) -> nbformat.NotebookNode:
     nb = nbformat.read(path, as_version=4)
     os.environ[QUICK_FLAG] = "1" if quick else "0"
     os.environ["TQDM_DISABLE"] = "1"
+    os.environ["PYTHONWARNINGS"] = "ignore:IProgress not found"  # tqdm.auto's note that ipywidgets is absent
     src = str(ROOT / "src")
     os.environ["PYTHONPATH"] = os.pathsep.join([src, *[p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
                                                          if p and os.path.abspath(p) != src]])
