@@ -7,8 +7,8 @@
 
 The .ipynb files with their outputs are the source. Normalising keeps outputs and figures and drops
 what changes from run to run without the results changing: execution timings, widget state, the
-kernel's version, transient display data; it renumbers execution counts 1, 2, ... and merges
-consecutive stream outputs. ``tests/unit/test_notebooks.py`` checks that the committed notebooks
+kernel's version, transient display data, progress bars on stderr; it renumbers execution counts
+1, 2, ... and merges consecutive stream outputs. ``tests/unit/test_notebooks.py`` checks that the committed notebooks
 are normalised. Progress bars are disabled (``TQDM_DISABLE=1``) so outputs stay readable.
 """
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -39,6 +40,8 @@ def normalise(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
             cell.pop("outputs", None)
             cell.pop("execution_count", None)
             continue
+        if cell.execution_count is None:  # never executed: stays so, and the test says so
+            continue
         count += 1
         cell.execution_count = count
         cell.outputs = _outputs(cell.outputs, count)
@@ -55,7 +58,22 @@ def _outputs(outputs: list, count: int) -> list:
             out[-1].text += o.text  # the kernel splits a stream wherever it flushed
             continue
         out.append(o)
-    return out
+    for o in out:
+        if o.output_type == "stream" and o.name == "stderr":
+            o.text = strip_progress(o.text)
+    return [o for o in out if not (o.output_type == "stream" and not o.text)]
+
+
+# a tqdm bar's tail: "[00:12<00:03, 1.52s/it]" or "[01:12, 12.3it/s]"
+_BAR = re.compile(r"\[\d+:\d+(?:<[\d:?]+)?, +[\d.?]+ ?(?:s/it|it/s)\]")
+
+
+def strip_progress(text: str) -> str:
+    """stderr without progress bars (libraries that ignore TQDM_DISABLE draw them anyway): each line as
+    a terminal shows it (after its last carriage return), bar lines dropped; their timings change
+    from run to run."""
+    lines = [line.rsplit("\r", 1)[-1] for line in text.split("\n")]
+    return "\n".join(line for line in lines if not _BAR.search(line))
 
 
 def execute(path: Path, *, quick: bool, timeout: int) -> nbformat.NotebookNode:

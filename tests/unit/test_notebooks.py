@@ -31,20 +31,23 @@ def test_notebook_is_normalised(path):
     assert nb.metadata == {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
                            "language_info": {"name": "python"}}, "notebook metadata is volatile"
     code = [c for c in nb.cells if c.cell_type == "code"]
-    assert [c.execution_count for c in code] == list(range(1, len(code) + 1)), "execution counts out of order"
+    assert [c.execution_count for c in code] == list(range(1, len(code) + 1)), \
+        "a cell not executed, or execution counts out of order (run scripts/run_notebooks.py)"
     for c in nb.cells:
         assert set(c.metadata) <= {"tags"}, f"volatile cell metadata {sorted(c.metadata)}"
-    for c in code:
+    for c in code[1:]:  # the first code cell sets the parameters and may print nothing
         assert c.outputs, f"a code cell without outputs (execute with scripts/run_notebooks.py):\n{c.source[:80]}"
+    for c in code:
         for o in c.outputs:
             assert o.output_type != "error", f"a cell failed:\n{c.source[:80]}"
             assert "transient" not in o
             assert "Traceback" not in o.get("text", ""), f"a traceback in the outputs:\n{c.source[:80]}"
+            assert "it/s]" not in o.get("text", "") and "s/it]" not in o.get("text", ""), "a progress bar"
             if o.output_type == "execute_result":
                 assert o.execution_count == c.execution_count
     assert len(raw.encode()) < MAX_BYTES, f"{path.name} is {len(raw.encode()):,} bytes"
     # the script's normalisation changes nothing: the file is what it would write
-    assert nbformat.writes(_script().normalise(nbformat.reads(raw, as_version=4))) == raw
+    assert nbformat.writes(_script().normalise(nbformat.reads(raw, as_version=4))) == raw.rstrip("\n")
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -58,6 +61,13 @@ def test_notebook_states_a_question_and_a_finding(path):
                                                                                 if c.cell_type == "code").source
     assert any(o.get("data", {}).get("image/png") or o.get("data", {}).get("text/html")
                for c in nb.cells if c.cell_type == "code" for o in c.outputs), "no figure or table shown"
+
+
+def test_strip_progress_drops_bars_and_keeps_warnings():
+    bars = ("Training:   0%|          | 0/47 [00:00<?, ?it/s]\rTraining:  2%|▏ | 1/47 [00:02<01:42,  2.23s/it]"
+            "\rTraining: 48it [01:23,  1.66s/it]\n")
+    text = "Triton not installed, using eager implementation.\n" + bars + "UserWarning: x\n"
+    assert _script().strip_progress(text) == "Triton not installed, using eager implementation.\nUserWarning: x\n"
 
 
 def test_normalise_strips_volatile_metadata_and_renumbers():
