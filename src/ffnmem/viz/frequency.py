@@ -111,7 +111,7 @@ def plot_capacity_sweep(rows: list[dict], fit: dict, axes=None, *, params: str =
     b.scatter(p, bits / p, s=14, color="k")
     b.axhline(fit["c"], color="tab:blue", lw=0.8)
     b.set(xscale="log", xlabel=params.replace("_", " "), ylabel="bits per parameter", ylim=(0, None),
-          title="bits per parameter (Allen-Zhu & Li: ~1 at 100, ~2 at 1,000 exposures)")
+          title="bits per parameter\n(Allen-Zhu & Li: ~1 at 100, ~2 at 1,000 exposures)")
     return finish(fig, owned)
 
 
