@@ -14,6 +14,16 @@ import ffnmem
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module's tiny-model work: with two threads on a loaded 2-core machine,
+    OpenMP spin-waits make hundreds of tiny steps many times slower. Restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny():
     """2 layers, d_model 64, GELU MLP with biases, LayerNorm, byte tokenizer."""

@@ -21,13 +21,7 @@ from ffnmem.methods.objectives import Objective, prepare
 from ffnmem.methods.positions import permutation_gap, train_order_model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: two threads on a shared 2-core machine cost far more than they save."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see tests/conftest.py
 
 
 def _model(attention_dir: str, positions: bool):

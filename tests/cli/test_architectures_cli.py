@@ -4,7 +4,6 @@ from __future__ import annotations
 
 
 import pytest
-import torch
 
 
 @pytest.mark.parametrize("args, message", [
@@ -22,13 +21,8 @@ def test_bad_input_is_one_line(cli, tmp_path, args, message):
     assert code != 0 and message in text and "Traceback" not in text
 
 
-def test_short_run_writes_report_and_plots(cli, tmp_path):
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny model: one thread is faster on a shared machine
-    try:
-        code, _out, err = cli("compare-architectures", "--variants", "causal,mlm-nopos,encdec-nopos", "--steps", "15", "--out", tmp_path / "o")
-    finally:
-        torch.set_num_threads(before)
+def test_short_run_writes_report_and_plots(cli, tmp_path, one_thread):
+    code, _out, err = cli("compare-architectures", "--variants", "causal,mlm-nopos,encdec-nopos", "--steps", "15", "--out", tmp_path / "o")
     assert code == 0, err
     report = (tmp_path / "o" / "report.md").read_text()
     assert "| causal |" in report and "| mlm-nopos |" in report and "closed" in report and "| encdec-nopos |" in report
@@ -41,17 +35,12 @@ def test_short_run_writes_report_and_plots(cli, tmp_path):
     assert causal == mlm and abs(encdec - causal) / causal < 0.01
 
 
-def test_fair_run_writes_the_per_arm_analyses(cli, tmp_path):
+def test_fair_run_writes_the_per_arm_analyses(cli, tmp_path, one_thread):
     import json
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
     args = ["compare-architectures", "--budget", "steps", "--seeds", "0", "--steps", "4", "--variants", "causal-nopos",
             "--out", tmp_path / "o"]
-    try:
-        code, _out, err = cli(*args)
-    finally:
-        torch.set_num_threads(before)
+    code, _out, err = cli(*args)
     assert code == 0, err
     from ffnmem import Result
 

@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import torch
 
 from ffnmem.jobs.fair import FairParams, compute
 
 
-def test_batch_unit_carries_the_per_arm_tables():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny model: one thread is faster on a shared machine
-    try:
-        res = compute(FairParams(arms=["causal-nopos"], budgets=["steps"], steps=3, analyses=True), 0)
-    finally:
-        torch.set_num_threads(before)
+def test_batch_unit_carries_the_per_arm_tables(one_thread):
+    res = compute(FairParams(arms=["causal-nopos"], budgets=["steps"], steps=3, analyses=True), 0)
     assert {"facts", "capacity", "position_probe", "attention_rank", "dla_by_layer"} <= set(res.tables)
     probe = res.tables["position_probe"].to_pylist()
     assert {r["model"] for r in probe} == {"trained", "init"} and {r["inputs"] for r in probe} == {"documents", "random"}

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-import torch
 
 from ffnmem.data.synthetic import FactConfig, generate
 from ffnmem.methods.objectives import parse, trainable_params
@@ -23,14 +22,9 @@ CFG = TrainConfig(n_layers=1, d_model=32, n_heads=2, d_mlp=64, n_ctx=64, steps=8
 
 
 @pytest.fixture(scope="module")
-def runs():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny model: one thread is faster on a shared machine
-    try:
-        corpus = generate(FACTS)
-        return {v: train(corpus, CFG, device="cpu", progress=False, objective=parse(v)) for v in ("causal", "prefix", "mlm")}
-    finally:
-        torch.set_num_threads(before)
+def runs(one_thread):
+    corpus = generate(FACTS)
+    return {v: train(corpus, CFG, device="cpu", progress=False, objective=parse(v)) for v in ("causal", "prefix", "mlm")}
 
 
 def test_variants_have_the_same_trainable_parameters(runs):

@@ -18,13 +18,7 @@ CFG = TrainConfig(n_layers=2, d_model=32, n_heads=2, d_mlp=64, n_ctx=64, steps=4
                   eval_every=1000, checkpoint_every=1000, seed=0, packing="none")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # hundreds of tiny steps: with 2 threads on a loaded 2-core machine, OpenMP spin-waits make them ~50x slower
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

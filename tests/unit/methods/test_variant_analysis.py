@@ -7,7 +7,6 @@ import dataclasses
 
 import numpy as np
 import pytest
-import torch
 
 from ffnmem.data.synthetic import FactConfig, generate
 from ffnmem.methods.fair import aggregate_analyses
@@ -34,21 +33,16 @@ def test_position_probe_reads_a_position_code_and_not_noise():
 
 
 @pytest.fixture(scope="module")
-def analyses():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: one thread is faster on a shared machine
-    try:
-        corpus = generate(FACTS)
-        out = {}
-        for v in ("causal", "causal-nopos", "mlm-nopos", "encdec-nopos"):
-            obj = parse(v)
-            tr = dataclasses.replace(CFG, batch_size=CFG.batch_size * len(FACTS.attributes)) if obj.kind == "encdec" else CFG
-            run = train(corpus, tr, device="cpu", progress=False, objective=obj)
-            init = train(corpus, tr, device="cpu", progress=False, objective=obj, stop_at=0)
-            out[v] = analyse(run.wb, init.wb, corpus, obj, probe_docs=40, dla_facts=8, n_ctx=CFG.n_ctx)
-        return out
-    finally:
-        torch.set_num_threads(before)
+def analyses(one_thread):
+    corpus = generate(FACTS)
+    out = {}
+    for v in ("causal", "causal-nopos", "mlm-nopos", "encdec-nopos"):
+        obj = parse(v)
+        tr = dataclasses.replace(CFG, batch_size=CFG.batch_size * len(FACTS.attributes)) if obj.kind == "encdec" else CFG
+        run = train(corpus, tr, device="cpu", progress=False, objective=obj)
+        init = train(corpus, tr, device="cpu", progress=False, objective=obj, stop_at=0)
+        out[v] = analyse(run.wb, init.wb, corpus, obj, probe_docs=40, dla_facts=8, n_ctx=CFG.n_ctx)
+    return out
 
 
 def _probe(a, model, inputs, depth):
