@@ -143,12 +143,10 @@ def traces_of(result: Result) -> list[Trace]:
     """The per-fact :class:`Trace` objects stored in a ``causal_trace`` Result."""
     if result.meta["params"].get("positions") is not None:
         raise BadInput("this trace covers some positions only (params.positions); it has no full traces to plot")
-    facts = result.table("facts")
     kinds = result.meta["params"]["kinds"]
-    return [Trace(tokens=list(r.tokens), subject=(int(r.subject_start), int(r.subject_end)),
-                  effects={k: result.tensors[f"fact{i}/{k}"] for k in kinds}, p_clean=float(r.p_clean),
-                  p_corrupt=float(r.p_corrupt), window=result.meta.get("window", result.meta["params"]["window"]))
-            for i, r in enumerate(facts.itertuples())]
+    window = result.meta.get("window", result.meta["params"]["window"])
+    return [Trace.stored(r, {k: result.tensors[f"fact{i}/{k}"] for k in kinds}, window)
+            for i, r in enumerate(result.table("facts").to_dict("records"))]
 
 
 def write(result: Result, out_dir: str | Path) -> Path:

@@ -78,6 +78,13 @@ class Trace:
     effects: dict[str, Float[Tensor, "n_layers pos"]]
     window: int
 
+    @classmethod
+    def stored(cls, row, effects: dict[str, Tensor], window: int) -> Trace:
+        """The trace of one stored ``facts`` row (``tokens``, ``subject_start``/``_end``, ``p_clean``,
+        ``p_corrupt``) with its effect tensors, as a ``causal_trace`` Result keeps them."""
+        return cls(tokens=list(row["tokens"]), subject=(int(row["subject_start"]), int(row["subject_end"])),
+                   effects=effects, p_clean=float(row["p_clean"]), p_corrupt=float(row["p_corrupt"]), window=window)
+
 
 def window_layers(layer: int, window: int, n_layers: int) -> range:
     """Layers restored for a window centred on ``layer``, trimmed at the model's edges as ROME's

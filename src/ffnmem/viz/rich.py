@@ -189,9 +189,7 @@ class CausalTraces(Rich):
         if self.result is None or f"fact{i}/{self.result.meta['params']['kinds'][0]}" not in self.result.tensors:
             raise BadInput(f"no full trace of fact {i} here (a partial trace, or rows without the Result's tensors)")
         f, kinds = self.facts[i], self.result.meta["params"]["kinds"]
-        t = Trace(tokens=list(f["tokens"]), subject=(int(f["subject_start"]), int(f["subject_end"])),
-                  effects={k: self.result.tensors[f"fact{i}/{k}"] for k in kinds}, p_clean=float(f["p_clean"]),
-                  p_corrupt=float(f["p_corrupt"]), window=self.result.meta["window"])
+        t = Trace.stored(f, {k: self.result.tensors[f"fact{i}/{k}"] for k in kinds}, self.result.meta["window"])
         return TraceView(t, prompt=f["prompt"], answer=f["traced"])
 
 
