@@ -291,7 +291,9 @@ def get_model(spec: str, device: str):
 
 
 def run_unit(batch: Batch, unit: Unit):
-    """Run one unit; returns its Result with unit columns added to every table."""
+    """Run one unit; returns its Result with unit columns added to every table (``model``, ``seed``,
+    ``shard``; as ``unit_model`` etc. where the analysis' table already has a column of that name, e.g.
+    the lossy job's ``model`` = width label)."""
     import pyarrow as pa
 
 
@@ -302,7 +304,8 @@ def run_unit(batch: Batch, unit: Unit):
     tables = {}
     for name, t in res.tables.items():
         for col, val in (("unit_id", unit.unit_id), ("model", unit.model), ("seed", unit.seed), ("shard", unit.shard)):
-            t = t.append_column(col, pa.array([val] * t.num_rows))
+            column = col if col not in t.column_names else f"unit_{col}"
+            t = t.append_column(column, pa.array([val] * t.num_rows))
         tables[name] = t
     meta = {**res.meta, "unit": unit.__dict__, "seconds": round(time.perf_counter() - t0, 3)}
     return Result(kind=res.kind, tables=tables, tensors=res.tensors, meta=meta, provenance=res.provenance)

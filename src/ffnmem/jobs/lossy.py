@@ -96,7 +96,7 @@ def compute(corpus: FactCorpus, models: list[dict], p: LossyParams, seed: int = 
     ranks = lossy.frequency_ranks(freqs)
     min_f = min(f for fv in freqs.values() for f in fv.values())
     unseen = unseen_queries(corpus, seed=seed)
-    facts, bins, subs, per_attr, kls, sizes, scored = [], [], [], [], [], [], []
+    facts, bins, subs, sub_rows, per_attr, kls, sizes, scored = [], [], [], [], [], [], [], []
 
     def score(wb, queries):
         return score_queries(wb, queries, value_sets=corpus.values, value_noise=cfg.value_noise)
@@ -122,6 +122,8 @@ def compute(corpus: FactCorpus, models: list[dict], p: LossyParams, seed: int = 
             for key in ("prediction", "value_prediction"):
                 test = lossy.substitution_test(rs, freqs, key=key, n_boot=p.n_boot, n_sim=p.n_sim, seed=seed)
                 subs.append({"model": m["label"], "arm": arm, **test})
+                sub_rows += [{"model": m["label"], "arm": arm, "key": key, **r}
+                             for r in lossy.substitution_rows(rs, freqs, key)]
                 per_attr += [{"model": m["label"], "arm": arm, "key": key, **r}
                              for r in lossy.substitution_by_attribute(rs, freqs, key=key)]
         for by in ("exposures", "value_rank"):
@@ -130,7 +132,8 @@ def compute(corpus: FactCorpus, models: list[dict], p: LossyParams, seed: int = 
     value_rows = [{"attribute": a, "value": v, "frequency": f, "rank": ranks[a][v]}
                   for a, fv in freqs.items() for v, f in fv.items()]
     tables = {"models": table_from_rows(sizes), "facts": table_from_rows(facts), "bins": table_from_rows(bins),
-              "substitution": table_from_rows(subs), "substitution_by_attribute": table_from_rows(per_attr),
+              "substitution": table_from_rows(subs), "substitution_rows": table_from_rows(sub_rows),
+              "substitution_by_attribute": table_from_rows(per_attr),
               "kl_split": table_from_rows(kls), "survival": table_from_rows(lossy.survival(scored, n_boot=p.n_boot,
                                                                                              seed=seed)),
               "value_frequencies": table_from_rows(value_rows)}
