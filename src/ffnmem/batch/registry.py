@@ -125,6 +125,6 @@ register("lossy_compression", lossy.LossyParams, lambda wb, d, p, seed: lossy.ru
 register("capacity_sweep", capacity.CapacityParams,
          lambda wb, d, p, seed: capacity.compute_sweep(p.preset, [seed], run_dir=None if p.run_dir is None else
                                                        f"{p.run_dir}/seed-unit-{seed}", check=p.check,
-                                                       n_boot=p.n_boot, device="cpu", progress=False),
+                                                       passes=p.passes, sizes=p.sizes, n_boot=p.n_boot, device="cpu", progress=False),
          data="none", doc="Capacity-limited size sweep on a synthetic preset for one seed: bits stored (unclipped, "
                           "noise-aware ceiling), bits = c·params, the more-steps check, cross-entropy vs size (jobs.capacity)")

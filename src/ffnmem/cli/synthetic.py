@@ -124,6 +124,11 @@ def capacity(
     seeds: Annotated[str, typer.Option(help="Training seeds of a capacity sweep, comma-separated.")] = "0,1,2",
     quick: Annotated[bool, typer.Option(help="Run the capacity-quick sweep instead (the same code on a tiny table; CI).")] = False,
     check: Annotated[bool, typer.Option(help="Retrain the sweep's check sizes with 2x the steps.")] = True,
+    passes: Annotated[int, typer.Option(min=1, help="Capacity sweep: train every model PASSES× the preset's steps "
+                                                   "(each fact seen PASSES × its exposures); the check doubles that. "
+                                                   "Use it to train a size toward its plateau.")] = 1,
+    sizes: Annotated[str | None, typer.Option(help="Capacity sweep: only these of the preset's sizes, comma-separated "
+                                                   "(e.g. L1-d6,L1-d10; default: all).")] = None,
     widths: Annotated[str | None, typer.Option(help="Width sweep on a training preset: residual widths d_model, "
                                                     "comma-separated (multiples of the head count).")] = None,
     mlp_ratio: Annotated[int, typer.Option(min=1, help="Width sweep: d_mlp = mlp_ratio × d_model.")] = 4,
@@ -142,7 +147,9 @@ def capacity(
             raise BadInput("--widths and --facts belong to the width sweep; a capacity preset brings its own sizes and table")
         name = "capacity-quick" if quick else preset
         seed_list = _ints(seeds, "--seeds", "0,1,2")
-        res = capacity_job.compute_sweep(name, seed_list, run_dir=out_dir / "runs", check=check, device=device)
+        size_list = [x.strip() for x in sizes.split(",") if x.strip()] if sizes else None
+        res = capacity_job.compute_sweep(name, seed_list, run_dir=out_dir / "runs", check=check, passes=passes,
+                                         sizes=size_list, device=device)
         capacity_job.write_sweep(res, out_dir)
         _print_sweep(res)
         out.print(f"→ {out_dir} (result/, capacity_sweep.png, capacity_sweep_all_params.png, scaling.png)")

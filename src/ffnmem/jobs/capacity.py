@@ -24,7 +24,7 @@ from ffnmem.core.errors import BadInput
 from ffnmem.data.synthetic import FactCorpus, generate
 from ffnmem.jobs.params import Params
 from ffnmem.methods import capacity_fit as cf
-from ffnmem.methods.capacity import sweep, sweep_spec, sweep_widths
+from ffnmem.methods.capacity import select_sizes, sweep, sweep_spec, sweep_widths
 from ffnmem.methods.training import TrainConfig
 from ffnmem.methods.training import preset as get_preset
 from ffnmem.store.provenance import make_provenance
@@ -38,19 +38,23 @@ _DROP = ("per_fact_bits", "evals", "fingerprint")
 class CapacityParams(Params):
     preset: Literal["capacity-100x", "capacity-1000x", "capacity-quick"] = "capacity-quick"
     check: bool = True  # retrain the sweep's check sizes with more steps
+    passes: int = Field(1, ge=1)  # k× the preset's steps for every model (k passes: k × the exposures)
+    sizes: list[str] | None = None  # a subset of the preset's sizes, e.g. ["L1-d6"] (None: all)
     run_dir: str | None = None  # resumable run folders (None: train in memory)
     n_boot: int = Field(1000, ge=10)
 
 
 def compute_sweep(preset: str, seeds: list[int], *, run_dir: str | Path | None = None, check: bool = True,
-                  n_boot: int = 1000, device: str = "auto", progress: bool = True,
-                  corpus: FactCorpus | None = None, base: TrainConfig | None = None) -> Result:
-    """The preset's sweep over its sizes and ``seeds``; tables as in the module docstring."""
-    spec = sweep_spec(preset)
+                  passes: int = 1, sizes: list[str] | None = None, n_boot: int = 1000, device: str = "auto",
+                  progress: bool = True, corpus: FactCorpus | None = None, base: TrainConfig | None = None) -> Result:
+    """The preset's sweep over its sizes (or the ``sizes`` named) and ``seeds``, every model trained
+    ``passes``× the preset's steps; tables as in the module docstring."""
+    spec = select_sizes(sweep_spec(preset), sizes)
     fcfg, tcfg = get_preset(preset)
     corpus = corpus if corpus is not None else generate(fcfg)
     base = base if base is not None else tcfg
-    rows, checks = sweep(corpus, base, spec, seeds, run_dir=run_dir, check=check, device=device, progress=progress)
+    rows, checks = sweep(corpus, base, spec, seeds, run_dir=run_dir, check=check, passes=passes, device=device,
+                         progress=progress)
     fits = [cf.fit_capacity(rows, params=p, bits=b) for p in ("params_non_embedding", "params_all")
             for b in ("bits", "bits_clipped")]
     by_size, by_exp = cf.scaling_points(rows)
@@ -75,7 +79,7 @@ def compute_sweep(preset: str, seeds: list[int], *, run_dir: str | Path | None =
         tables["check"] = table_from_rows(cf.steps_check(rows, checks, n_boot=n_boot))
         tables["check_runs"] = table_from_rows([{k: v for k, v in r.items() if k not in _DROP} for r in checks])
     return Result(kind=SWEEP_KIND, tables=tables,
-                  meta={"preset": preset, "seeds": list(seeds), "train": dataclasses.asdict(base),
+                  meta={"preset": preset, "seeds": list(seeds), "passes": passes, "train": dataclasses.asdict(base),
                         "sizes": [dataclasses.asdict(s) | {"name": s.name} for s in spec.sizes],
                         "value_entropy_bits": h, "ceiling_bits": rows[0]["ceiling"], "table_bits": rows[0]["max_bits"],
                         "estimator": "bits = Σ_facts (log2|V| − CE bits at the value), unclipped; "

@@ -85,7 +85,7 @@ def train_models(corpus: FactCorpus, base: TrainConfig, widths: list[int], *, ru
         out.append({"label": f"d{cfg.d_model}", "width": cfg.d_model, "wb": run.wb, "init_wb": init.wb,
                     "steps": run.step, "seconds": run.seconds,
                     # a run resumed at its last step trains nothing here: no speed to report
-                    "tokens_per_s": run.tokens_seen / run.seconds if run.tokens_seen else math.nan})
+                    "tokens_per_s": run.tokens_seen / run.seconds if run.tokens_seen else None})
     return out
 
 
@@ -114,7 +114,7 @@ def compute(corpus: FactCorpus, models: list[dict], p: LossyParams, seed: int = 
                       "seconds": m["seconds"], "tokens_per_s": m["tokens_per_s"],
                       "recall": float(sum(r["correct"] for r in rows) / len(rows)), "bits": cap["bits"],
                       "bits_unclipped": cap["bits_unclipped"], "fact_bits": cap["max_bits"],
-                      "bits_above_prior": lossy.bits_above_prior(rows, freqs) if min_f > 0 else math.nan,
+                      "bits_above_prior": lossy.bits_above_prior(rows, freqs) if min_f > 0 else None,
                       "bits_per_param": cap["bits_per_param"]})
         for arm, rs in arms.items():
             if not arm.startswith("trained_"):

@@ -185,28 +185,49 @@ def run_one(corpus: FactCorpus, cfg: TrainConfig, where: Path | None, *, label: 
 
 
 def sweep(corpus: FactCorpus, base: TrainConfig, spec: Sweep, seeds: list[int], *, run_dir: str | Path | None = None,
-          check: bool = True, device: str = "auto", progress: bool = True) -> tuple[list[dict], list[dict]]:
+          check: bool = True, passes: int = 1, device: str = "auto",
+          progress: bool = True) -> tuple[list[dict], list[dict]]:
     """Every size × seed (``run_dir/SIZE/seedN``), then the check: ``spec.check`` sizes retrained with
     ``spec.check_factor``× the steps on the first seed (``run_dir/SIZE-steps×F/seedN``). Resumable at
     both levels: finished runs are read back, interrupted ones resume from their last checkpoint.
-    Returns (rows, check rows); per-fact bits are kept in each row (``per_fact_bits``)."""
+
+    ``passes`` multiplies every model's steps (and warmup): each fact is then seen ``passes`` × its
+    exposures times, the way to train a size toward its plateau; the check doubles that again. A run
+    with k× the preset's steps lives in ``SIZE-steps×k`` whichever way k arose, so ``passes=2`` reuses
+    the check run of ``passes=1``. Returns (rows, check rows); per-fact bits are kept in each row
+    (``per_fact_bits``)."""
     if not seeds:
         raise BadInput("give at least one seed, e.g. --seeds 0,1,2")
+    if passes < 1:
+        raise BadInput(f"passes must be at least 1, not {passes}")
     jobs = [(s, seed, 1) for seed in seeds for s in spec.sizes]  # seed-major: each seed's fit is ready early
     if check:
         jobs += [(s, seeds[0], spec.check_factor) for s in spec.check]
     rows, checks = [], []
     steps = steps_for_epochs(corpus, base, spec.epochs)  # packed rows: the same for every size
     for size, seed, factor in tqdm(jobs, desc="capacity sweep", unit="model", disable=not progress):
-        cfg = dataclasses.replace(size.apply(base), seed=seed, steps=steps * factor,
-                                  eval_every=max(1, steps * factor // 8), checkpoint_every=max(1, steps * factor // 4),
-                                  warmup=base.warmup * factor)
-        label = size.name if factor == 1 else f"{size.name}-steps×{factor}"
+        k = factor * passes
+        cfg = dataclasses.replace(size.apply(base), seed=seed, steps=steps * k, eval_every=max(1, steps * k // 8),
+                                  checkpoint_every=max(1, steps * k // 4), warmup=base.warmup * k)
+        label = size.name if k == 1 else f"{size.name}-steps×{k}"
         where = Path(run_dir) / label / f"seed{seed}" if run_dir is not None else None
         rec = run_one(corpus, cfg, where, label=label, device=device, progress=progress)
-        rec = {**rec, "size": size.name, "steps_factor": factor}
+        rec = {**rec, "size": size.name, "steps_factor": factor, "passes": passes}
         (rows if factor == 1 else checks).append(rec)
     return rows, checks
+
+
+def select_sizes(spec: Sweep, names: list[str] | None) -> Sweep:
+    """``spec`` restricted to the sizes named (e.g. ``["L1-d6"]``); the check keeps its sizes among
+    them, or the smallest named when none is."""
+    if not names:
+        return spec
+    known = {s.name: s for s in spec.sizes}
+    bad = [n for n in names if n not in known]
+    if bad:
+        raise BadInput(f"no size {bad[0]!r} in this sweep; choose from {', '.join(known)}")
+    sizes = tuple(s for s in spec.sizes if s.name in names)
+    return dataclasses.replace(spec, sizes=sizes, check=tuple(s for s in spec.check if s in sizes) or sizes[:1])
 
 
 def width_configs(base: TrainConfig, widths: list[int], mlp_ratio: int = 4) -> list[TrainConfig]:

@@ -134,9 +134,9 @@ def substitution_rows(rows: list[dict], freqs: dict[str, dict[str, float]], key:
         rest = 1.0 - f[truth]
         out.append({"entity": r["entity"], "attribute": a, "answer": truth, "predicted": pred,
                     "exposures": r["exposures"], "answer_rank": rk[truth], "predicted_rank": rk[pred],
-                    "top": pred == top, "chance_frequency": f[top] / rest if rest > 0 else math.nan,
+                    "top": pred == top, "chance_frequency": f[top] / rest if rest > 0 else None,
                     "chance_uniform": 1 / len(others),
-                    "rank_frequency": sum(rk[v] * f[v] for v in others) / rest if rest > 0 else math.nan,
+                    "rank_frequency": sum(rk[v] * f[v] for v in others) / rest if rest > 0 else None,
                     "rank_uniform": float(np.mean([rk[v] for v in others]))})
     return out
 
@@ -164,9 +164,9 @@ def substitution_test(rows: list[dict], freqs: dict[str, dict[str, float]], *, k
     subs = substitution_rows(rows, freqs, key)
     wrong = sum(1 for r in rows if r.get(key) != r["answer"])
     out = {"key": key, "n_scored": len(rows), "n_wrong": wrong, "n_substitutions": len(subs),
-           "substitution_share": len(subs) / wrong if wrong else math.nan}
+           "substitution_share": len(subs) / wrong if wrong else None}
     if not subs:
-        return {**out, **{k: math.nan for k in ("top_rate", "top_rate_lo", "top_rate_hi", "null_frequency",
+        return {**out, "n_top": 0, **{k: None for k in ("top_rate", "top_rate_lo", "top_rate_hi", "null_frequency",
                                                  "null_uniform", "p_frequency", "p_uniform", "rate_ratio_frequency",
                                                  "rate_minus_frequency_null", "rate_minus_frequency_null_lo",
                                                  "rate_minus_frequency_null_hi", "mean_rank", "mean_rank_frequency",
@@ -181,7 +181,7 @@ def substitution_test(rows: list[dict], freqs: dict[str, dict[str, float]], *, k
     return {**out, "n_top": k, "top_rate": float(top.mean()), "top_rate_lo": lo, "top_rate_hi": hi,
             "null_frequency": float(cf.mean()), "null_uniform": float(cu.mean()),
             "p_frequency": poisson_binomial_tail(cf.tolist(), k), "p_uniform": poisson_binomial_tail(cu.tolist(), k),
-            "rate_ratio_frequency": float(top.mean() / cf.mean()) if cf.mean() > 0 else math.nan,
+            "rate_ratio_frequency": float(top.mean() / cf.mean()) if cf.mean() > 0 else None,
             "rate_minus_frequency_null": float((top - cf).mean()),
             "rate_minus_frequency_null_lo": d_lo, "rate_minus_frequency_null_hi": d_hi,
             "mean_rank": float(np.mean([s["predicted_rank"] for s in subs])),
@@ -236,7 +236,7 @@ def kl_split(rows: list[dict], *, n_boot: int = 1000, n_resamples: int = 9999, s
             "kl_frequent": float(freq.mean()), "kl_frequent_lo": f_lo, "kl_frequent_hi": f_hi,
             "kl_diff": float(rare.mean() - freq.mean()), "kl_diff_lo": d_lo, "kl_diff_hi": d_hi,
             "p_value": test.p_value, "kl_total_bits": float(kl.sum()),
-            "kl_share_rare": float(rare.sum() / kl.sum()) if kl.sum() > 0 else math.nan}
+            "kl_share_rare": float(rare.sum() / kl.sum()) if kl.sum() > 0 else None}
 
 
 # --- 4. survival across model sizes --------------------------------------------------------------
@@ -266,8 +266,8 @@ def forgetting_order(models: list[dict], *, n_resamples: int = 9999, seed: int =
                 (kept if ok_small[r["entity"], r["attribute"]] else lost).append(math.log2(r["exposures"]))
         row = {"from": large["label"], "to": small["label"], "from_params": large["params"],
                "to_params": small["params"], "n_lost": len(lost), "n_kept": len(kept),
-               "median_exposures_lost": 2 ** float(np.median(lost)) if lost else math.nan,
-               "median_exposures_kept": 2 ** float(np.median(kept)) if kept else math.nan, "p_value": math.nan}
+               "median_exposures_lost": 2 ** float(np.median(lost)) if lost else None,
+               "median_exposures_kept": 2 ** float(np.median(kept)) if kept else None, "p_value": None}
         if lost and kept:
             row["p_value"] = permutation_test(lost, kept, rng=seed, n_resamples=n_resamples, alternative="less").p_value
         out.append(row)

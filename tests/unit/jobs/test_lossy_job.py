@@ -23,8 +23,8 @@ def test_job_tables_resume_and_figures(tmp_path):
     models = job.train_models(corpus, BASE, [8, 4], run_dir=tmp_path / "runs", progress=False)
     assert [m["label"] for m in models] == ["d4", "d8"] and (tmp_path / "runs" / "d8" / "checkpoints").is_dir()
     res = job.compute(corpus, models, p, seed=0)
-    assert set(res.tables) == {"models", "facts", "bins", "substitution", "substitution_by_attribute", "kl_split",
-                               "survival", "value_frequencies", "forgetting"}
+    assert set(res.tables) == {"models", "facts", "bins", "substitution", "substitution_rows",
+                               "substitution_by_attribute", "kl_split", "survival", "value_frequencies", "forgetting"}
     facts = res.table("facts")
     assert set(facts["arm"]) == {"trained", "init", "unseen"} and len(facts) == 2 * 3 * len(corpus.facts)
     # the negative control is the untrained twin (same shape and seed, 0 steps), not the trained model
@@ -36,6 +36,12 @@ def test_job_tables_resume_and_figures(tmp_path):
     assert len(sub) == 2 * 5 * 2  # model x arm x (top-1, forced value) and the nulls are probabilities
     assert set(sub["arm"]) == {"trained", "init", "unseen", "trained_rare", "trained_frequent"}
     assert ((sub["null_frequency"].dropna() > 0) & (sub["null_frequency"].dropna() < 1)).all()
+    # the per-answer rows (what the claims' SQL reads) add up to the summary's counts
+    rows = res.table("substitution_rows").groupby(["model", "arm", "key"])["top"].agg(["size", "sum"])
+    summary = sub.set_index(["model", "arm", "key"])
+    for k, r in rows.iterrows():
+        assert (r["size"], r["sum"]) == (summary.loc[k, "n_substitutions"], summary.loc[k, "n_top"])
+    assert len(rows) == (sub["n_substitutions"] > 0).sum()
     surv = res.table("survival")
     assert list(surv["model"]) == ["d4"] * 2 + ["d8"] * 2 and list(surv["bin_lo"]) == [1, 4, 1, 4]
     vf = res.table("value_frequencies")

@@ -111,3 +111,33 @@ def test_quick_sweep_end_to_end_resumes_from_its_records(tmp_path, monkeypatch):
     with pytest.raises(AssertionError, match="trained again"):  # a changed setting is a new run
         cap.sweep(corpus, dataclasses.replace(base, lr=2e-2), spec, [0], run_dir=tmp_path, check=False,
                   progress=False, device="cpu")
+
+
+def test_passes_multiply_the_steps_and_reuse_the_check_run_of_fewer_passes(tmp_path, monkeypatch):
+    corpus = generate(FactConfig(n_entities=12, n_values=8, bins=(6,), templates_per_attribute=4, first_names=5,
+                                 last_names=6))
+    base = TrainConfig(n_ctx=48, n_heads=2, steps=1, batch_size=8, lr=1e-2, warmup=1, packing="none")
+    spec = cap.Sweep(sizes=(cap.Size(1, 4),), check=(cap.Size(1, 4),))
+    _, checks = cap.sweep(corpus, base, spec, [0], run_dir=tmp_path, progress=False, device="cpu")
+    assert (tmp_path / "L1-d4-steps×2" / "seed0" / cap.RECORD).exists()
+
+    trained = []
+    real_train = cap.train
+    monkeypatch.setattr(cap, "train", lambda corpus, cfg, *a, **k: trained.append(cfg.steps) or real_train(corpus, cfg, *a, **k))
+    rows, long = cap.sweep(corpus, base, spec, [0], run_dir=tmp_path, passes=2, progress=False, device="cpu")
+    assert trained == [36]  # the 2-pass base is the 1-pass check, read back; only its 4× check trains
+    assert rows[0]["steps"] == 18 and rows[0]["bits"] == checks[0]["bits"] and rows[0]["passes"] == 2
+    assert long[0]["steps"] == 36 and (tmp_path / "L1-d4-steps×4" / "seed0").is_dir()
+    with pytest.raises(cap.BadInput, match="at least 1"):
+        cap.sweep(corpus, base, spec, [0], passes=0, progress=False)
+
+
+def test_select_sizes_keeps_the_named_and_a_check_among_them():
+    spec = cap.SWEEPS["capacity-100x"]
+    one = cap.select_sizes(spec, ["L2-d10"])
+    assert [s.name for s in one.sizes] == ["L2-d10"] and [s.name for s in one.check] == ["L2-d10"]
+    two = cap.select_sizes(spec, ["L2-d22", "L1-d6"])
+    assert [s.name for s in two.sizes] == ["L1-d6", "L2-d22"] and two.check == spec.check
+    assert cap.select_sizes(spec, None) is spec
+    with pytest.raises(cap.BadInput, match="no size 'L9-d1'"):
+        cap.select_sizes(spec, ["L9-d1"])
