@@ -20,7 +20,6 @@ from ffnmem.core.models import boot_native
 from ffnmem.methods.objectives import Objective, prepare
 from ffnmem.methods.positions import permutation_gap, train_order_model
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see tests/conftest.py
 
 

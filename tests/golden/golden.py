@@ -21,8 +21,8 @@ def _tiny():
 
 
 def golden_capture():
-    from ffnmem.methods.capture import NeuronStats, TopK, hook_names, reduce
     from ffnmem.data.corpus import default_corpus, windows
+    from ffnmem.methods.capture import NeuronStats, TopK, hook_names, reduce
 
     wb = _tiny()
     tokens = windows(wb, default_corpus(), window=32, max_windows=12)
@@ -65,8 +65,8 @@ def golden_demo():
 
 
 def golden_exposure():
-    from ffnmem.methods.frequency import by_exposure, dla_by_exposure, dla_rows, score_queries
     from ffnmem.data.synthetic import FactConfig, generate
+    from ffnmem.methods.frequency import by_exposure, dla_by_exposure, dla_rows, score_queries
     from ffnmem.methods.training import TrainConfig, train
 
     corpus = generate(FactConfig(n_entities=12, bins=(1, 4), n_values=6, seed=1))

@@ -13,10 +13,10 @@ from ffnmem.core.errors import BadInput
 from ffnmem.core.outputs import claim
 from ffnmem.jobs.architectures import write_report
 from ffnmem.jobs.fair import write_fair
-from ffnmem.methods.budgets import parse_budgets, parse_seeds
-from ffnmem.methods.fair import DEFAULT_ARMS, Convergence, check_arms
 from ffnmem.methods.architectures import compare
 from ffnmem.methods.architectures import preset as get_preset
+from ffnmem.methods.budgets import parse_budgets, parse_seeds
+from ffnmem.methods.fair import DEFAULT_ARMS, Convergence, check_arms
 
 
 @app.command("compare-architectures")

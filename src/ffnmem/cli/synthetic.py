@@ -20,9 +20,8 @@ from ffnmem.data.synthetic import (
 )
 from ffnmem.jobs import capacity as capacity_job
 from ffnmem.jobs import exposure as exposure_job
-from ffnmem.methods.training import load_run
+from ffnmem.methods.training import load_run, steps_for_epochs
 from ffnmem.methods.training import preset as get_preset
-from ffnmem.methods.training import steps_for_epochs
 from ffnmem.methods.training import train as run_train
 
 facts_app = typer.Typer(help="Synthetic fact corpora with controlled exposure.", no_args_is_help=True)

@@ -21,8 +21,15 @@ from ffnmem.core.workbench import Workbench
 from ffnmem.data.corpus import default_corpus, windows
 from ffnmem.data.facts import Fact
 from ffnmem.jobs.params import FirstTokenParams, encoded_facts
-from ffnmem.methods.ablation import (ablate_sets, derangement, layer_histogram, layer_matched_random, reference_coefficients,
-                                     relative_drop, top_vs_random)
+from ffnmem.methods.ablation import (
+    ablate_sets,
+    derangement,
+    layer_histogram,
+    layer_matched_random,
+    reference_coefficients,
+    relative_drop,
+    top_vs_random,
+)
 from ffnmem.methods.attribution import direct_effects
 from ffnmem.store.provenance import facts_hash, make_provenance
 from ffnmem.store.results import Result, table_from_rows

@@ -14,6 +14,7 @@ the figures.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from pathlib import Path
 from typing import Literal
@@ -24,12 +25,12 @@ from ffnmem.core.errors import BadInput
 from ffnmem.data.synthetic import FactCorpus, generate
 from ffnmem.jobs.params import Params
 from ffnmem.methods import capacity_fit as cf
-from ffnmem.methods.capacity import select_sizes, sweep, sweep_spec, sweep_widths
+from ffnmem.methods.capacity import RECORD, select_sizes, sweep, sweep_spec, sweep_widths
 from ffnmem.methods.training import TrainConfig
 from ffnmem.methods.training import preset as get_preset
 from ffnmem.store.provenance import make_provenance
 from ffnmem.store.results import Result, table_from_rows
-from ffnmem.viz import plot_capacity, plot_capacity_sweep, plot_scaling, save_figure
+from ffnmem.viz import plot_capacity, plot_capacity_sweep, plot_scaling, plot_steps_curve, save_figure
 
 SWEEP_KIND = "capacity_sweep"
 _DROP = ("per_fact_bits", "evals", "fingerprint")
@@ -78,6 +79,11 @@ def compute_sweep(preset: str, seeds: list[int], *, run_dir: str | Path | None =
     if checks:
         tables["check"] = table_from_rows(cf.steps_check(rows, checks, n_boot=n_boot))
         tables["check_runs"] = table_from_rows([{k: v for k, v in r.items() if k not in _DROP} for r in checks])
+    if run_dir is not None:
+        curve = steps_curve(run_dir, corpus)
+        if len({r["steps_factor"] for r in curve}) > 1:
+            tables["steps_curve"] = table_from_rows([{k: v for k, v in r.items() if k not in _DROP} for r in curve])
+            tables["steps_curve_checks"] = table_from_rows(curve_checks(curve, n_boot=n_boot))
     return Result(kind=SWEEP_KIND, tables=tables,
                   meta={"preset": preset, "seeds": list(seeds), "passes": passes, "train": dataclasses.asdict(base),
                         "sizes": [dataclasses.asdict(s) | {"name": s.name} for s in spec.sizes],
@@ -85,6 +91,38 @@ def compute_sweep(preset: str, seeds: list[int], *, run_dir: str | Path | None =
                         "estimator": "bits = Σ_facts (log2|V| − CE bits at the value), unclipped; "
                                      "bits_clipped = Σ max(0, log2|V| − loss bits) (the old figure)"},
                   provenance=make_provenance(None, seed=seeds[0], facts_config=corpus.config.to_dict()))
+
+
+def steps_curve(run_dir: str | Path, corpus: FactCorpus) -> list[dict]:
+    """Every finished run under ``run_dir`` (``SIZE[-steps×k]/seedN/capacity.json``) on this corpus,
+    whichever invocation trained it: bits against k× the preset's steps (k passes: exposures × k),
+    one row per size, k and seed, sorted. Runs of another table are skipped."""
+    facts = json.loads(json.dumps(corpus.config.to_dict()))
+    out = []
+    for f in sorted(Path(run_dir).glob(f"*/seed*/{RECORD}")):
+        try:
+            rec = json.loads(f.read_text())
+        except ValueError:
+            continue  # a damaged record: the sweep itself rescores it
+        if rec.get("fingerprint", {}).get("facts") != facts:
+            continue
+        size, _, k = f.parent.parent.name.partition("-steps×")
+        out.append({**rec, "size": size, "steps_factor": int(k or 1),
+                    "exposures_total": rec["exposures"] * int(k or 1)})
+    return sorted(out, key=lambda r: (r["params_non_embedding"], r["steps_factor"], r["seed"]))
+
+
+def curve_checks(curve: list[dict], n_boot: int = 1000) -> list[dict]:
+    """Each size and seed's consecutive points of :func:`steps_curve` (k → next k) through
+    :func:`ffnmem.methods.capacity_fit.steps_check`: the gain and ratio of bits with paired
+    bootstrap CIs over facts; the curve has reached its plateau where ``still_rising`` turns false."""
+    out = []
+    for size, seed in dict.fromkeys((r["size"], r["seed"]) for r in curve):
+        pts = [r for r in curve if (r["size"], r["seed"]) == (size, seed)]
+        for a, b in zip(pts, pts[1:]):
+            row = cf.steps_check([a], [b], n_boot=n_boot)[0]
+            out.append({**row, "factor_base": a["steps_factor"], "factor_long": b["steps_factor"]})
+    return out
 
 
 def _same_keys(rows: list[dict]) -> list[dict]:
@@ -103,6 +141,8 @@ def write_sweep(result: Result, out_dir: str | Path) -> Path:
         save_figure(plot_capacity_sweep(rows, _ci(fits[params, "bits"]), params=params), out / name, dpi=120)
     sf = [f for f in result.table("scaling_fit").to_dict("records")
           if f["x"] == "params_non_embedding" and not f["h_fixed"] and f.get("error") is None]
+    if "steps_curve" in result.tables:
+        save_figure(plot_steps_curve(result.table("steps_curve").to_dict("records")), out / "steps_curve.png", dpi=120)
     save_figure(plot_scaling(result.table("scaling").to_dict("records"),
                              result.table("scaling_exposures").to_dict("records"), sf[0] if sf else None),
                 out / "scaling.png", dpi=120)

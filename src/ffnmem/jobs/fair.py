@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
-
 from tqdm.auto import tqdm
 
 from ffnmem.core.errors import BadInput

@@ -38,6 +38,7 @@ from ffnmem.viz.frequency import (
                                       plot_loss_decomposition,
                                       plot_recall_vs_exposure,
                                       plot_scaling,
+                                      plot_steps_curve,
 )
 from ffnmem.viz.keyvalue import plot_agreement, plot_coefficient_histogram
 from ffnmem.viz.lossy import plot_recall_by_value_rank, plot_substitution, plot_survival
@@ -57,7 +58,7 @@ from ffnmem.viz.tracing import plot_average, plot_trace
 
 __all__ = [
     "CausalTraces", "ClaimsTable", "DirectEffectsTable", "ProbeCurves", "RecallTable", "TraceView", "direct_effects_table",
-    "plot_agreement", "plot_attention_erank", "plot_attribution", "plot_average", "plot_capacity", "plot_capacity_sweep",
+    "plot_agreement", "plot_attention_erank", "plot_attribution", "plot_average", "plot_capacity", "plot_capacity_sweep", "plot_steps_curve",
     "plot_capacity_entropy_signal", "plot_coefficient_histogram", "plot_curves", "plot_dimensionality",
     "plot_dla_by_exposure", "plot_ffn_share", "plot_heads", "plot_layer_dla", "plot_loss_decomposition", "plot_phase",
     "plot_position_probe", "plot_position_probe_seeds", "plot_query", "plot_recall", "plot_recall_by_value_rank", "plot_recall_vs_exposure", "plot_recall_vs_popularity",

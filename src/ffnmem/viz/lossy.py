@@ -30,15 +30,15 @@ def plot_substitution(rows: list[dict], ax=None, *, key: str = "prediction",
                       title: str = "wrong answers: the most frequent other value?"):
     """Observed top-value share among substitutions per model and arm
     (:func:`~ffnmem.methods.lossy.substitution_test`, 95% CI) beside its value-frequency and uniform nulls."""
-    fig, ax, owned = new_axes(ax, figsize=(6.5, 3.9))
     rs = [r for r in rows if r["key"] == key and r["n_substitutions"] > 0]
+    fig, ax, owned = new_axes(ax, figsize=(max(6.5, 0.62 * len(rs)), 3.9))
     x = np.arange(len(rs))
     obs = np.array([r["top_rate"] for r in rs])
     ax.bar(x - 0.27, obs, 0.27, yerr=[obs - [r["top_rate_lo"] for r in rs], np.array([r["top_rate_hi"] for r in rs]) - obs],
            capsize=3, label="observed")
     ax.bar(x, [r["null_frequency"] for r in rs], 0.27, label="value-frequency null")
     ax.bar(x + 0.27, [r["null_uniform"] for r in rs], 0.27, label="uniform null")
-    ax.set_xticks(x, [f"{r['model']}\n{r['arm']}\nn={r['n_substitutions']}" for r in rs], fontsize=7)
+    ax.set_xticks(x, [f"{r['model']}\n{r['arm'].replace('_', chr(10))}\nn={r['n_substitutions']}" for r in rs], fontsize=7)
     ax.set(ylabel="share: most frequent other value", title=title)
     ax.legend(fontsize=8)
     return finish(fig, owned)

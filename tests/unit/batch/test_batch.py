@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from ffnmem.batch import runner as B
-from ffnmem.store import catalog as C
 from ffnmem.core.errors import BadInput
+from ffnmem.store import catalog as C
 
 ROOT = Path(__file__).resolve().parents[3]
 FACTS = ROOT / "data" / "facts" / "capital_of.jsonl"

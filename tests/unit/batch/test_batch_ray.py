@@ -11,8 +11,8 @@ import pytest
 
 from ffnmem.batch import registry as A
 from ffnmem.batch import runner as B
-from ffnmem.store import catalog as C
 from ffnmem.core.errors import FfnmemError
+from ffnmem.store import catalog as C
 
 ray = pytest.importorskip("ray")
 ROOT = Path(__file__).resolve().parents[3]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from ffnmem.jobs.fair import FairParams, compute
 
 

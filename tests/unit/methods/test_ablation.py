@@ -5,10 +5,22 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ffnmem.methods.ablation import (ablate_sets, answer_probs, derangement, layer_histogram, layer_matched_random,
-                                     make_hooks, masks_for, random_neurons, reference_coefficients, relative_drop,
-                                     summarise_drops, top_vs_random, whole_layers)
 from ffnmem.core.errors import BadInput
+from ffnmem.methods.ablation import (
+    ablate_sets,
+    answer_probs,
+    derangement,
+    layer_histogram,
+    layer_matched_random,
+    make_hooks,
+    masks_for,
+    random_neurons,
+    reference_coefficients,
+    relative_drop,
+    summarise_drops,
+    top_vs_random,
+    whole_layers,
+)
 from ffnmem.methods.attribution import direct_effects
 
 

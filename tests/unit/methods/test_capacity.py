@@ -123,13 +123,32 @@ def test_passes_multiply_the_steps_and_reuse_the_check_run_of_fewer_passes(tmp_p
 
     trained = []
     real_train = cap.train
-    monkeypatch.setattr(cap, "train", lambda corpus, cfg, *a, **k: trained.append(cfg.steps) or real_train(corpus, cfg, *a, **k))
+
+    def counting_train(corpus, cfg, *a, **k):
+        trained.append(cfg.steps)
+        return real_train(corpus, cfg, *a, **k)
+
+    monkeypatch.setattr(cap, "train", counting_train)
     rows, long = cap.sweep(corpus, base, spec, [0], run_dir=tmp_path, passes=2, progress=False, device="cpu")
     assert trained == [36]  # the 2-pass base is the 1-pass check, read back; only its 4× check trains
     assert rows[0]["steps"] == 18 and rows[0]["bits"] == checks[0]["bits"] and rows[0]["passes"] == 2
     assert long[0]["steps"] == 36 and (tmp_path / "L1-d4-steps×4" / "seed0").is_dir()
     with pytest.raises(cap.BadInput, match="at least 1"):
         cap.sweep(corpus, base, spec, [0], passes=0, progress=False)
+
+    # the curve gathers every multiplier trained under the folder, whichever call trained it
+    from ffnmem.jobs.capacity import curve_checks, steps_curve
+    from ffnmem.viz import plot_steps_curve
+
+    curve = steps_curve(tmp_path, corpus)
+    assert [(r["size"], r["steps_factor"], r["steps"]) for r in curve] == [("L1-d4", 1, 9), ("L1-d4", 2, 18),
+                                                                          ("L1-d4", 4, 36)]
+    assert [r["exposures_total"] for r in curve] == [6, 12, 24]
+    assert [(c["factor_base"], c["factor_long"]) for c in curve_checks(curve, n_boot=20)] == [(1, 2), (2, 4)]
+    other = generate(FactConfig(n_entities=13, n_values=8, bins=(6,), templates_per_attribute=4, first_names=5,
+                                last_names=6))
+    assert steps_curve(tmp_path, other) == []  # another table's runs are not this curve
+    assert plot_steps_curve(curve).axes[0].get_xlabel() == "exposures per fact"
 
 
 def test_select_sizes_keeps_the_named_and_a_check_among_them():

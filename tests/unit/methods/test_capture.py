@@ -6,8 +6,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ffnmem.methods import capture as cap
 from ffnmem.core.errors import BadInput, NonFiniteActivation
+from ffnmem.methods import capture as cap
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,20 @@ import torch
 
 from ffnmem.core.errors import BadInput
 from ffnmem.core.hooks import hook_name
-from ffnmem.methods.interventions import (AnswerLogit, AnswerProb, LogitDiff, Margin, Mean, Noise, Resample, Restore,
-                                          Scale, Zero, run_metric, unit_intervention)
+from ffnmem.methods.interventions import (
+    AnswerLogit,
+    AnswerProb,
+    LogitDiff,
+    Margin,
+    Mean,
+    Noise,
+    Resample,
+    Restore,
+    Scale,
+    Zero,
+    run_metric,
+    unit_intervention,
+)
 
 ACT = torch.arange(2 * 3 * 4, dtype=torch.float32).reshape(2, 3, 4) + 1  # (batch, pos, d)
 MASK = torch.tensor([[True, False, False, True], [False, True, False, False]])

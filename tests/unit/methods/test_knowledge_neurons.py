@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ffnmem.methods.ablation import answer_probs, make_hooks, masks_for, whole_layers
 from ffnmem.core.errors import BadInput
+from ffnmem.methods.ablation import answer_probs, make_hooks, masks_for, whole_layers
 from ffnmem.methods.knowledge_neurons import edit_effects, integrated_gradients, refine_neurons, select_neurons
 
 

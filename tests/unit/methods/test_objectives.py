@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ffnmem.methods.architectures import check_matched
 from ffnmem.core.errors import BadInput
+from ffnmem.methods.architectures import check_matched
 from ffnmem.methods.objectives import (
     Objective,
     attention_mask,

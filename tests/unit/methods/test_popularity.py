@@ -11,9 +11,18 @@ from scipy.stats import binom
 
 from ffnmem.core.errors import BadInput
 from ffnmem.data.facts import Fact, load_facts
-from ffnmem.methods.popularity import (chance_more_frequent, classify, entity_pools, greedy_continuations, match_entity,
-                               popularity, popularity_analysis, popularity_bins, popularity_fit,
-                               substitution_summary)
+from ffnmem.methods.popularity import (
+    chance_more_frequent,
+    classify,
+    entity_pools,
+    greedy_continuations,
+    match_entity,
+    popularity,
+    popularity_analysis,
+    popularity_bins,
+    popularity_fit,
+    substitution_summary,
+)
 from ffnmem.methods.recall import recall
 from ffnmem.viz import plot_recall_vs_popularity, plot_substitutions, save_figure
 

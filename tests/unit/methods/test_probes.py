@@ -5,8 +5,8 @@ import pytest
 import torch
 from sklearn.utils.estimator_checks import check_estimator
 
-from ffnmem.methods import probes as P
 from ffnmem.core.errors import BadInput
+from ffnmem.methods import probes as P
 
 
 @pytest.mark.parametrize("est", [P.LogisticProbe(), P.RidgeProbe()])

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from ffnmem.methods import sae as S
 from ffnmem.core.errors import BadInput
+from ffnmem.methods import sae as S
 
 
 def test_token_entropy_counts():
@@ -25,8 +25,8 @@ def test_bad_input(tiny):
 
 
 def test_neuron_polysemanticity_from_triggers(tiny):
-    from ffnmem.methods import triggers as T
     from ffnmem.data.corpus import windows
+    from ffnmem.methods import triggers as T
 
     tokens = windows(tiny, ["The quick brown fox jumps over the lazy dog. " * 8], window=32)
     tr = T.mine(tiny, tokens, [0], k=5, progress=False)

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from ffnmem.methods import superposition as sp
 from ffnmem import viz
 from ffnmem.core.errors import BadInput
+from ffnmem.methods import superposition as sp
 
 
 def test_metrics_on_hand_built_weights():

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from ffnmem.core.errors import BadInput
-from ffnmem.store.results import Result, table_from_rows
 from ffnmem.store.provenance import make_provenance
+from ffnmem.store.results import Result, table_from_rows
 
 
 def _result(tiny, value=1.0):

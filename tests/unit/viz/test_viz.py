@@ -13,9 +13,9 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from ffnmem.methods import superposition as sp
 from ffnmem import viz
 from ffnmem.core.errors import BadInput
+from ffnmem.methods import superposition as sp
 from ffnmem.store.results import Result, table_from_rows
 from ffnmem.viz import report as vr
 
@@ -193,9 +193,8 @@ def test_save_figure_writes_and_closes(tmp_path):
 
 
 def test_jobs_write_the_same_png_names(tiny, tmp_path):
+    from ffnmem.jobs import attribute, report, superposition
     from ffnmem.viz import cards
-    from ffnmem.jobs import report
-    from ffnmem.jobs import attribute, superposition
 
     toy = superposition.ToyParams(n_features=4, n_hidden=2, steps=5, sparsities=[0.0, 0.9], phase_steps=5, phase_grid=2)
     superposition.write(superposition.compute(toy), tmp_path / "toy")
