@@ -84,6 +84,9 @@ CASES = {
     "plot_capacity_sweep": (lambda: (([{"params_non_embedding": p, "bits": 1.1 * p + s, "ceiling": 9000, "seed": s}
                                        for p in (500, 2000, 8000) for s in (0, 1)],
                                       {"c": 1.1, "c_lo": 1.0, "c_hi": 1.2}), {}), (1, 2)),
+    "plot_steps_curve": (lambda: (([{"size": z, "params_non_embedding": p, "bits": p * (1 - 1 / k) + s, "seed": s,
+                                     "exposures_total": 1000 * k} for z, p in (("L1-d6", 522), ("L1-d10", 1350))
+                                    for k in (1, 2, 4) for s in (0, 1)],), {}), None),
     "plot_coefficient_histogram": (lambda: ((torch.randn(200),), {"title": "layer 0 neuron 1"}), None),
     "plot_curves": (lambda: (({"pos": [{"hook": f"blocks.{l}.hook_resid_post", "accuracy": 0.8, "control": 0.5,
                                         "majority": 0.4} for l in range(2)]},), {}), None),
