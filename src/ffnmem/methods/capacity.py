@@ -6,8 +6,12 @@ one model per size (depth and/or width) and seed on the same fact table and coun
 stores (:func:`knowledge_bits`). Only when the table holds more bits than the model can store does
 bits/param measure the model; otherwise it measures the table (the old width sweep: 0.046 → 0.0045).
 The capacity-limited presets (``capacity-100x``, ``capacity-1000x``; :data:`SWEEPS`) are sized so
-the table exceeds 2 bits per non-embedding parameter by at least 2× at every size. Fits, the
-more-steps check and the scaling law are in :mod:`ffnmem.methods.capacity_fit`.
+the table exceeds 2 bits per non-embedding parameter by at least 2× at every size. Counting every
+parameter they are not: at these sizes the embeddings are ~90% of the parameters and hold part of
+the knowledge (L1-d10 stores 3.95 bits per non-embedding parameter of ``capacity-1000x`` at 8
+passes; docs/FINDINGS.md), so a table that binds them needs ≥ 4 bits × all parameters. Fits, the
+more-steps check and the scaling law are in :mod:`ffnmem.methods.capacity_fit`; ``passes`` in
+:func:`sweep` trains toward the plateau.
 """
 
 from __future__ import annotations
