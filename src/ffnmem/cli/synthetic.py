@@ -151,7 +151,8 @@ def capacity(
                                          sizes=size_list, device=device)
         capacity_job.write_sweep(res, out_dir)
         _print_sweep(res)
-        out.print(f"→ {out_dir} (result/, capacity_sweep.png, capacity_sweep_all_params.png, scaling.png)")
+        curve = ", steps_curve.png" if "steps_curve" in res.tables else ""
+        out.print(f"→ {out_dir} (result/, capacity_sweep.png, capacity_sweep_all_params.png, scaling.png{curve})")
         return
     ws = _ints(widths or "16,32,64", "--widths", "16,32,64")
     corpus, tcfg = _corpus_and_config(preset, facts, steps=steps, seed=seed)

@@ -145,16 +145,22 @@ def plot_scaling(by_size: list[dict], by_exposure: list[dict], fit: dict | None 
 def plot_steps_curve(rows: list[dict], ax=None, *, params: str = "params_non_embedding",
                      title: str = "bits per parameter as training lengthens"):
     """Bits per parameter against exposures per fact (k× the preset's steps) for each size
-    (:func:`ffnmem.jobs.capacity.steps_curve`): one line through each size's mean over seeds, the
-    seeds as points, the 1 and 2 bits/param lines. A curve that flattens is capacity-limited."""
+    (:func:`ffnmem.jobs.capacity.steps_curve`): a line through each seed trained at several k, a
+    point for a seed trained at one k only, and the 1 and 2 bits/param lines. A curve that flattens
+    over several doublings is capacity-limited; one flat step is not enough (docs/FINDINGS.md)."""
     fig, ax, owned = new_axes(ax, figsize=(6, 3.9))
     for size in dict.fromkeys(r["size"] for r in rows):
         pts = [r for r in rows if r["size"] == size]
-        xs = sorted({r["exposures_total"] for r in pts})
-        mean = [np.mean([r["bits"] / r[params] for r in pts if r["exposures_total"] == x]) for x in xs]
-        line, = ax.plot(xs, mean, "o-", label=f"{size} ({pts[0][params]:,} params)")
-        ax.scatter([r["exposures_total"] for r in pts], [r["bits"] / r[params] for r in pts], s=10,
-                   color=line.get_color(), alpha=0.6)
+        color, label = None, f"{size} ({pts[0][params]:,} params)"
+        for seed in sorted({r["seed"] for r in pts}):
+            run = sorted((r for r in pts if r["seed"] == seed), key=lambda r: r["exposures_total"])
+            xs, ys = [r["exposures_total"] for r in run], [r["bits"] / r[params] for r in run]
+            if len(run) > 1:
+                line, = ax.plot(xs, ys, "o-", color=color, label=label)
+            else:
+                line = ax.scatter(xs, ys, s=14, color=color, alpha=0.6, label=label)
+            color = line.get_color() if len(run) > 1 else line.get_facecolor()[0]
+            label = None
     for c, ls in ((1, ":"), (2, "--")):
         ax.axhline(c, color="grey", ls=ls, lw=0.8)
     ax.set(xscale="log", xlabel="exposures per fact", ylabel=f"bits / {params.replace('_', ' ')}", ylim=(0, None),
