@@ -154,6 +154,9 @@ def capacity(
         curve = ", steps_curve.png" if "steps_curve" in res.tables else ""
         out.print(f"→ {out_dir} (result/, capacity_sweep.png, capacity_sweep_all_params.png, scaling.png{curve})")
         return
+    if passes != 1 or sizes is not None:
+        raise BadInput("--passes and --sizes belong to a capacity sweep (--preset capacity-100x, capacity-1000x or "
+                       "--quick); the width sweep takes --steps")
     ws = _ints(widths or "16,32,64", "--widths", "16,32,64")
     corpus, tcfg = _corpus_and_config(preset, facts, steps=steps, seed=seed)
     res = capacity_job.compute(corpus, tcfg, ws, run_dir=out_dir / "runs", mlp_ratio=mlp_ratio, device=device)
