@@ -173,7 +173,7 @@ def substitution_test(rows: list[dict], freqs: dict[str, dict[str, float]], *, k
                                                  "mean_rank_uniform", "p_rank_frequency", "p_rank_uniform")}}
     rng = np.random.default_rng(seed)
     top = np.array([s["top"] for s in subs], dtype=float)
-    cf = np.array([s["chance_frequency"] for s in subs])
+    cf = np.array([s["chance_frequency"] for s in subs], dtype=float)  # None (degenerate law) -> NaN
     cu = np.array([s["chance_uniform"] for s in subs])
     lo, hi = mean_ci(top, rng, n_boot, level)
     d_lo, d_hi = mean_ci(top - cf, rng, n_boot, level)
@@ -185,7 +185,7 @@ def substitution_test(rows: list[dict], freqs: dict[str, dict[str, float]], *, k
             "rate_minus_frequency_null": float((top - cf).mean()),
             "rate_minus_frequency_null_lo": d_lo, "rate_minus_frequency_null_hi": d_hi,
             "mean_rank": float(np.mean([s["predicted_rank"] for s in subs])),
-            "mean_rank_frequency": float(np.mean([s["rank_frequency"] for s in subs])),
+            "mean_rank_frequency": float(np.mean(np.array([s["rank_frequency"] for s in subs], dtype=float))),
             "mean_rank_uniform": float(np.mean([s["rank_uniform"] for s in subs])),
             "p_rank_frequency": _rank_p(subs, freqs, "frequency", n_sim, rng),
             "p_rank_uniform": _rank_p(subs, freqs, "uniform", n_sim, rng)}
