@@ -120,12 +120,13 @@ def compute(corpus: FactCorpus, models: list[dict], p: LossyParams, seed: int = 
             if not arm.startswith("trained_"):
                 facts += [{"model": m["label"], "arm": arm, **r} for r in rs]
             for key in ("prediction", "value_prediction"):
-                test = lossy.substitution_test(rs, freqs, key=key, n_boot=p.n_boot, n_sim=p.n_sim, seed=seed)
+                wrong = lossy.substitution_rows(rs, freqs, key)  # once, for the test, the rows and per attribute
+                test = lossy.substitution_test(rs, freqs, key=key, n_boot=p.n_boot, n_sim=p.n_sim, seed=seed,
+                                               subs=wrong)
                 subs.append({"model": m["label"], "arm": arm, **test})
-                sub_rows += [{"model": m["label"], "arm": arm, "key": key, **r}
-                             for r in lossy.substitution_rows(rs, freqs, key)]
+                sub_rows += [{"model": m["label"], "arm": arm, "key": key, **r} for r in wrong]
                 per_attr += [{"model": m["label"], "arm": arm, "key": key, **r}
-                             for r in lossy.substitution_by_attribute(rs, freqs, key=key)]
+                             for r in lossy.substitution_by_attribute(rs, freqs, key=key, subs=wrong)]
         for by in ("exposures", "value_rank"):
             bins += [{"model": m["label"], **b} for b in lossy.recall_by(rows, by, ranks, n_boot=p.n_boot, seed=seed)]
         kls.append({"model": m["label"], **lossy.kl_split(rows, n_boot=p.n_boot, seed=seed)})

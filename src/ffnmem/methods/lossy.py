@@ -155,13 +155,14 @@ def _rank_p(subs: list[dict], freqs: dict, null: str, n_sim: int, rng: np.random
 
 
 def substitution_test(rows: list[dict], freqs: dict[str, dict[str, float]], *, key: str = "prediction",
-                      n_boot: int = 1000, n_sim: int = 2000, seed: int = 0, level: float = 0.95) -> dict:
+                      n_boot: int = 1000, n_sim: int = 2000, seed: int = 0, level: float = 0.95,
+                      subs: list[dict] | None = None) -> dict:
     """The substitution statistic against the value-frequency and uniform nulls (module docstring).
 
     ``rate_minus_frequency_null``: observed top-share minus the mean value-frequency chance, with a
     bootstrap CI over wrong answers; ``rate_ratio_frequency``: their ratio.
     """
-    subs = substitution_rows(rows, freqs, key)
+    subs = substitution_rows(rows, freqs, key) if subs is None else subs  # given: computed once by the caller
     wrong = sum(1 for r in rows if r.get(key) != r["answer"])
     out = {"key": key, "n_scored": len(rows), "n_wrong": wrong, "n_substitutions": len(subs),
            "substitution_share": len(subs) / wrong if wrong else None}
@@ -192,10 +193,10 @@ def substitution_test(rows: list[dict], freqs: dict[str, dict[str, float]], *, k
 
 
 def substitution_by_attribute(rows: list[dict], freqs: dict[str, dict[str, float]], *,
-                              key: str = "prediction") -> list[dict]:
+                              key: str = "prediction", subs: list[dict] | None = None) -> list[dict]:
     """Per attribute: substitutions, top-share and its nulls, and the model's most common wrong
     answer with its share and frequency rank (one default answer per attribute shows here)."""
-    subs = substitution_rows(rows, freqs, key)
+    subs = substitution_rows(rows, freqs, key) if subs is None else subs
     out = []
     for a in sorted({s["attribute"] for s in subs}):
         ss = [s for s in subs if s["attribute"] == a]
